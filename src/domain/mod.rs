@@ -1,0 +1,7 @@
+//! Pure contact rules: the shared record vocabulary, normalisation, matching, merging and
+//! planning. No I/O, no clocks, no async.
+
+pub mod normalize;
+pub mod record;
+
+pub use record::{Fields, RemoteRecord, Tags, attr_field, field, tag_key};

@@ -1,0 +1,215 @@
+//! Provider clients: one [`Provider`] trait, one adapter per platform, one HTTP driver.
+//!
+//! An adapter only builds requests and decodes responses into the shared
+//! [`RemoteRecord`](crate::domain::RemoteRecord). Pacing, retry with backoff, timeouts,
+//! secret redaction and metrics are written once, in [`http`]. The engine (`crate::sync`)
+//! talks to every provider through [`Provider`] and asks [`Capabilities`] what it may do.
+
+pub mod error;
+
+pub use error::{ErrorKind, ProviderError};
+
+use crate::domain::{Fields, RemoteRecord, Tags};
+use std::future::Future;
+
+/// The four platforms. A closed set: adding one means a module, a variant and a match arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Chatwoot (open source; cloud or self-hosted).
+    Chatwoot,
+    /// MaiAgent.
+    Maiagent,
+    /// Agentalk.
+    Agentalk,
+    /// DM Champ.
+    Dmchamp,
+}
+
+impl ProviderKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Chatwoot,
+        ProviderKind::Maiagent,
+        ProviderKind::Agentalk,
+        ProviderKind::Dmchamp,
+    ];
+
+    /// The config spelling (`kind = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Chatwoot => "chatwoot",
+            ProviderKind::Maiagent => "maiagent",
+            ProviderKind::Agentalk => "agentalk",
+            ProviderKind::Dmchamp => "dmchamp",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The default `base_url`, if the kind has one (Chatwoot has none: it is self-hosted).
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Chatwoot => None,
+            ProviderKind::Maiagent => Some("https://api.maiagent.ai"),
+            ProviderKind::Agentalk => Some("https://api.agentalk.io"),
+            ProviderKind::Dmchamp => Some("https://api.dmchamp.com"),
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a record can be looked up in a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LookupKind {
+    /// By E.164 phone number.
+    Phone,
+    /// By email (case-insensitive).
+    Email,
+    /// By the external key (`source_id` field).
+    SourceId,
+}
+
+/// A lookup request: the key kind and its normalised value (E.164 phone, lower-cased email).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupKey<'a> {
+    /// E.164 phone, e.g. `+14155550123`.
+    Phone(&'a str),
+    /// Trimmed, lower-cased email.
+    Email(&'a str),
+    /// External key.
+    SourceId(&'a str),
+}
+
+impl LookupKey<'_> {
+    /// The kind of this key.
+    pub fn kind(&self) -> LookupKind {
+        match self {
+            LookupKey::Phone(_) => LookupKind::Phone,
+            LookupKey::Email(_) => LookupKind::Email,
+            LookupKey::SourceId(_) => LookupKind::SourceId,
+        }
+    }
+}
+
+/// What a provider can do. The engine plans only what the capabilities allow and counts
+/// the rest as skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Can page through all contacts ([`Provider::list_page`]).
+    pub enumerate: bool,
+    /// Lookups the provider supports exactly (the adapter checks exactness itself).
+    pub lookups: &'static [LookupKind],
+    /// Whether a lookup answers with the record's fields (`false`: only the id, DM Champ).
+    pub lookup_returns_fields: bool,
+    /// Tags can be read (in the listing, by tag listing, or per contact).
+    pub tags_read: bool,
+    /// Tags can be added.
+    pub tags_add: bool,
+    /// Tags can be removed.
+    pub tags_remove: bool,
+    /// The listing can be filtered by tag ([`Provider::list_tag_names`] /
+    /// [`Provider::list_tag_page`]) — how Chatwoot labels are read without one request per
+    /// contact.
+    pub tags_by_listing: bool,
+    /// A contact without a phone cannot be created (Agentalk, DM Champ).
+    pub needs_phone: bool,
+    /// The phone of an existing contact can be changed.
+    pub phone_mutable: bool,
+    /// The fields (see [`crate::domain::field`]) this provider holds.
+    pub fields: &'static [&'static str],
+    /// Custom attributes (`attr.*` fields) are held.
+    pub attrs: bool,
+    /// What the provider calls the external key (`identifier`, `sourceId`, …), if it has one.
+    pub external_key: Option<&'static str>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The records on this page.
+    pub records: Vec<RemoteRecord>,
+    /// Opaque cursor of the next page; `None` when this was the last page.
+    pub next: Option<String>,
+}
+
+/// One page of the contacts carrying one tag.
+#[derive(Debug, Clone, Default)]
+pub struct TagPage {
+    /// Remote ids of the contacts carrying the tag on this page.
+    pub remote_ids: Vec<String>,
+    /// Opaque cursor of the next page; `None` when this was the last page.
+    pub next: Option<String>,
+}
+
+/// The result of a create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The provider's id of the (new or existing) contact.
+    pub remote_id: String,
+    /// The provider answered with a contact that already existed (upsert / duplicate).
+    pub existed: bool,
+}
+
+/// The contact a write is aimed at.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Provider id of the contact.
+    pub remote_id: &'a str,
+    /// The full projection of the contact onto this provider after the write (the phone
+    /// and email, for providers that address contacts by them).
+    pub fields: &'a Fields,
+    /// The tags the provider holds now, as far as we know (Chatwoot replaces the whole set).
+    pub tags: &'a Tags,
+}
+
+type Res<T> = Result<T, ProviderError>;
+
+/// The operations every provider adapter offers. Operations a provider lacks (per its
+/// [`Capabilities`]) return a [`ErrorKind::Permanent`] error; the engine never calls them.
+pub trait Provider: Send + Sync {
+    /// The instance name from the config.
+    fn name(&self) -> &str;
+    /// The kind of provider.
+    fn kind(&self) -> ProviderKind;
+    /// What this provider can do.
+    fn capabilities(&self) -> &Capabilities;
+    /// One page of all contacts; `cursor` is `None` for the first page.
+    fn list_page(&self, cursor: Option<&str>) -> impl Future<Output = Res<Page>> + Send;
+    /// The tag names that [`Provider::list_tag_page`] can filter by (the tag universe).
+    fn list_tag_names(&self) -> impl Future<Output = Res<Vec<String>>> + Send;
+    /// One page of the ids of contacts carrying `tag`.
+    fn list_tag_page(
+        &self,
+        tag: &str,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Res<TagPage>> + Send;
+    /// Exact lookup; `Ok(None)` when nothing matches. When the provider returns only an id,
+    /// the record's `fields` are empty.
+    fn lookup(&self, key: LookupKey<'_>) -> impl Future<Output = Res<Option<RemoteRecord>>> + Send;
+    /// Creates a contact from `fields` (only fields the provider holds) with `tags` where the
+    /// provider takes tags on create.
+    fn create(&self, fields: &Fields, tags: &Tags) -> impl Future<Output = Res<Created>> + Send;
+    /// Writes the changed fields (`""` clears a field).
+    fn update(&self, target: Target<'_>, changes: &Fields) -> impl Future<Output = Res<()>> + Send;
+    /// Reads one contact's tags.
+    fn read_tags(&self, remote_id: &str) -> impl Future<Output = Res<Tags>> + Send;
+    /// Adds tags to a contact.
+    fn add_tags(&self, target: Target<'_>, add: &[String]) -> impl Future<Output = Res<()>> + Send;
+    /// Removes tags from a contact.
+    fn remove_tags(
+        &self,
+        target: Target<'_>,
+        remove: &[String],
+    ) -> impl Future<Output = Res<()>> + Send;
+    /// Deletes a contact.
+    fn delete(&self, remote_id: &str) -> impl Future<Output = Res<()>> + Send;
+}

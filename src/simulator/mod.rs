@@ -1,0 +1,2 @@
+//! Simulated providers: stateful HTTP servers that behave like the real APIs.
+pub mod seed;
