@@ -29,7 +29,11 @@
 //! - [`daemon`]: schedules, signals, systemd, health and metrics endpoint; the only
 //!   module that knows clocks and signals.
 //! - [`simulator`]: simulated providers for the demo, the tests and the benchmarks.
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod provider;
 pub mod simulator;
+pub mod store;
+pub mod telemetry;
