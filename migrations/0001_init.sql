@@ -22,6 +22,7 @@ CREATE TABLE contacts (
     last_name   TEXT NOT NULL DEFAULT '',
     email       TEXT NOT NULL DEFAULT '',   -- lower-cased when valid, raw text otherwise
     phone       TEXT NOT NULL DEFAULT '',   -- E.164 when valid, raw text otherwise
+    phone_valid INTEGER NOT NULL DEFAULT 0, -- 1 when phone is valid E.164
     source_id   TEXT NOT NULL DEFAULT '',
     attrs       TEXT NOT NULL DEFAULT '{}', -- JSON object: custom attribute → text
     seq         INTEGER NOT NULL,           -- change sequence: bumped on every change

@@ -14,10 +14,10 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// Runs the parsed command line.
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run(cli: &Cli) -> ExitCode {
     let code = match &cli.command {
-        Some(Command::CheckConfig) => check_config(&cli),
-        Some(Command::Status { json }) => status(&cli, *json),
+        Some(Command::CheckConfig) => check_config(cli),
+        Some(Command::Status { json }) => status(cli, *json),
         Some(Command::Demo { .. }) => not_yet("demo"),
         Some(Command::Simulate { .. }) => not_yet("simulate"),
         Some(Command::Healthcheck) => not_yet("healthcheck"),

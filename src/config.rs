@@ -543,10 +543,10 @@ fn validate(
                 }),
             }
         }
-        if let Some(v) = &http.unready_after {
-            if let Some(d) = parse_duration(v, "http.unready_after", problems) {
-                unready_after = d;
-            }
+        if let Some(v) = &http.unready_after
+            && let Some(d) = parse_duration(v, "http.unready_after", problems)
+        {
+            unready_after = d;
         }
     }
     if raw.store.path.as_os_str().is_empty() {
@@ -690,13 +690,13 @@ fn validate(
                 None
             }
         });
-        if let Some(rps) = p.requests_per_second {
-            if !(rps.is_finite() && rps > 0.0) {
-                problems.push(Problem {
-                    key: key("requests_per_second"),
-                    message: format!("`{rps}` must be a positive number"),
-                });
-            }
+        if let Some(rps) = p.requests_per_second
+            && !(rps.is_finite() && rps > 0.0)
+        {
+            problems.push(Problem {
+                key: key("requests_per_second"),
+                message: format!("`{rps}` must be a positive number"),
+            });
         }
         let request_timeout = p
             .timeout
@@ -833,12 +833,12 @@ fn load_secret(
 /// A relative `api_key_file` is looked up in systemd's `$CREDENTIALS_DIRECTORY` first
 /// (`LoadCredential=`), then relative to the working directory.
 fn resolve_credential_path(path: &Path) -> PathBuf {
-    if path.is_relative() {
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let candidate = Path::new(&dir).join(path);
-            if candidate.exists() {
-                return candidate;
-            }
+    if path.is_relative()
+        && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+    {
+        let candidate = Path::new(&dir).join(path);
+        if candidate.exists() {
+            return candidate;
         }
     }
     path.to_owned()
@@ -1004,6 +1004,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn figment_env_digits_stay_strings() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -36,4 +36,5 @@ pub mod domain;
 pub mod provider;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

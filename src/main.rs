@@ -5,5 +5,5 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = contact_sync::cli::Cli::parse();
     contact_sync::telemetry::init(cli.log_format, cli.verbose, cli.quiet);
-    contact_sync::app::run(cli)
+    contact_sync::app::run(&cli)
 }

@@ -2,7 +2,9 @@
 //! planning. No I/O, no clocks, no async.
 
 pub mod matching;
+pub mod merge;
 pub mod normalize;
+pub mod plan;
 pub mod record;
 
 pub use record::{Fields, RemoteRecord, Tags, attr_field, field, tag_key};

@@ -5,7 +5,10 @@
 //! Read-only commands (`status`) open the file read-only and never take the lock, so they
 //! work while the daemon runs (WAL mode lets readers and the writer proceed together).
 
+pub mod contacts;
 pub mod migrations;
+pub mod outbox;
+pub mod pull;
 pub mod status;
 
 use rusqlite::{Connection, OpenFlags};
@@ -219,11 +222,29 @@ pub fn open_read_only(path: &Path) -> Result<Option<Connection>, StoreError> {
     Ok(Some(conn))
 }
 
+/// The change sequence of golden records: every change takes the next number, so
+/// planning finds what changed since its watermark. Only the writer thread advances it.
+#[derive(Debug, Clone, Default)]
+pub struct Seq(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl Seq {
+    /// The next number.
+    pub fn next(&self) -> i64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    /// The last number handed out.
+    pub fn current(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The writer handle: one connection on a dedicated thread, plus the sync lock.
 #[derive(Clone)]
 pub struct Store {
     conn: tokio_rusqlite::Connection,
     path: PathBuf,
+    seq: Seq,
     _lock: std::sync::Arc<SyncLock>,
 }
 
@@ -248,14 +269,22 @@ impl Store {
             .await
             .map_err(StoreError::Sqlite)?;
         // Replace the placeholder with the real, migrated connection on the writer thread.
-        conn.call(move |c| -> Result<(), StoreError> {
-            *c = open_writer_connection(&owned)?;
-            Ok(())
-        })
-        .await?;
+        let max_seq = conn
+            .call(move |c| -> Result<i64, StoreError> {
+                *c = open_writer_connection(&owned)?;
+                Ok(
+                    c.query_row("SELECT coalesce(max(seq), 0) FROM contacts", [], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .await?;
         Ok(Self {
             conn,
             path: path.to_owned(),
+            seq: Seq(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+                max_seq,
+            ))),
             _lock: std::sync::Arc::new(lock),
         })
     }
@@ -272,5 +301,20 @@ impl Store {
         R: Send + 'static,
     {
         Ok(self.conn.call(f).await?)
+    }
+
+    /// Runs `f` on the writer thread with the change sequence.
+    pub async fn call_seq<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection, &Seq) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let seq = self.seq.clone();
+        Ok(self.conn.call(move |c| f(c, &seq)).await?)
+    }
+
+    /// The change sequence.
+    pub fn seq(&self) -> &Seq {
+        &self.seq
     }
 }
