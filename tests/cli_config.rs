@@ -1,6 +1,6 @@
 //! The real binary against config files: every validation error exits 2 and names the key;
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `check-config` never shows a secret; `status` works on an empty or absent store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use assert_cmd::Command;
 use predicates::prelude::*;

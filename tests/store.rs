@@ -1,6 +1,6 @@
 //! The SQLite store on a real file: migrations, refusal of a newer store, the sync lock,
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! read-only status alongside a writer.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contact_sync::store::{self, Store, StoreError};
 
