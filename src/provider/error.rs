@@ -19,6 +19,10 @@ pub enum ErrorKind {
     Permanent,
     /// The response could not be decoded (bad JSON, wrong types, HTML page, too large).
     Malformed,
+    /// The listing changed under a page cursor (MaiAgent answers 404 "Invalid page." when
+    /// contacts were deleted during a scan): the cursor is dead, restart the scan from the
+    /// first page. Nothing is wrong with the provider or the config.
+    ListingChanged,
 }
 
 /// A failed provider call, with the provider instance name, the operation, the HTTP status
@@ -91,6 +95,34 @@ impl ProviderError {
         self.hint = hint.into();
         self
     }
+
+    /// Reclassifies the error as `kind`, with that kind's default hint.
+    #[must_use]
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        default_hint(kind).clone_into(&mut self.hint);
+        self
+    }
+
+    /// Sets the server-requested delay.
+    #[must_use]
+    pub fn with_retry_after(mut self, delay: Option<Duration>) -> Self {
+        self.retry_after = delay;
+        self
+    }
+
+    /// Sets the colliding attributes (for [`ErrorKind::AlreadyExists`]).
+    #[must_use]
+    pub fn with_conflicting(mut self, attributes: Vec<String>) -> Self {
+        self.conflicting = attributes;
+        self
+    }
+
+    /// Whether the listing changed under the cursor and the scan must restart from the
+    /// first page ([`ErrorKind::ListingChanged`]).
+    pub fn restart_listing(&self) -> bool {
+        self.kind == ErrorKind::ListingChanged
+    }
 }
 
 /// The hint shown when an adapter has nothing more specific to say.
@@ -113,6 +145,9 @@ pub fn default_hint(kind: ErrorKind) -> &'static str {
         }
         ErrorKind::Malformed => {
             "The provider sent a response contact-sync cannot read; nothing was changed for this page. Check base_url points at the API, then rerun"
+        }
+        ErrorKind::ListingChanged => {
+            "Contacts were removed while the listing was being read; the scan restarts from the first page"
         }
     }
 }

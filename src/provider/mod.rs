@@ -5,7 +5,13 @@
 //! secret redaction and metrics are written once, in [`http`]. The engine (`crate::sync`)
 //! talks to every provider through [`Provider`] and asks [`Capabilities`] what it may do.
 
+pub mod agentalk;
+pub mod chatwoot;
+pub mod dmchamp;
 pub mod error;
+pub mod http;
+pub mod maiagent;
+pub mod wire;
 
 pub use error::{ErrorKind, ProviderError};
 
@@ -212,4 +218,98 @@ pub trait Provider: Send + Sync {
     ) -> impl Future<Output = Res<()>> + Send;
     /// Deletes a contact.
     fn delete(&self, remote_id: &str) -> impl Future<Output = Res<()>> + Send;
+}
+
+/// Any of the four adapters, chosen at start-up by [`build`]. Implements [`Provider`] by
+/// delegation (static dispatch, no boxing).
+#[derive(Debug)]
+pub enum AnyProvider {
+    /// A Chatwoot account.
+    Chatwoot(chatwoot::Chatwoot),
+    /// A MaiAgent organisation.
+    Maiagent(maiagent::MaiAgent),
+    /// An Agentalk organisation.
+    Agentalk(agentalk::Agentalk),
+    /// A DM Champ account.
+    Dmchamp(dmchamp::DmChamp),
+}
+
+/// Builds the client of one configured provider instance: the one `match` over
+/// [`ProviderKind`]. Fails (before any request) when the settings cannot make a client:
+/// no TLS roots, a key that cannot travel in a header, a Chatwoot instance without
+/// `account_id`.
+#[allow(clippy::result_large_err)] // `ProviderError` carries context for the human.
+pub fn build(settings: &crate::config::ProviderSettings) -> Result<AnyProvider, ProviderError> {
+    Ok(match settings.kind {
+        ProviderKind::Chatwoot => AnyProvider::Chatwoot(chatwoot::Chatwoot::new(settings)?),
+        ProviderKind::Maiagent => AnyProvider::Maiagent(maiagent::MaiAgent::new(settings)?),
+        ProviderKind::Agentalk => AnyProvider::Agentalk(agentalk::Agentalk::new(settings)?),
+        ProviderKind::Dmchamp => AnyProvider::Dmchamp(dmchamp::DmChamp::new(settings)?),
+    })
+}
+
+/// Calls `$call` on whichever adapter `$self` holds.
+macro_rules! delegate {
+    ($self:ident, $p:ident => $call:expr) => {
+        match $self {
+            AnyProvider::Chatwoot($p) => $call,
+            AnyProvider::Maiagent($p) => $call,
+            AnyProvider::Agentalk($p) => $call,
+            AnyProvider::Dmchamp($p) => $call,
+        }
+    };
+}
+
+impl Provider for AnyProvider {
+    fn name(&self) -> &str {
+        delegate!(self, p => p.name())
+    }
+
+    fn kind(&self) -> ProviderKind {
+        delegate!(self, p => p.kind())
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        delegate!(self, p => p.capabilities())
+    }
+
+    async fn list_page(&self, cursor: Option<&str>) -> Res<Page> {
+        delegate!(self, p => p.list_page(cursor).await)
+    }
+
+    async fn list_tag_names(&self) -> Res<Vec<String>> {
+        delegate!(self, p => p.list_tag_names().await)
+    }
+
+    async fn list_tag_page(&self, tag: &str, cursor: Option<&str>) -> Res<TagPage> {
+        delegate!(self, p => p.list_tag_page(tag, cursor).await)
+    }
+
+    async fn lookup(&self, key: LookupKey<'_>) -> Res<Option<RemoteRecord>> {
+        delegate!(self, p => p.lookup(key).await)
+    }
+
+    async fn create(&self, fields: &Fields, tags: &Tags) -> Res<Created> {
+        delegate!(self, p => p.create(fields, tags).await)
+    }
+
+    async fn update(&self, target: Target<'_>, changes: &Fields) -> Res<()> {
+        delegate!(self, p => p.update(target, changes).await)
+    }
+
+    async fn read_tags(&self, remote_id: &str) -> Res<Tags> {
+        delegate!(self, p => p.read_tags(remote_id).await)
+    }
+
+    async fn add_tags(&self, target: Target<'_>, add: &[String]) -> Res<()> {
+        delegate!(self, p => p.add_tags(target, add).await)
+    }
+
+    async fn remove_tags(&self, target: Target<'_>, remove: &[String]) -> Res<()> {
+        delegate!(self, p => p.remove_tags(target, remove).await)
+    }
+
+    async fn delete(&self, remote_id: &str) -> Res<()> {
+        delegate!(self, p => p.delete(remote_id).await)
+    }
 }
