@@ -21,7 +21,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         Some(Command::Demo { .. }) => not_yet("demo"),
         Some(Command::Simulate { .. }) => not_yet("simulate"),
         Some(Command::Healthcheck) => not_yet("healthcheck"),
-        None if cli.sync_now => not_yet("--sync-now"),
+        None if cli.sync_now => sync_now(cli),
         None => not_yet("the daemon"),
     };
     ExitCode::from(code)
@@ -164,4 +164,104 @@ pub fn render_status(report: &store::status::StatusReport) -> String {
         }
     }
     out
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            EXIT_FAILED
+        })
+}
+
+/// Builds the engine's provider slots for the selected providers.
+pub fn build_slots(
+    settings: &Settings,
+    names: &[String],
+) -> Result<Vec<crate::sync::ProviderSlot<crate::provider::AnyProvider>>, u8> {
+    let selected = settings
+        .select_providers(names)
+        .map_err(|e| report_config_error(&e))?;
+    let mut slots = Vec::new();
+    for p in selected {
+        match crate::provider::build(p) {
+            Ok(client) => slots.push(crate::sync::ProviderSlot {
+                settings: p.clone(),
+                client,
+            }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(EXIT_FAILED);
+            }
+        }
+    }
+    Ok(slots)
+}
+
+fn sync_now(cli: &Cli) -> u8 {
+    let settings = match load_settings(cli, Secrets::Load) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let slots = match build_slots(&settings, &cli.providers) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        crate::daemon::cancel_on_signal(cancel.clone());
+        let dry_dir;
+        let store_path = if cli.dry_run {
+            dry_dir = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: cannot create a temporary directory for the dry run: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            let copy = dry_dir.path().join("dry-run.db");
+            if let Err(e) = store::copy_for_dry_run(&settings.store_path, &copy) {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+            copy
+        } else {
+            settings.store_path.clone()
+        };
+        let store = match store::Store::open(&store_path).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        let mut engine = crate::sync::Engine::new(store, slots, settings.default_region);
+        let opts = crate::sync::CycleOptions {
+            dry_run: cli.dry_run,
+            drain_all: true,
+            cancel,
+            pull_only: None,
+        };
+        match engine.run_cycle(&opts).await {
+            Ok(report) => {
+                if cli.dry_run {
+                    println!("dry run: nothing was written to any provider or to the store\n");
+                    print!("{}", report.plan_listing());
+                    println!();
+                }
+                print!("{}", report.summary_table());
+                if report.ok() { EXIT_OK } else { EXIT_FAILED }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILED
+            }
+        }
+    })
 }

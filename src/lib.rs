@@ -32,6 +32,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod provider;
 pub mod simulator;

@@ -318,3 +318,17 @@ impl Store {
         &self.seq
     }
 }
+
+/// Copies the store at `path` (if it exists) into `dest` with `VACUUM INTO`, for a dry
+/// run that must leave the real store as it was. Returns whether there was a store.
+pub fn copy_for_dry_run(path: &Path, dest: &Path) -> Result<bool, StoreError> {
+    let Some(conn) = open_read_only(path)? else {
+        return Ok(false);
+    };
+    let target = dest.to_str().ok_or_else(|| StoreError::Open {
+        path: dest.to_owned(),
+        message: "the temporary path is not valid UTF-8".into(),
+    })?;
+    conn.execute("VACUUM INTO ?1", [target])?;
+    Ok(true)
+}

@@ -55,6 +55,10 @@ pub struct CycleOptions {
     pub drain_all: bool,
     /// Stop between pages and pushes when cancelled.
     pub cancel: CancellationToken,
+    /// Pull only these providers (by name); `None` pulls all. Pushes always go to every
+    /// push-enabled provider, so a change pulled from one reaches the others in the same
+    /// cycle (the daemon runs one such cycle per provider schedule).
+    pub pull_only: Option<Vec<String>>,
 }
 
 /// Failures of the engine itself (a provider failing is reported, not an error).
@@ -71,6 +75,8 @@ pub struct Engine<P> {
     slots: Vec<ProviderSlot<P>>,
     region: DefaultRegion,
     ids: Vec<i64>,
+    /// Whether each provider's last listing completed (creates there need it).
+    listing_complete: Vec<bool>,
 }
 
 /// Unix seconds now.
@@ -117,6 +123,7 @@ impl<P: Provider> Engine<P> {
             slots,
             region,
             ids: Vec::new(),
+            listing_complete: Vec::new(),
         }
     }
 
@@ -187,9 +194,10 @@ impl<P: Provider> Engine<P> {
                 |(order, (slot, &id))| self.pull_provider(slot, id, order, owners.clone(), opts),
             ))
             .await;
-        let mut complete = Vec::new();
-        for (report, result) in reports.iter_mut().zip(pulls) {
+        self.listing_complete.resize(self.slots.len(), false);
+        for (i, (report, result)) in reports.iter_mut().zip(pulls).enumerate() {
             match result {
+                Ok(p) if !p.pulled_now => {}
                 Ok(p) => {
                     report.counts.pulled += p.pulled;
                     report.counts.matched += p.matched;
@@ -199,11 +207,11 @@ impl<P: Provider> Engine<P> {
                     if let Some(w) = p.warning {
                         report.warnings.push(w);
                     }
-                    complete.push(p.complete);
+                    self.listing_complete[i] = p.complete;
                 }
                 Err(e) => {
                     report.fail(e);
-                    complete.push(false);
+                    self.listing_complete[i] = false;
                 }
             }
         }
@@ -219,7 +227,7 @@ impl<P: Provider> Engine<P> {
                     continue;
                 }
                 let caps = slot.client.capabilities();
-                let may_create = !caps.enumerate || complete[i];
+                let may_create = !caps.enumerate || self.listing_complete[i];
                 let (n, skipped, writes) = self
                     .plan_provider(slot, self.ids[i], may_create, opts.dry_run)
                     .await?;
@@ -299,9 +307,14 @@ impl<P: Provider> Engine<P> {
     ) -> Result<PullOutcome, String> {
         let caps = slot.client.capabilities();
         let mut out = PullOutcome::default();
-        if !caps.enumerate {
+        let selected = opts
+            .pull_only
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == &slot.settings.name));
+        if !caps.enumerate || !selected {
             return Ok(out);
         }
+        out.pulled_now = true;
         let name = &slot.settings.name;
         let mut seen: Vec<i64> = Vec::new();
         let mut cursor: Option<String> = None;
@@ -511,5 +524,6 @@ struct PullOutcome {
     conflicts: u64,
     gone: u64,
     complete: bool,
+    pulled_now: bool,
     warning: Option<String>,
 }
