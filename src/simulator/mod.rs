@@ -1,2 +1,3 @@
 //! Simulated providers: stateful HTTP servers that behave like the real APIs.
+pub mod maiagent;
 pub mod seed;
