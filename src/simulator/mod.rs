@@ -1,3 +1,4 @@
 //! Simulated providers: stateful HTTP servers that behave like the real APIs.
+pub mod agentalk;
 pub mod maiagent;
 pub mod seed;
