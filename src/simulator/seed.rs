@@ -452,7 +452,7 @@ static PLANS: &[Plan] = &[
         cc: "33",
         weight: 5,
         names: &EUROPEAN,
-        templates: &["6UUUUUUHH", "7[3-9]UUUUUUH"],
+        templates: &["6[1245]UUUUUUH", "7[3-9]UUUUUUH"],
         by_unique: false,
     },
     Plan {
