@@ -67,6 +67,8 @@ pub struct Credentials {
 /// The whole simulated account.
 pub struct State {
     creds: Credentials,
+    /// The inbox as `contact_inboxes` shows it (built once: every listed contact has it).
+    inbox: Value,
     inner: RwLock<Inner>,
     /// Orders of the resolved contacts by a sort key other than `created_at`, each with the
     /// write generation it was computed at.
@@ -147,6 +149,7 @@ impl State {
     pub fn new(credentials: Credentials) -> Self {
         let first_id = 1 + mix(credentials.account_id) % 50_000;
         State {
+            inbox: inbox_json(credentials.inbox_id),
             creds: credentials,
             inner: RwLock::new(Inner {
                 first_id,
@@ -276,19 +279,8 @@ impl State {
         self.read().resolved.len()
     }
 
-    fn inbox_json(&self) -> Value {
-        json!({
-            "id": self.creds.inbox_id,
-            "avatar_url": "",
-            "channel_id": self.creds.inbox_id + 100,
-            "name": "API inbox",
-            "channel_type": "Channel::Api",
-            "provider": null,
-        })
-    }
-
     fn full_inbox_json(&self) -> Value {
-        let mut v = self.inbox_json();
+        let mut v = self.inbox.clone();
         if let Value::Object(map) = &mut v {
             let extra = json!({
                 "greeting_enabled": false,
@@ -340,7 +332,7 @@ impl State {
             let inboxes: Vec<Value> = c
                 .inbox
                 .iter()
-                .map(|s| json!({"source_id": source_id(c.id, s), "inbox": self.inbox_json()}))
+                .map(|s| json!({"source_id": source_id(c.id, s), "inbox": self.inbox}))
                 .collect();
             map.insert("contact_inboxes".into(), Value::Array(inboxes));
         }
@@ -367,6 +359,18 @@ impl State {
             Some(_) => Ok(()),
         }
     }
+}
+
+/// An inbox as `contact_inboxes` entries show it.
+fn inbox_json(inbox_id: u64) -> Value {
+    json!({
+        "id": inbox_id,
+        "avatar_url": "",
+        "channel_id": inbox_id + 100,
+        "name": "API inbox",
+        "channel_type": "Channel::Api",
+        "provider": null,
+    })
 }
 
 const COMPANIES: &[&str] = &[

@@ -233,8 +233,10 @@ pub struct SimCredentials {
     pub maiagent_api_key: String,
     /// MaiAgent inbox UUID.
     pub maiagent_inbox_id: String,
-    /// Agentalk bearer token `{org uuid}.{secret}`.
-    pub agentalk_api_key: String,
+    /// Agentalk organization UUID (the token is `{org uuid}.{secret}`).
+    pub agentalk_org_id: String,
+    /// Agentalk token secret.
+    pub agentalk_secret: String,
     /// DM Champ `apiKey`.
     pub dmchamp_api_key: String,
 }
@@ -270,7 +272,8 @@ impl SimCredentials {
         let chatwoot_token = token(&mut d, BASE58, 24);
         let maiagent_api_key = format!("{}.{}", token(&mut d, ALNUM, 8), token(&mut d, ALNUM, 32));
         let maiagent_inbox_id = uuid(&mut d);
-        let agentalk_api_key = format!("{}.{}", uuid(&mut d), token(&mut d, ALNUM, 32));
+        let agentalk_org_id = uuid(&mut d);
+        let agentalk_secret = token(&mut d, ALNUM, 32);
         let dmchamp_api_key = token(&mut d, HEX, 32);
         SimCredentials {
             chatwoot: chatwoot::Credentials {
@@ -280,9 +283,15 @@ impl SimCredentials {
             },
             maiagent_api_key,
             maiagent_inbox_id,
-            agentalk_api_key,
+            agentalk_org_id,
+            agentalk_secret,
             dmchamp_api_key,
         }
+    }
+
+    /// Agentalk's bearer token: `{org uuid}.{secret}`.
+    pub fn agentalk_api_key(&self) -> String {
+        format!("{}.{}", self.agentalk_org_id, self.agentalk_secret)
     }
 
     /// The `contact-sync simulate` object (DESIGN §2) for servers at these base URLs.
@@ -299,7 +308,7 @@ impl SimCredentials {
                 "inbox_id": self.maiagent_inbox_id,
                 "api_key": self.maiagent_api_key,
             },
-            "agentalk": {"base_url": agentalk, "api_key": self.agentalk_api_key},
+            "agentalk": {"base_url": agentalk, "api_key": self.agentalk_api_key()},
             "dmchamp": {"base_url": dmchamp, "api_key": self.dmchamp_api_key},
         })
     }
@@ -322,6 +331,14 @@ impl chatwoot::State {
     }
 }
 
+// `Simulation` needs the other three provider modules (`maiagent`, `agentalk`, `dmchamp`),
+// which are written on branch `sim-providers`. Until they are merged into this tree it is
+// compiled out with `#[cfg(any())]`; once they are, add `pub mod agentalk; pub mod
+// dmchamp; pub mod maiagent;` at the top of this file and delete the three
+// `#[cfg(any())]` lines below (and the one in tests/sim_core.rs). It uses the credential
+// fields of branch `sim-providers` (MaiAgent `api_key` + `inbox_id`, Agentalk `org_id` +
+// `secret`, DM Champ `api_key`).
+
 /// Runs `seed_fn` over `state` on a blocking thread (seeding a million people takes
 /// seconds).
 #[cfg(any())]
@@ -336,14 +353,8 @@ where
         .map_err(std::io::Error::other)
 }
 
-// `Simulation` needs the other three provider modules (`maiagent`, `agentalk`, `dmchamp`),
-// which are written on another branch. Until they are merged into this tree it is compiled
-// out with `#[cfg(any())]`; once they are, delete the three `#[cfg(any())]` lines below
-// (and the ones in tests/sim_core.rs) and add `pub mod agentalk; pub mod dmchamp; pub mod
-// maiagent;` above. It assumes each module's `Credentials` has `api_key: String`, plus
-// `inbox_id: String` for MaiAgent.
-#[cfg(any())]
 /// The four simulated providers, started together and seeded with overlapping people.
+#[cfg(any())]
 pub struct Simulation {
     /// The seed it was started with.
     pub seed: u64,
@@ -373,7 +384,8 @@ impl Simulation {
             inbox_id: credentials.maiagent_inbox_id.clone(),
         }));
         let ata = Arc::new(agentalk::State::new(agentalk::Credentials {
-            api_key: credentials.agentalk_api_key.clone(),
+            org_id: credentials.agentalk_org_id.clone(),
+            secret: credentials.agentalk_secret.clone(),
         }));
         let dmc = Arc::new(dmchamp::State::new(dmchamp::Credentials {
             api_key: credentials.dmchamp_api_key.clone(),
