@@ -44,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::seed::{Dice, Person, mix};
+use super::seed::{Dice, Person, mix, uuid_from};
 
 /// Contacts per page (`RESULTS_PER_PAGE`); there is no parameter to change it.
 pub const PAGE_SIZE: usize = 15;
@@ -574,21 +574,11 @@ fn now_secs() -> i64 {
 /// A UUID (version 4 layout) derived from `n`.
 fn derived_uuid(n: u64, salt: u64) -> String {
     let a = mix(n ^ mix(salt));
-    let b = mix(a ^ n);
-    let hi = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
-    let lo = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    uuid_from(a, mix(a ^ n))
 }
 
 fn random_uuid() -> String {
-    derived_uuid(rand::random::<u64>(), rand::random::<u64>())
+    uuid_from(rand::random(), rand::random())
 }
 
 /// Devise's `email_regexp`: `\A[^@\s]+@[^@\s]+\z`.
@@ -929,7 +919,7 @@ impl Sort {
         };
         // Postgres: ascending puts NULLs last, descending first, unless NULLS LAST is
         // written, as it is for these keys.
-        let nulls_last = self.field != SortField::Email && self.field != SortField::Phone;
+        let nulls_first = self.desc && matches!(self.field, SortField::Email | SortField::Phone);
         let mut keyed: Vec<(Option<Key>, u64)> = ids
             .iter()
             .filter_map(|&id| inner.get(id).map(|c| (key_of(c), id)))
@@ -938,27 +928,12 @@ impl Sort {
             use std::cmp::Ordering;
             let by_key = match (ka, kb) {
                 (None, None) => Ordering::Equal,
-                (None, Some(_)) => {
-                    if nulls_last || !self.desc {
-                        Ordering::Greater
-                    } else {
-                        Ordering::Less
-                    }
-                }
-                (Some(_), None) => {
-                    if nulls_last || !self.desc {
-                        Ordering::Less
-                    } else {
-                        Ordering::Greater
-                    }
-                }
-                (Some(a), Some(b)) => {
-                    if self.desc {
-                        b.cmp(a)
-                    } else {
-                        a.cmp(b)
-                    }
-                }
+                (None, Some(_)) if nulls_first => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) if nulls_first => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(a), Some(b)) if self.desc => b.cmp(a),
+                (Some(a), Some(b)) => a.cmp(b),
             };
             by_key.then(ia.cmp(ib))
         });

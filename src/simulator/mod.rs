@@ -250,17 +250,8 @@ fn token(d: &mut Dice, alphabet: &[u8], len: usize) -> String {
 }
 
 fn uuid(d: &mut Dice) -> String {
-    let (a, b) = (d.next(), d.next());
-    let hi = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
-    let lo = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    let a = d.next();
+    seed::uuid_from(a, d.next())
 }
 
 impl SimCredentials {
