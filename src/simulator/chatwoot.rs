@@ -917,8 +917,8 @@ impl Sort {
                 SortField::Country => attr(c, "country"),
             }
         };
-        // Postgres: ascending puts NULLs last, descending first, unless NULLS LAST is
-        // written, as it is for these keys.
+        // Postgres puts NULLs last ascending and first descending; Chatwoot writes NULLS
+        // LAST for every sort key except email and phone_number.
         let nulls_first = self.desc && matches!(self.field, SortField::Email | SortField::Phone);
         let mut keyed: Vec<(Option<Key>, u64)> = ids
             .iter()
