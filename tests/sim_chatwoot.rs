@@ -1013,7 +1013,8 @@ async fn a_hundred_thousand_contacts_list_completely_with_sort() {
     assert_eq!(page, total.div_ceil(PAGE_SIZE));
 }
 
-/// Throughput of list pages (sorted, 100,000 contacts, 4 concurrent clients) over loopback.
+/// Throughput of list pages (`sort=created_at`, 100,000 contacts, 4 concurrent clients in
+/// the same process) over loopback, with and without `contact_inboxes`.
 /// Run: `cargo test --release --test sim_chatwoot -- --ignored --nocapture list_throughput`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a check; run in release"]
@@ -1022,27 +1023,36 @@ async fn list_throughput() {
     let pages_total = 100_000usize.div_ceil(PAGE_SIZE);
     let per_client = 5_000;
     let clients = 4;
-    let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let cw = Arc::clone(&cw);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per_client {
-                let page = ((c * per_client + i) % pages_total + 1).to_string();
-                let (status, _) = cw
-                    .get("/contacts", &[("sort", "created_at"), ("page", &page)])
-                    .await;
-                assert_eq!(status, StatusCode::OK);
-            }
-        }));
+    for inboxes in ["true", "false"] {
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let cw = Arc::clone(&cw);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per_client {
+                    let page = ((c * per_client + i) % pages_total + 1).to_string();
+                    let (status, _) = cw
+                        .get(
+                            "/contacts",
+                            &[
+                                ("sort", "created_at"),
+                                ("page", &page),
+                                ("include_contact_inboxes", inboxes),
+                            ],
+                        )
+                        .await;
+                    assert_eq!(status, StatusCode::OK);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let pages = clients * per_client;
+        println!(
+            "include_contact_inboxes={inboxes}: {pages} pages of {PAGE_SIZE} in {elapsed:?}: {:.0} pages/s",
+            pages as f64 / elapsed.as_secs_f64()
+        );
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let elapsed = started.elapsed();
-    let pages = clients * per_client;
-    println!(
-        "{pages} pages of {PAGE_SIZE} in {elapsed:?}: {:.0} pages/s",
-        pages as f64 / elapsed.as_secs_f64()
-    );
 }

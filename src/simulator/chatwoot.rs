@@ -44,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::seed::{Dice, Person, mix};
+use super::seed::{Dice, Person, mix, uuid_from};
 
 /// Contacts per page (`RESULTS_PER_PAGE`); there is no parameter to change it.
 pub const PAGE_SIZE: usize = 15;
@@ -67,6 +67,8 @@ pub struct Credentials {
 /// The whole simulated account.
 pub struct State {
     creds: Credentials,
+    /// The inbox as `contact_inboxes` shows it (built once: every listed contact has it).
+    inbox: Value,
     inner: RwLock<Inner>,
     /// Orders of the resolved contacts by a sort key other than `created_at`, each with the
     /// write generation it was computed at.
@@ -147,6 +149,7 @@ impl State {
     pub fn new(credentials: Credentials) -> Self {
         let first_id = 1 + mix(credentials.account_id) % 50_000;
         State {
+            inbox: inbox_json(credentials.inbox_id),
             creds: credentials,
             inner: RwLock::new(Inner {
                 first_id,
@@ -276,19 +279,8 @@ impl State {
         self.read().resolved.len()
     }
 
-    fn inbox_json(&self) -> Value {
-        json!({
-            "id": self.creds.inbox_id,
-            "avatar_url": "",
-            "channel_id": self.creds.inbox_id + 100,
-            "name": "API inbox",
-            "channel_type": "Channel::Api",
-            "provider": null,
-        })
-    }
-
     fn full_inbox_json(&self) -> Value {
-        let mut v = self.inbox_json();
+        let mut v = self.inbox.clone();
         if let Value::Object(map) = &mut v {
             let extra = json!({
                 "greeting_enabled": false,
@@ -340,7 +332,7 @@ impl State {
             let inboxes: Vec<Value> = c
                 .inbox
                 .iter()
-                .map(|s| json!({"source_id": source_id(c.id, s), "inbox": self.inbox_json()}))
+                .map(|s| json!({"source_id": source_id(c.id, s), "inbox": self.inbox}))
                 .collect();
             map.insert("contact_inboxes".into(), Value::Array(inboxes));
         }
@@ -367,6 +359,18 @@ impl State {
             Some(_) => Ok(()),
         }
     }
+}
+
+/// An inbox as `contact_inboxes` entries show it.
+fn inbox_json(inbox_id: u64) -> Value {
+    json!({
+        "id": inbox_id,
+        "avatar_url": "",
+        "channel_id": inbox_id + 100,
+        "name": "API inbox",
+        "channel_type": "Channel::Api",
+        "provider": null,
+    })
 }
 
 const COMPANIES: &[&str] = &[
@@ -570,21 +574,11 @@ fn now_secs() -> i64 {
 /// A UUID (version 4 layout) derived from `n`.
 fn derived_uuid(n: u64, salt: u64) -> String {
     let a = mix(n ^ mix(salt));
-    let b = mix(a ^ n);
-    let hi = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
-    let lo = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    uuid_from(a, mix(a ^ n))
 }
 
 fn random_uuid() -> String {
-    derived_uuid(rand::random::<u64>(), rand::random::<u64>())
+    uuid_from(rand::random(), rand::random())
 }
 
 /// Devise's `email_regexp`: `\A[^@\s]+@[^@\s]+\z`.
@@ -923,9 +917,9 @@ impl Sort {
                 SortField::Country => attr(c, "country"),
             }
         };
-        // Postgres: ascending puts NULLs last, descending first, unless NULLS LAST is
-        // written, as it is for these keys.
-        let nulls_last = self.field != SortField::Email && self.field != SortField::Phone;
+        // Postgres puts NULLs last ascending and first descending; Chatwoot writes NULLS
+        // LAST for every sort key except email and phone_number.
+        let nulls_first = self.desc && matches!(self.field, SortField::Email | SortField::Phone);
         let mut keyed: Vec<(Option<Key>, u64)> = ids
             .iter()
             .filter_map(|&id| inner.get(id).map(|c| (key_of(c), id)))
@@ -934,27 +928,12 @@ impl Sort {
             use std::cmp::Ordering;
             let by_key = match (ka, kb) {
                 (None, None) => Ordering::Equal,
-                (None, Some(_)) => {
-                    if nulls_last || !self.desc {
-                        Ordering::Greater
-                    } else {
-                        Ordering::Less
-                    }
-                }
-                (Some(_), None) => {
-                    if nulls_last || !self.desc {
-                        Ordering::Less
-                    } else {
-                        Ordering::Greater
-                    }
-                }
-                (Some(a), Some(b)) => {
-                    if self.desc {
-                        b.cmp(a)
-                    } else {
-                        a.cmp(b)
-                    }
-                }
+                (None, Some(_)) if nulls_first => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) if nulls_first => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(a), Some(b)) if self.desc => b.cmp(a),
+                (Some(a), Some(b)) => a.cmp(b),
             };
             by_key.then(ia.cmp(ib))
         });

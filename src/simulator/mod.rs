@@ -236,8 +236,10 @@ pub struct SimCredentials {
     pub maiagent_api_key: String,
     /// MaiAgent inbox UUID.
     pub maiagent_inbox_id: String,
-    /// Agentalk bearer token `{org uuid}.{secret}`.
-    pub agentalk_api_key: String,
+    /// Agentalk organization UUID (the token is `{org uuid}.{secret}`).
+    pub agentalk_org_id: String,
+    /// Agentalk token secret.
+    pub agentalk_secret: String,
     /// DM Champ `apiKey`.
     pub dmchamp_api_key: String,
 }
@@ -251,17 +253,8 @@ fn token(d: &mut Dice, alphabet: &[u8], len: usize) -> String {
 }
 
 fn uuid(d: &mut Dice) -> String {
-    let (a, b) = (d.next(), d.next());
-    let hi = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
-    let lo = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    let a = d.next();
+    seed::uuid_from(a, d.next())
 }
 
 impl SimCredentials {
@@ -273,7 +266,8 @@ impl SimCredentials {
         let chatwoot_token = token(&mut d, BASE58, 24);
         let maiagent_api_key = format!("{}.{}", token(&mut d, ALNUM, 8), token(&mut d, ALNUM, 32));
         let maiagent_inbox_id = uuid(&mut d);
-        let agentalk_api_key = format!("{}.{}", uuid(&mut d), token(&mut d, ALNUM, 32));
+        let agentalk_org_id = uuid(&mut d);
+        let agentalk_secret = token(&mut d, ALNUM, 32);
         let dmchamp_api_key = token(&mut d, HEX, 32);
         SimCredentials {
             chatwoot: chatwoot::Credentials {
@@ -283,9 +277,15 @@ impl SimCredentials {
             },
             maiagent_api_key,
             maiagent_inbox_id,
-            agentalk_api_key,
+            agentalk_org_id,
+            agentalk_secret,
             dmchamp_api_key,
         }
+    }
+
+    /// Agentalk's bearer token: `{org uuid}.{secret}`.
+    pub fn agentalk_api_key(&self) -> String {
+        format!("{}.{}", self.agentalk_org_id, self.agentalk_secret)
     }
 
     /// The `contact-sync simulate` object (DESIGN §2) for servers at these base URLs.
@@ -302,7 +302,7 @@ impl SimCredentials {
                 "inbox_id": self.maiagent_inbox_id,
                 "api_key": self.maiagent_api_key,
             },
-            "agentalk": {"base_url": agentalk, "api_key": self.agentalk_api_key},
+            "agentalk": {"base_url": agentalk, "api_key": self.agentalk_api_key()},
             "dmchamp": {"base_url": dmchamp, "api_key": self.dmchamp_api_key},
         })
     }
@@ -366,13 +366,9 @@ impl Simulation {
             api_key: credentials.maiagent_api_key.clone(),
             inbox_id: credentials.maiagent_inbox_id.clone(),
         }));
-        let (org_id, secret) = credentials
-            .agentalk_api_key
-            .split_once('.')
-            .unwrap_or((credentials.agentalk_api_key.as_str(), ""));
         let ata = Arc::new(agentalk::State::new(agentalk::Credentials {
-            org_id: org_id.to_owned(),
-            secret: secret.to_owned(),
+            org_id: credentials.agentalk_org_id.clone(),
+            secret: credentials.agentalk_secret.clone(),
         }));
         let dmc = Arc::new(dmchamp::State::new(dmchamp::Credentials {
             api_key: credentials.dmchamp_api_key.clone(),

@@ -314,6 +314,20 @@ pub(crate) const fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Formats two 64-bit values as a UUID with the version-4 layout.
+pub(crate) fn uuid_from(a: u64, b: u64) -> String {
+    let hi = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
+    let lo = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
 /// A small deterministic dice: successive values of SplitMix64 from `(seed, index, stream)`.
 pub(crate) struct Dice(u64);
 
