@@ -224,11 +224,13 @@ pub fn add_key_if_free(
     kind: KeyKind,
     value: &str,
 ) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO match_keys (kind, value, contact_id) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![kind.as_str(), value, id])?;
-    Ok(key_owner(conn, kind, value)? == Some(id))
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO match_keys (kind, value, contact_id) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![kind.as_str(), value, id])?;
+    // Inserted: ours. Ignored: someone holds it already (perhaps this contact).
+    Ok(inserted == 1 || key_owner(conn, kind, value)? == Some(id))
 }
 
 /// Adds tags to a contact; returns how many were new.

@@ -149,6 +149,10 @@ fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Temporary tables (the staged tag listing of a provider, a row per contact and tag)
+    // live in a temporary file whose pages SQLite caches like any other, not in memory
+    // (the bundled SQLite's default): memory stays flat however many contacts there are.
+    conn.pragma_update(None, "temp_store", "FILE")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }

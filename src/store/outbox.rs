@@ -178,9 +178,12 @@ pub fn due_intents(
     after: i64,
     limit: usize,
 ) -> Result<Vec<Intent>, StoreError> {
+    // `+provider_id`, `+state`: walk the intents in id order (a range of the primary key)
+    // rather than through `intents_due`, which would sort every pending intent of the
+    // provider for each batch (quadratic over a first import's hundreds of thousands).
     let mut stmt = conn.prepare_cached(
         "SELECT id, contact_id, payload, attempts FROM intents
-         WHERE provider_id = ?1 AND state = 'pending' AND next_attempt_at <= ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+         WHERE +provider_id = ?1 AND +state = 'pending' AND next_attempt_at <= ?2 AND id > ?3 ORDER BY id LIMIT ?4",
     )?;
     let rows = stmt
         .query_map(

@@ -50,6 +50,72 @@ pub struct PageOutcome {
     pub seen: Vec<i64>,
 }
 
+/// A set of link ids (the links a listing showed), one bit per id: link ids are ordered
+/// integers, so a million links take about 128 KiB however many pages they span.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSet {
+    bits: Vec<u64>,
+}
+
+impl LinkSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a link id (ids below 0 are ignored: SQLite never hands them out).
+    pub fn insert(&mut self, id: i64) {
+        let Ok(id) = usize::try_from(id) else { return };
+        let word = id / 64;
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        self.bits[word] |= 1 << (id % 64);
+    }
+
+    /// Whether the set holds `id`.
+    pub fn contains(&self, id: i64) -> bool {
+        usize::try_from(id).is_ok_and(|id| {
+            self.bits
+                .get(id / 64)
+                .is_some_and(|w| w & (1 << (id % 64)) != 0)
+        })
+    }
+}
+
+impl Extend<i64> for LinkSet {
+    fn extend<I: IntoIterator<Item = i64>>(&mut self, iter: I) {
+        for id in iter {
+            self.insert(id);
+        }
+    }
+}
+
+/// For each `(remote id, content hash)` of a listed page: the id of the provider's active
+/// link that last showed exactly that content (same hash), else `None` (a new record, a
+/// changed one, or one whose link is not active). Records with an id here need no work at
+/// all — not even normalising — so a cycle over unchanged data only reads.
+pub fn unchanged_links(
+    conn: &Connection,
+    provider_id: i64,
+    listed: &[(String, i64)],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, hash FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND state = 'active'",
+    )?;
+    listed
+        .iter()
+        .map(|(remote_id, hash)| {
+            Ok(stmt
+                .query_row(params![provider_id, remote_id], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()?
+                .and_then(|(id, h)| (h == *hash).then_some(id)))
+        })
+        .collect()
+}
+
 /// Serialises a field map.
 pub fn fields_json(fields: &Fields) -> String {
     serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_owned())
@@ -486,7 +552,10 @@ fn adopt_link(
 /// Starts staging the tag listing of one provider (a temporary table on the writer).
 pub fn begin_tag_staging(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS staged_tags (link_id INTEGER NOT NULL, tag TEXT NOT NULL);
+        // Keyed by link: applying looks every link's staged tags up (without the key, each
+        // lookup scanned the whole table, quadratic in the number of contacts).
+        "CREATE TEMP TABLE IF NOT EXISTS staged_tags (link_id INTEGER NOT NULL, tag TEXT NOT NULL,
+             PRIMARY KEY (link_id, tag)) WITHOUT ROWID;
          DELETE FROM staged_tags;",
     )?;
     Ok(())
@@ -502,7 +571,7 @@ pub fn stage_tag_page(
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO staged_tags (link_id, tag) SELECT id, ?3 FROM links WHERE provider_id = ?1 AND remote_id = ?2",
+            "INSERT OR IGNORE INTO staged_tags (link_id, tag) SELECT id, ?3 FROM links WHERE provider_id = ?1 AND remote_id = ?2",
         )?;
         for id in remote_ids {
             stmt.execute(params![provider_id, id, tag])?;
@@ -522,16 +591,22 @@ pub fn apply_staged_tags(
     universe: &Tags,
     now: i64,
 ) -> Result<u64, StoreError> {
+    /// Links read per batch (memory stays flat however many links the provider has).
+    const BATCH: i64 = 2_000;
     let tx = conn.transaction()?;
     let mut changed = 0;
-    {
-        let mut stmt = tx.prepare(
-            "SELECT l.id, l.contact_id, l.tags, (SELECT json_group_array(tag) FROM staged_tags s WHERE s.link_id = l.id)
-             FROM links l WHERE l.provider_id = ?1 AND l.state = 'active'
-             AND (l.tags IS NULL OR l.tags != '[]' OR EXISTS (SELECT 1 FROM staged_tags s WHERE s.link_id = l.id))",
-        )?;
-        let rows = stmt
-            .query_map([provider_id], |r| {
+    let mut after = 0i64;
+    loop {
+        // `+l.provider_id`: walk the links in id order (a range of the primary key) rather
+        // than through the provider index, which would sort all of them for every batch.
+        let rows = tx
+            .prepare_cached(
+                "SELECT l.id, l.contact_id, l.tags, (SELECT json_group_array(tag) FROM staged_tags s WHERE s.link_id = l.id)
+                 FROM links l WHERE +l.provider_id = ?1 AND l.state = 'active' AND l.id > ?2
+                 AND (l.tags IS NULL OR l.tags != '[]' OR EXISTS (SELECT 1 FROM staged_tags s WHERE s.link_id = l.id))
+                 ORDER BY l.id LIMIT ?3",
+            )?
+            .query_map(params![provider_id, after, BATCH], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -540,6 +615,10 @@ pub fn apply_staged_tags(
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let Some(&(last, ..)) = rows.last() else {
+            break;
+        };
+        after = last;
         for (link_id, contact_id, snap, seen) in rows {
             let snap = parse_tags(snap.as_deref())?;
             let seen: Tags = parse_tags(Some(&seen))?.unwrap_or_default();
@@ -577,32 +656,38 @@ pub fn apply_staged_tags(
 pub fn mark_gone(
     conn: &mut Connection,
     provider_id: i64,
-    seen: &mut [i64],
+    seen: &LinkSet,
     guard_percent: u64,
     now: i64,
 ) -> Result<(u64, u64), StoreError> {
-    seen.sort_unstable();
     let tx = conn.transaction()?;
-    let mut missing = Vec::new();
-    let mut active = 0u64;
-    {
+    // Count first, collect only when the guard lets them go (memory stays flat even when
+    // a whole listing went missing).
+    let missing_ids = |collect: bool| -> Result<(u64, u64, Vec<i64>), StoreError> {
         let mut stmt =
-            tx.prepare("SELECT id FROM links WHERE provider_id = ?1 AND state = 'active'")?;
+            tx.prepare_cached("SELECT id FROM links WHERE provider_id = ?1 AND state = 'active'")?;
         let mut rows = stmt.query([provider_id])?;
+        let (mut active, mut missing, mut ids) = (0u64, 0u64, Vec::new());
         while let Some(row) = rows.next()? {
             active += 1;
             let id: i64 = row.get(0)?;
-            if seen.binary_search(&id).is_err() {
-                missing.push(id);
+            if !seen.contains(id) {
+                missing += 1;
+                if collect {
+                    ids.push(id);
+                }
             }
         }
-    }
-    if missing.is_empty() {
+        Ok((active, missing, ids))
+    };
+    let (active, missing, _) = missing_ids(false)?;
+    if missing == 0 {
         return Ok((0, 0));
     }
-    if (missing.len() as u64) * 100 > active * guard_percent {
-        return Ok((0, missing.len() as u64));
+    if missing * 100 > active * guard_percent {
+        return Ok((0, missing));
     }
+    let (_, _, missing) = missing_ids(true)?;
     {
         let mut stmt =
             tx.prepare_cached("UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1")?;

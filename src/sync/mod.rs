@@ -19,16 +19,18 @@ pub mod push;
 pub mod report;
 
 use crate::config::ProviderSettings;
-use crate::domain::merge::normalize_record;
+use crate::domain::RemoteRecord;
+use crate::domain::merge::{NormalizedRecord, content_hash, normalize_record};
 use crate::domain::normalize::DefaultRegion;
 use crate::domain::plan::{ProviderShape, plan_contact};
 use crate::domain::{Fields, Tags, field};
 use crate::provider::{Capabilities, LookupKey, LookupKind, Provider};
 use crate::store::outbox::{self, IntentPayload};
-use crate::store::pull::{self, FieldOwners};
+use crate::store::pull::{self, FieldOwners, LinkSet};
 use crate::store::{Store, StoreError};
-pub use report::{CycleReport, PlannedWrite, ProviderReport};
+pub use report::{CycleReport, PlannedWrite, ProviderReport, StageTimes};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Plan/push rounds per cycle.
@@ -37,6 +39,26 @@ pub const MAX_ROUNDS: usize = 3;
 const PLAN_BATCH: usize = 2_000;
 /// At most this share (percent) of a provider's links may be marked gone at once.
 pub const DELETE_GUARD_PERCENT: u64 = 20;
+/// Compiled regular expressions `phonenumber` keeps (its default is 100).
+const PHONE_REGEX_CACHE: usize = 1_024;
+
+/// `phonenumber` keeps the regular expressions of its metadata in one process-wide LRU
+/// cache of 100 entries. Numbers from a dozen countries use more than that (a `+1` number
+/// alone is tried against the patterns of some 25 regions), so the cache thrashes and
+/// every miss compiles a regex again: about 2.7 ms per phone instead of microseconds.
+/// Enlarged once per process; the working set of the data decides how much it holds.
+fn enlarge_phone_regex_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cache = phonenumber::metadata::DATABASE.cache();
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.capacity() < PHONE_REGEX_CACHE {
+            cache.set_capacity(PHONE_REGEX_CACHE);
+        }
+    });
+}
 
 /// A provider taking part in the cycle.
 pub struct ProviderSlot<P> {
@@ -74,6 +96,8 @@ pub struct Engine<P> {
     store: Store,
     slots: Vec<ProviderSlot<P>>,
     region: DefaultRegion,
+    region_salt: i64,
+    normalizer: Normalizer,
     ids: Vec<i64>,
     /// Whether each provider's last listing completed (creates there need it).
     listing_complete: Vec<bool>,
@@ -118,10 +142,13 @@ pub fn lookup_keys<'a>(caps: &Capabilities, fields: &'a Fields) -> Vec<LookupKey
 impl<P: Provider> Engine<P> {
     /// An engine over `store` for `slots` (config order decides same-cycle conflicts).
     pub fn new(store: Store, slots: Vec<ProviderSlot<P>>, region: DefaultRegion) -> Self {
+        enlarge_phone_regex_cache();
         Self {
             store,
             slots,
             region,
+            region_salt: region_salt(region),
+            normalizer: Normalizer::start(),
             ids: Vec::new(),
             listing_complete: Vec::new(),
         }
@@ -173,14 +200,17 @@ impl<P: Provider> Engine<P> {
         }
 
         // 1. Recover creates a crash left unanswered.
-        let recoveries = futures::future::join_all(
-            self.slots
-                .iter()
-                .zip(&self.ids)
-                .map(|(slot, &id)| push::recover_creating(&self.store, slot, id, self.region)),
-        )
+        let (store, region) = (&self.store, self.region);
+        let recoveries = futures::future::join_all(self.slots.iter().zip(&self.ids).map(
+            |(slot, &id)| async move {
+                let started = Instant::now();
+                let result = push::recover_creating(store, slot, id, region).await;
+                (result, started.elapsed().as_secs_f64())
+            },
+        ))
         .await;
-        for (report, result) in reports.iter_mut().zip(recoveries) {
+        for (report, (result, secs)) in reports.iter_mut().zip(recoveries) {
+            report.timings.pull += secs;
             match result {
                 Ok(n) => report.counts.matched += n,
                 Err(e) => report.fail(e.clone()),
@@ -199,6 +229,10 @@ impl<P: Provider> Engine<P> {
             match result {
                 Ok(p) if !p.pulled_now => {}
                 Ok(p) => {
+                    report.timings.fetch += p.times.fetch;
+                    report.timings.normalize += p.times.normalize;
+                    report.timings.store += p.times.store;
+                    report.timings.pull += p.times.pull;
                     report.counts.pulled += p.pulled;
                     report.counts.matched += p.matched;
                     report.conflicts += p.conflicts;
@@ -228,9 +262,11 @@ impl<P: Provider> Engine<P> {
                 }
                 let caps = slot.client.capabilities();
                 let may_create = !caps.enumerate || self.listing_complete[i];
+                let started = Instant::now();
                 let (n, skipped, writes) = self
                     .plan_provider(slot, self.ids[i], may_create, opts.dry_run)
                     .await?;
+                reports[i].timings.plan += started.elapsed().as_secs_f64();
                 planned_any |= n > 0;
                 if round == 0 {
                     reports[i].counts.skipped += skipped;
@@ -240,13 +276,16 @@ impl<P: Provider> Engine<P> {
             if opts.dry_run {
                 break;
             }
+            let (store, region) = (&self.store, self.region);
             let pushes = futures::future::join_all(
                 self.slots
                     .iter()
                     .zip(&self.ids)
                     .filter(|(s, _)| s.settings.push)
-                    .map(|(slot, &id)| {
-                        push::push_provider(&self.store, slot, id, self.region, opts)
+                    .map(|(slot, &id)| async move {
+                        let started = Instant::now();
+                        let outcome = push::push_provider(store, slot, id, region, opts).await;
+                        (outcome, started.elapsed().as_secs_f64())
                     }),
             )
             .await;
@@ -255,8 +294,9 @@ impl<P: Provider> Engine<P> {
                 if !slot.settings.push {
                     continue;
                 }
-                if let Some(outcome) = pushed.next() {
+                if let Some((outcome, secs)) = pushed.next() {
                     let report = &mut reports[i];
+                    report.timings.push += secs;
                     report.counts.created += outcome.counts.created;
                     report.counts.updated += outcome.counts.updated;
                     report.counts.tag_changes += outcome.counts.tag_changes;
@@ -315,15 +355,21 @@ impl<P: Provider> Engine<P> {
             return Ok(out);
         }
         out.pulled_now = true;
+        let started = Instant::now();
         let name = &slot.settings.name;
-        let mut seen: Vec<i64> = Vec::new();
+        let mut seen = LinkSet::new();
         let mut cursor: Option<String> = None;
         let mut restarts = 0;
+        // Three pages in flight: while the store applies page N, page N+1 is normalised
+        // (on a blocking thread) and page N+2 is fetched and decoded.
+        let mut fetched = timed(slot.client.list_page(None)).await;
+        let mut ready: Option<Vec<NormalizedRecord>> = None;
         loop {
             if opts.cancel.is_cancelled() {
                 return Ok(out);
             }
-            let page = match slot.client.list_page(cursor.as_deref()).await {
+            out.times.fetch += fetched.1;
+            let page = match fetched.0 {
                 Ok(p) => p,
                 Err(e)
                     if e.kind == crate::provider::ErrorKind::NotFound
@@ -332,49 +378,79 @@ impl<P: Provider> Engine<P> {
                 {
                     // The listing shrank under us (MaiAgent "Invalid page."): start again.
                     tracing::info!(provider = %name, "listing changed during the scan; restarting it");
+                    if let Some(records) = ready.take() {
+                        let stored = self
+                            .store_page(records, provider_id, order, &owners)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        out.absorb(stored, &mut seen);
+                    }
                     restarts += 1;
                     cursor = None;
+                    fetched = timed(slot.client.list_page(None)).await;
                     continue;
                 }
                 Err(e) => return Err(e.to_string()),
             };
-            let records: Vec<_> = page
-                .records
-                .iter()
-                .map(|r| normalize_record(r, self.region))
-                .collect();
-            let owners = owners.clone();
-            let now = now_secs();
-            let result = self
-                .store
-                .call_seq(move |c, seq| {
-                    let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
-                    pull::apply_page(c, seq, &mut owners, provider_id, order, &records, now)
-                })
+            out.pulled += page.records.len() as u64;
+            let probing = Instant::now();
+            let changed = self
+                .unchanged_filter(page.records, provider_id, &mut seen)
                 .await
                 .map_err(|e| e.to_string())?;
-            out.pulled += result.pulled;
-            out.matched += result.matched;
-            out.conflicts += result.conflicts;
-            seen.extend(result.seen);
-            tracing::debug!(provider = %name, records = result.pulled, "page applied");
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
+            out.times.store += probing.elapsed().as_secs_f64();
+            let normalizing = self.normalizer.normalize(changed, self.region);
+            let previous = ready.take();
+            let storing = async {
+                match previous {
+                    Some(records) => {
+                        Some(self.store_page(records, provider_id, order, &owners).await)
+                    }
+                    None => None,
+                }
+            };
+            let next = page.next;
+            let fetching = async {
+                match &next {
+                    Some(n) => Some(timed(slot.client.list_page(Some(n))).await),
+                    None => None,
+                }
+            };
+            let (normalized, stored, next_page) = tokio::join!(normalizing, storing, fetching);
+            if let Some(stored) = stored {
+                out.absorb(stored.map_err(|e| e.to_string())?, &mut seen);
+            }
+            let (normalized, secs) =
+                normalized.ok_or("the thread normalising listed records stopped")?;
+            out.times.normalize += secs;
+            ready = (!normalized.is_empty()).then_some(normalized);
+            if let Some(next_page) = next_page {
+                fetched = next_page;
+                cursor = next;
+            } else {
+                if let Some(records) = ready.take() {
+                    let stored = self
+                        .store_page(records, provider_id, order, &owners)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    out.absorb(stored, &mut seen);
+                }
+                break;
             }
         }
         if caps.tags_by_listing {
-            self.pull_tags(slot, provider_id, opts)
+            self.pull_tags(slot, provider_id, opts, &mut out.times)
                 .await
                 .map_err(|e| e.to_string())?;
         }
         out.complete = !opts.cancel.is_cancelled();
         if out.complete {
             let now = now_secs();
+            let storing = Instant::now();
             let (marked, refused) = self
                 .store
                 .call_seq(move |c, seq| {
-                    let r = pull::mark_gone(c, provider_id, &mut seen, DELETE_GUARD_PERCENT, now)?;
+                    let r = pull::mark_gone(c, provider_id, &seen, DELETE_GUARD_PERCENT, now)?;
                     // Creates that never landed (no record adopted them): plan them again.
                     for (link_id, contact_id, _) in outbox::creating_links(c, provider_id)? {
                         outbox::drop_creating(c, seq, link_id, contact_id)?;
@@ -383,6 +459,7 @@ impl<P: Provider> Engine<P> {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            out.times.store += storing.elapsed().as_secs_f64();
             out.gone = marked;
             if refused > 0 {
                 let msg = format!(
@@ -394,7 +471,59 @@ impl<P: Provider> Engine<P> {
                 tracing::info!(provider = %name, count = marked, "records deleted in the provider are marked gone (never re-created there)");
             }
         }
+        out.times.pull = started.elapsed().as_secs_f64();
         Ok(out)
+    }
+
+    /// Sorts a listed page: records whose content hash equals the one their active link
+    /// keeps need nothing at all (not even normalising) and only go into `seen`; the
+    /// others come back with their hash, to be normalised and applied.
+    async fn unchanged_filter(
+        &self,
+        records: Vec<RemoteRecord>,
+        provider_id: i64,
+        seen: &mut LinkSet,
+    ) -> Result<Vec<(RemoteRecord, i64)>, StoreError> {
+        let listed: Vec<(String, i64)> = records
+            .iter()
+            .map(|r| (r.remote_id.clone(), listed_hash(r, self.region_salt)))
+            .collect();
+        let (listed, unchanged) = self
+            .store
+            .call(move |c| {
+                let unchanged = pull::unchanged_links(c, provider_id, &listed)?;
+                Ok((listed, unchanged))
+            })
+            .await?;
+        let mut changed = Vec::new();
+        for ((record, (_, hash)), link) in records.into_iter().zip(listed).zip(unchanged) {
+            match link {
+                Some(link_id) => seen.insert(link_id),
+                None => changed.push((record, hash)),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Applies normalised records of one page in one store transaction.
+    async fn store_page(
+        &self,
+        records: Vec<NormalizedRecord>,
+        provider_id: i64,
+        order: usize,
+        owners: &Arc<Mutex<FieldOwners>>,
+    ) -> Result<(pull::PageOutcome, f64), StoreError> {
+        let owners = Arc::clone(owners);
+        let now = now_secs();
+        let started = Instant::now();
+        let outcome = self
+            .store
+            .call_seq(move |c, seq| {
+                let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
+                pull::apply_page(c, seq, &mut owners, provider_id, order, &records, now)
+            })
+            .await?;
+        Ok((outcome, started.elapsed().as_secs_f64()))
     }
 
     async fn pull_tags(
@@ -402,8 +531,11 @@ impl<P: Provider> Engine<P> {
         slot: &ProviderSlot<P>,
         provider_id: i64,
         opts: &CycleOptions,
+        times: &mut StageTimes,
     ) -> Result<(), crate::provider::ProviderError> {
+        let fetching = Instant::now();
         let names = slot.client.list_tag_names().await?;
+        times.fetch += fetching.elapsed().as_secs_f64();
         let universe: Tags = names.iter().collect();
         self.store
             .call(|c| pull::begin_tag_staging(c))
@@ -415,13 +547,17 @@ impl<P: Provider> Engine<P> {
                 if opts.cancel.is_cancelled() {
                     return Ok(());
                 }
+                let fetching = Instant::now();
                 let page = slot.client.list_tag_page(tag, cursor.as_deref()).await?;
+                times.fetch += fetching.elapsed().as_secs_f64();
                 let tag_owned = tag.clone();
                 let ids = page.remote_ids;
+                let storing = Instant::now();
                 self.store
                     .call(move |c| pull::stage_tag_page(c, provider_id, &tag_owned, &ids))
                     .await
                     .map_err(|e| store_as_provider_error(slot, &e))?;
+                times.store += storing.elapsed().as_secs_f64();
                 match page.next {
                     Some(n) => cursor = Some(n),
                     None => break,
@@ -429,10 +565,12 @@ impl<P: Provider> Engine<P> {
             }
         }
         let now = now_secs();
+        let storing = Instant::now();
         self.store
             .call_seq(move |c, seq| pull::apply_staged_tags(c, seq, provider_id, &universe, now))
             .await
             .map_err(|e| store_as_provider_error(slot, &e))?;
+        times.store += storing.elapsed().as_secs_f64();
         Ok(())
     }
 
@@ -526,6 +664,108 @@ fn store_as_provider_error<P: Provider>(
     )
 }
 
+/// Normalised records of a page and the seconds normalising took.
+type Normalized = (Vec<NormalizedRecord>, f64);
+
+/// A page of listed records (each with its listed hash) to normalise, and where to answer.
+type NormalizeJob = (
+    Vec<(RemoteRecord, i64)>,
+    DefaultRegion,
+    tokio::sync::oneshot::Sender<Normalized>,
+);
+
+/// One thread, owned by the engine, that normalises listed records for every provider:
+/// the work overlaps fetching the next page and storing the previous one, and the phone
+/// regex caches `phonenumber` grows per thread exist once (a pool of blocking threads
+/// would grow one set per thread, and one malloc arena each).
+struct Normalizer {
+    jobs: Option<std::sync::mpsc::Sender<NormalizeJob>>,
+}
+
+impl Normalizer {
+    /// Starts the thread; it ends when the engine is dropped. If no thread can be started,
+    /// records are normalised on the caller's task instead.
+    fn start() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<NormalizeJob>();
+        let spawned = std::thread::Builder::new()
+            .name("contact-sync-normalize".into())
+            .spawn(move || {
+                while let Ok((records, region, reply)) = queue.recv() {
+                    let _ = reply.send(normalize_page(&records, region));
+                }
+            });
+        Self {
+            jobs: spawned.ok().map(|_| jobs),
+        }
+    }
+
+    /// Normalises `records`, setting each one's hash to its listed hash. `None` if the
+    /// thread died with the records (a bug): the pull must then fail, not skip them.
+    async fn normalize(
+        &self,
+        records: Vec<(RemoteRecord, i64)>,
+        region: DefaultRegion,
+    ) -> Option<Normalized> {
+        if records.is_empty() {
+            return Some((Vec::new(), 0.0));
+        }
+        let Some(jobs) = &self.jobs else {
+            return Some(normalize_page(&records, region));
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if let Err(std::sync::mpsc::SendError((records, region, _))) =
+            jobs.send((records, region, reply))
+        {
+            return Some(normalize_page(&records, region));
+        }
+        answer.await.ok()
+    }
+}
+
+fn normalize_page(records: &[(RemoteRecord, i64)], region: DefaultRegion) -> Normalized {
+    let started = Instant::now();
+    let out = records
+        .iter()
+        .map(|(record, hash)| {
+            let mut rec = normalize_record(record, region);
+            rec.hash = *hash;
+            rec
+        })
+        .collect();
+    (out, started.elapsed().as_secs_f64())
+}
+
+/// Awaits `f` and measures how long it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
+    let started = Instant::now();
+    let value = f.await;
+    (value, started.elapsed().as_secs_f64())
+}
+
+/// The content hash of a record as the provider listed it (before normalisation), salted
+/// with the default region (which decides how its phone normalises). It is what a link
+/// keeps: an equal hash in the next listing means nothing changed there, so the record is
+/// neither normalised nor written.
+fn listed_hash(record: &RemoteRecord, salt: i64) -> i64 {
+    content_hash(&record.fields, record.tags.as_ref()) ^ salt
+}
+
+/// The salt of [`listed_hash`] for a default region.
+fn region_salt(region: DefaultRegion) -> i64 {
+    let key = Fields::from([(String::new(), format!("{region:?}"))]);
+    content_hash(&key, None)
+}
+
+impl PullOutcome {
+    /// Counts a page the store applied.
+    fn absorb(&mut self, (page, secs): (pull::PageOutcome, f64), seen: &mut LinkSet) {
+        self.times.store += secs;
+        self.matched += page.matched;
+        self.conflicts += page.conflicts;
+        seen.extend(page.seen);
+    }
+}
+
 /// What the pull of one provider did.
 #[derive(Debug, Default)]
 struct PullOutcome {
@@ -536,4 +776,5 @@ struct PullOutcome {
     complete: bool,
     pulled_now: bool,
     warning: Option<String>,
+    times: StageTimes,
 }

@@ -101,6 +101,28 @@ pub struct ProviderReport {
     pub warnings: Vec<String>,
     /// Planned writes (all in dry-run; the first few otherwise).
     pub planned: Vec<PlannedWrite>,
+    /// Where this provider's part of the cycle spent its time.
+    pub timings: StageTimes,
+}
+
+/// Wall-clock seconds one provider's part of a cycle spent in each stage (for the
+/// benchmarks and debug logs). Providers run concurrently, so the stages of different
+/// providers overlap; within one provider, `fetch`, `normalize` and `store` are parts of
+/// `pull` (they overlap each other when pages are fetched ahead of the store write).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimes {
+    /// Waiting for listing pages and tag listing pages (request, transfer, decode).
+    pub fetch: f64,
+    /// Normalising listed records (phones, emails, hashes).
+    pub normalize: f64,
+    /// Waiting for the store to apply listed pages (and tag pages, and deletions).
+    pub store: f64,
+    /// The whole pull, recovery of interrupted creates included.
+    pub pull: f64,
+    /// Planning: reading changed contacts, planning them, persisting intents.
+    pub plan: f64,
+    /// Pushing: sending intents (and lookups) and recording the answers.
+    pub push: f64,
 }
 
 impl ProviderReport {
@@ -117,6 +139,7 @@ impl ProviderReport {
             error: None,
             warnings: Vec::new(),
             planned: Vec::new(),
+            timings: StageTimes::default(),
         }
     }
 
