@@ -1,0 +1,1183 @@
+//! `cargo bench --bench sync`: full cycles of the real engine against the simulated
+//! providers over loopback, at 10k and 100k people (and 1M with `BENCH_1M=1` or `--1m`),
+//! each figure the median and range of `BENCH_RUNS` (default 3) runs, printed as tables
+//! and written to `<target>/bench-sync.csv`. BENCHMARKS.md explains every figure.
+//!
+//! Processes (so that the engine's memory is measured alone):
+//! - the **orchestrator** (this binary without arguments) starts everything, changes data
+//!   in the simulators between cycles, reads their request counters, and reports;
+//! - the **simulators** run in their own process: the package binary `contact-sync
+//!   simulate --contacts N --seed S` (found through `CARGO_BIN_EXE_contact-sync`, which
+//!   cargo sets for benches and builds before them) for the four providers with realistic
+//!   overlap, and this binary with `__sim-one N SEED` for one MaiAgent workspace holding
+//!   all N people (the single-provider figures);
+//! - the **engine** runs in a fresh process per run (this binary with `__engine CONFIG`),
+//!   the same code `contact-sync --sync-now` runs (`Engine::run_cycle` over a store and
+//!   the real HTTP clients), driven one cycle at a time over stdin; after each command it
+//!   reports its own peak RSS (`VmHWM` of `/proc/self/status`) and the cycle's stage
+//!   timings.
+//!
+//! Environment: `BENCH_1M=1` adds the 1M size; `BENCH_SIZES=10000,50000` replaces the
+//! sizes; `BENCH_RUNS=5` changes the number of runs; `BENCH_SCENARIOS=one,four` picks the
+//! scenario groups (`ceiling`, `one`, `four`; default all).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use contact_sync::demo::{KeyStyle, config_for};
+use contact_sync::provider::Provider;
+use contact_sync::simulator::{SimCredentials, SimServer, maiagent, seed};
+use contact_sync::store::Store;
+use contact_sync::sync::{CycleOptions, Engine};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SEED: u64 = 7;
+/// Share of the contacts changed before the change cycle, in percent.
+const CHANGED_PERCENT: u64 = 1;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("__engine") => engine_child(Path::new(&args[1])),
+        Some("__sim-one") => sim_one_child(args[1].parse().unwrap(), args[2].parse().unwrap()),
+        _ => orchestrate(&args),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Child: the engine
+
+fn runtime() -> tokio::runtime::Runtime {
+    // The same runtime `contact-sync --sync-now` builds.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `(VmHWM, VmRSS)` of this process in KiB.
+fn memory_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("VmHWM:"), get("VmRSS:"))
+}
+
+/// Runs the engine of `config` one command at a time: `cycle` (one full cycle, as
+/// `--sync-now` runs it), `ceiling DB` (fetch + decode every page of the first provider,
+/// then insert the same rows into a bare SQLite table at DB), `quit`. Answers one JSON line
+/// per command.
+fn engine_child(config: &Path) {
+    let rt = runtime();
+    rt.block_on(async {
+        let text = std::fs::read_to_string(config).unwrap();
+        let settings = contact_sync::config::from_toml_str(&text).unwrap();
+        let store_path = settings.store_path.clone();
+        let region = settings.default_region;
+        let mut slots = Some(contact_sync::app::build_slots(&settings, &[]).unwrap());
+        let mut engine = None;
+        let stdin = std::io::stdin();
+        let mut out = std::io::stdout();
+        for line in stdin.lock().lines() {
+            let line = line.unwrap();
+            let mut words = line.split_whitespace();
+            let answer = match words.next() {
+                Some("cycle") => {
+                    if engine.is_none() {
+                        let store = Store::open(&store_path).await.unwrap();
+                        engine = Some(Engine::new(store, slots.take().unwrap(), region));
+                    }
+                    let engine = engine.as_mut().unwrap();
+                    let opts = CycleOptions {
+                        drain_all: true,
+                        ..CycleOptions::default()
+                    };
+                    let started = Instant::now();
+                    let report = engine.run_cycle(&opts).await.unwrap();
+                    let secs = started.elapsed().as_secs_f64();
+                    let contacts: i64 = engine
+                        .store()
+                        .call(|c| {
+                            Ok(c.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0))?)
+                        })
+                        .await
+                        .unwrap();
+                    let providers: Vec<Value> = report
+                        .providers
+                        .iter()
+                        .map(|p| {
+                            json!({
+                                "name": p.name, "kind": p.kind, "counts": p.counts,
+                                "writes": p.write_requests, "error": p.error,
+                                "conflicts": p.conflicts, "timings": p.timings,
+                            })
+                        })
+                        .collect();
+                    json!({"secs": secs, "contacts": contacts, "providers": providers})
+                }
+                Some("ceiling") => {
+                    let db = PathBuf::from(words.next().unwrap());
+                    ceiling(&slots.as_ref().unwrap()[0].client, &db).await
+                }
+                _ => break,
+            };
+            let (hwm, rss) = memory_kib();
+            let mut answer = answer;
+            answer["hwm_kib"] = json!(hwm);
+            answer["rss_kib"] = json!(rss);
+            writeln!(out, "{answer}").unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+/// The ceilings: every page of `client` fetched and decoded (nothing else), then the same
+/// rows inserted into one SQLite table with three secondary indexes, one transaction per
+/// page, with a prepared statement.
+async fn ceiling<P: Provider>(client: &P, db: &Path) -> Value {
+    let started = Instant::now();
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = client.list_page(cursor.as_deref()).await.unwrap();
+        let next = page.next.clone();
+        pages.push(page.records);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    let fetch_secs = started.elapsed().as_secs_f64();
+    let records: usize = pages.iter().map(Vec::len).sum();
+
+    let db = db.to_owned();
+    let insert_secs = tokio::task::spawn_blocking(move || {
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, remote_id TEXT NOT NULL, name TEXT NOT NULL,
+                 email TEXT NOT NULL, phone TEXT NOT NULL, fields TEXT NOT NULL);
+             CREATE UNIQUE INDEX contacts_remote ON contacts(remote_id);
+             CREATE INDEX contacts_email ON contacts(email);
+             CREATE INDEX contacts_phone ON contacts(phone);",
+        )
+        .unwrap();
+        let started = Instant::now();
+        for page in &pages {
+            let tx = conn.transaction().unwrap();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO contacts (remote_id, name, email, phone, fields) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .unwrap();
+                for r in page {
+                    let get = |k: &str| r.fields.get(k).map_or("", String::as_str);
+                    stmt.execute(rusqlite::params![
+                        r.remote_id,
+                        get("name"),
+                        get("email"),
+                        get("phone"),
+                        serde_json::to_string(&r.fields).unwrap(),
+                    ])
+                    .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        started.elapsed().as_secs_f64()
+    })
+    .await
+    .unwrap();
+    json!({"records": records, "fetch_secs": fetch_secs, "insert_secs": insert_secs})
+}
+
+// ---------------------------------------------------------------------------------------
+// Child: one MaiAgent workspace holding all N people
+
+fn sim_one_child(people: u64, seed_value: u64) {
+    let rt = runtime();
+    rt.block_on(async {
+        let creds = SimCredentials::from_seed(seed_value);
+        let state = Arc::new(maiagent::State::new(maiagent::Credentials {
+            api_key: creds.maiagent_api_key.clone(),
+            inbox_id: creds.maiagent_inbox_id.clone(),
+        }));
+        let seeded = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || {
+            seeded.seed(
+                seed::people(seed_value, people)
+                    .map(|p| seed::written_for(seed_value, &p, seed::Provider::MaiAgent)),
+            );
+        })
+        .await
+        .unwrap();
+        let server = SimServer::start(
+            Arc::clone(&state),
+            maiagent::router(Arc::clone(&state)),
+            maiagent::State::dump,
+        )
+        .await
+        .unwrap();
+        let info = json!({"maiagent": {
+            "base_url": server.base_url(),
+            "inbox_id": state.inbox_id(),
+            "api_key": creds.maiagent_api_key,
+        }});
+        println!("{info}");
+        std::io::stdout().flush().unwrap();
+        // Serve until the orchestrator closes our stdin.
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        })
+        .await
+        .unwrap();
+        server.shutdown().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Orchestrator: processes
+
+/// A child process answering one JSON line per line sent.
+struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    fn spawn(mut cmd: Command) -> Worker {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Worker {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn read_line(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a child answered {line:?} (not JSON: {e})"))
+    }
+
+    fn ask(&mut self, command: &str) -> Value {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        self.read_line()
+    }
+
+    fn stop(mut self) {
+        drop(self.stdin.take());
+        if self
+            .child
+            .wait_timeout_or_kill(Duration::from_secs(10))
+            .is_none()
+        {
+            eprintln!("a child did not stop in time and was killed");
+        }
+    }
+}
+
+trait WaitTimeout {
+    fn wait_timeout_or_kill(&mut self, limit: Duration) -> Option<std::process::ExitStatus>;
+}
+
+impl WaitTimeout for Child {
+    // The orchestrator is synchronous: there is no async runtime to block.
+    #[allow(clippy::disallowed_methods)]
+    fn wait_timeout_or_kill(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.kill();
+        let _ = self.wait();
+        None
+    }
+}
+
+fn self_exe() -> PathBuf {
+    std::env::current_exe().unwrap()
+}
+
+fn start_sim_one(people: u64) -> (Worker, Value) {
+    let mut cmd = Command::new(self_exe());
+    cmd.arg("__sim-one")
+        .arg(people.to_string())
+        .arg(SEED.to_string());
+    let mut w = Worker::spawn(cmd);
+    let info = w.read_line();
+    (w, info)
+}
+
+/// A child killed when dropped (also when the orchestrator panics).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// The orchestrator is synchronous: there is no async runtime to block.
+#[allow(clippy::disallowed_methods)]
+fn start_sim_four(people: u64, dir: &Path) -> (KillOnDrop, Value) {
+    let info_file = dir.join("sim.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .args(["simulate", "--contacts", &people.to_string()])
+        .args(["--seed", &SEED.to_string(), "--info-file"])
+        .arg(&info_file)
+        .arg("-q")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_mins(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&info_file)
+            && text.ends_with('\n')
+        {
+            return (child, serde_json::from_str(&text).unwrap());
+        }
+        assert!(Instant::now() < deadline, "the simulator did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_engine(config: &Path) -> Worker {
+    let mut cmd = Command::new(self_exe());
+    cmd.arg("__engine").arg(config);
+    Worker::spawn(cmd)
+}
+
+fn one_provider_config(info: &Value, store: &Path) -> String {
+    let m = &info["maiagent"];
+    format!(
+        "[store]\npath = \"{}\"\n\n[sync]\ndefault_region = \"US\"\n\n[[providers]]\nname = \"sales-bot\"\nkind = \"maiagent\"\nbase_url = \"{}\"\ninbox_id = \"{}\"\napi_key = \"{}\"\n",
+        store.display(),
+        m["base_url"].as_str().unwrap(),
+        m["inbox_id"].as_str().unwrap(),
+        m["api_key"].as_str().unwrap()
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Orchestrator: HTTP to the simulators' control endpoints and APIs
+
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new() -> Http {
+        Http {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: contact_sync::provider::http::build_client(Duration::from_mins(1)).unwrap(),
+        }
+    }
+
+    fn reset_logs(&self, info: &Value) {
+        for base in base_urls(info).values() {
+            self.rt.block_on(async {
+                let r = self
+                    .client
+                    .post(format!("{base}/__sim/reset-log"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+            });
+        }
+    }
+
+    /// `(reads, writes, answers of 400 or more)` per provider since the last reset.
+    fn counters(&self, info: &Value) -> BTreeMap<String, (u64, u64, u64)> {
+        base_urls(info)
+            .into_iter()
+            .map(|(name, base)| {
+                let v: Value = self.rt.block_on(async {
+                    self.client
+                        .get(format!("{base}/__sim/counters"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap()
+                });
+                let n = |k: &str| v[k].as_u64().unwrap();
+                (name, (n("reads"), n("writes"), n("errors")))
+            })
+            .collect()
+    }
+
+    /// Renames `percent`% of the MaiAgent contacts (spread over the whole listing);
+    /// returns their ids.
+    fn change_maiagent(&self, info: &Value, percent: u64) -> Vec<String> {
+        let m = &info["maiagent"];
+        let base = m["base_url"].as_str().unwrap();
+        let key = format!("Api-Key {}", m["api_key"].as_str().unwrap());
+        self.rt.block_on(async {
+            let page = |n: u64| {
+                let client = self.client.clone();
+                let key = key.clone();
+                async move {
+                    client
+                        .get(format!("{base}/api/contacts/?page={n}&pageSize=100"))
+                        .header("authorization", key)
+                        .send()
+                        .await
+                        .unwrap()
+                        .json::<Value>()
+                        .await
+                        .unwrap()
+                }
+            };
+            let first = page(1).await;
+            let total = first["count"].as_u64().unwrap();
+            let wanted = (total * percent).div_ceil(100);
+            let pages = total.div_ceil(100);
+            // One contact from each of `wanted` pages spread over the listing (several per
+            // page when there are fewer pages than contacts to change).
+            let per_page = wanted.div_ceil(pages).max(1);
+            let step = (pages / wanted.div_ceil(per_page)).max(1);
+            let mut changed = Vec::new();
+            let mut n = 1;
+            while (changed.len() as u64) < wanted && n <= pages {
+                let body = page(n).await;
+                for c in body["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .take(per_page as usize)
+                {
+                    if changed.len() as u64 >= wanted {
+                        break;
+                    }
+                    let id = c["id"].as_str().unwrap().to_owned();
+                    let name = format!("{} Renamed", c["name"].as_str().unwrap_or("").trim());
+                    let r = self
+                        .client
+                        .patch(format!("{base}/api/contacts/{id}/"))
+                        .header("authorization", &key)
+                        .json(&json!({"name": name}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "PATCH {id}: {}", r.status());
+                    changed.push(id);
+                }
+                n += step;
+            }
+            changed
+        })
+    }
+}
+
+fn base_urls(info: &Value) -> BTreeMap<String, String> {
+    info.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["base_url"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Writes the engine should send after `changed` MaiAgent contacts were renamed: one
+/// update per other provider holding each of them.
+fn expected_change_writes(store: &Path, changed: &[String]) -> u64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT count(*) FROM links m JOIN links o ON o.contact_id = m.contact_id
+             JOIN providers p ON p.id = m.provider_id
+             WHERE p.kind = 'maiagent' AND m.remote_id = ?1 AND o.provider_id != m.provider_id
+             AND o.state = 'active'",
+        )
+        .unwrap();
+    changed
+        .iter()
+        .map(|id| stmt.query_row([id], |r| r.get::<_, i64>(0)).unwrap() as u64)
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// Orchestrator: results
+
+/// Every sample of every figure: (size, scenario, figure) → samples.
+#[derive(Default)]
+struct Results(BTreeMap<(u64, String, String), Vec<f64>>);
+
+impl Results {
+    fn add(&mut self, size: u64, scenario: &str, figure: &str, value: f64) {
+        self.0
+            .entry((size, scenario.to_owned(), figure.to_owned()))
+            .or_default()
+            .push(value);
+    }
+
+    fn get(&self, size: u64, scenario: &str, figure: &str) -> Option<Stats> {
+        self.0
+            .get(&(size, scenario.to_owned(), figure.to_owned()))
+            .map(|v| Stats::of(v))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+    n: usize,
+}
+
+impl Stats {
+    fn of(samples: &[f64]) -> Stats {
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            f64::midpoint(v[n / 2 - 1], v[n / 2])
+        };
+        Stats {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.abs() >= 100.0 || v.fract().abs() < f64::EPSILON {
+        let s = format!("{v:.0}");
+        // Thousands separators.
+        let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        format!("{sign}{out}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_stats(s: Option<Stats>) -> String {
+    match s {
+        None => "-".to_owned(),
+        Some(s) if (s.max - s.min).abs() < f64::EPSILON => fmt_num(s.median),
+        Some(s) => format!(
+            "{} ({}–{})",
+            fmt_num(s.median),
+            fmt_num(s.min),
+            fmt_num(s.max)
+        ),
+    }
+}
+
+fn add_cycle(results: &mut Results, size: u64, scenario: &str, answer: &Value, per: f64) {
+    let secs = answer["secs"].as_f64().unwrap();
+    results.add(size, scenario, "secs", secs);
+    results.add(size, scenario, "contacts_per_s", per / secs);
+    let providers = answer["providers"].as_array().unwrap();
+    let mut writes = 0;
+    let mut pulled = 0;
+    for p in providers {
+        writes += p["writes"].as_u64().unwrap();
+        pulled += p["counts"]["pulled"].as_u64().unwrap();
+        if let Some(e) = p["error"].as_str() {
+            eprintln!("  ! {} failed: {e}", p["name"]);
+        }
+        let failed = p["counts"]["failed"].as_u64().unwrap();
+        if failed > 0 {
+            eprintln!("  ! {}: {failed} writes failed", p["name"]);
+        }
+        let kind = p["kind"].as_str().unwrap();
+        for (stage, v) in p["timings"].as_object().unwrap() {
+            results.add(
+                size,
+                scenario,
+                &format!("stage.{kind}.{stage}_s"),
+                v.as_f64().unwrap(),
+            );
+        }
+    }
+    results.add(size, scenario, "engine_writes", writes as f64);
+    results.add(size, scenario, "records_listed", pulled as f64);
+    results.add(
+        size,
+        scenario,
+        "golden_contacts",
+        answer["contacts"].as_f64().unwrap(),
+    );
+}
+
+fn add_counters(
+    results: &mut Results,
+    size: u64,
+    scenario: &str,
+    counters: &BTreeMap<String, (u64, u64, u64)>,
+) {
+    let (mut reads, mut writes) = (0, 0);
+    for (name, (r, w, e)) in counters {
+        results.add(size, scenario, &format!("api.{name}.reads"), *r as f64);
+        results.add(size, scenario, &format!("api.{name}.writes"), *w as f64);
+        // DM Champ answers 404 to a lookup that finds nothing: errors are not failures.
+        results.add(
+            size,
+            scenario,
+            &format!("api.{name}.status_4xx_5xx"),
+            *e as f64,
+        );
+        reads += r;
+        writes += w;
+    }
+    results.add(size, scenario, "api.reads", reads as f64);
+    results.add(size, scenario, "api.writes", writes as f64);
+}
+
+fn mib(kib: &Value) -> f64 {
+    kib.as_f64().unwrap() / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------
+// Orchestrator: scenarios
+
+fn run_ceiling(results: &mut Results, size: u64, runs: usize, info: &Value, dir: &Path) {
+    for run in 0..runs {
+        let rdir = dir.join(format!("ceiling-{run}"));
+        std::fs::create_dir_all(&rdir).unwrap();
+        let config = rdir.join("config.toml");
+        std::fs::write(&config, one_provider_config(info, &rdir.join("unused.db"))).unwrap();
+        let mut engine = start_engine(&config);
+        let a = engine.ask(&format!("ceiling {}", rdir.join("bare.db").display()));
+        engine.stop();
+        let records = a["records"].as_f64().unwrap();
+        results.add(size, "ceiling", "records", records);
+        results.add(
+            size,
+            "ceiling",
+            "fetch_per_s",
+            records / a["fetch_secs"].as_f64().unwrap(),
+        );
+        results.add(
+            size,
+            "ceiling",
+            "insert_per_s",
+            records / a["insert_secs"].as_f64().unwrap(),
+        );
+        eprintln!(
+            "  ceiling run {}: fetch+decode {:.2}s, bare insert {:.2}s ({records} rows)",
+            run + 1,
+            a["fetch_secs"].as_f64().unwrap(),
+            a["insert_secs"].as_f64().unwrap()
+        );
+        let _ = std::fs::remove_dir_all(&rdir);
+    }
+}
+
+fn run_one(results: &mut Results, size: u64, runs: usize, info: &Value, dir: &Path, http: &Http) {
+    for run in 0..runs {
+        let rdir = dir.join(format!("one-{run}"));
+        std::fs::create_dir_all(&rdir).unwrap();
+        let config = rdir.join("config.toml");
+        std::fs::write(
+            &config,
+            one_provider_config(info, &rdir.join("contacts.db")),
+        )
+        .unwrap();
+        let mut engine = start_engine(&config);
+        http.reset_logs(info);
+        let import = engine.ask("cycle");
+        let counters = http.counters(info);
+        let listed = import["providers"][0]["counts"]["pulled"].as_f64().unwrap();
+        add_cycle(results, size, "one.import", &import, listed);
+        add_counters(results, size, "one.import", &counters);
+        http.reset_logs(info);
+        let again = engine.ask("cycle");
+        let counters = http.counters(info);
+        add_cycle(results, size, "one.nochange", &again, listed);
+        add_counters(results, size, "one.nochange", &counters);
+        results.add(size, "one", "peak_rss_mib", mib(&again["hwm_kib"]));
+        results.add(size, "one", "import_peak_rss_mib", mib(&import["hwm_kib"]));
+        engine.stop();
+        eprintln!(
+            "  one provider run {}: import {:.2}s, no-change {:.2}s, peak RSS {:.1} MiB",
+            run + 1,
+            import["secs"].as_f64().unwrap(),
+            again["secs"].as_f64().unwrap(),
+            mib(&again["hwm_kib"])
+        );
+        let _ = std::fs::remove_dir_all(&rdir);
+    }
+}
+
+fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Http) {
+    for run in 0..runs {
+        let rdir = dir.join(format!("four-{run}"));
+        std::fs::create_dir_all(&rdir).unwrap();
+        let started = Instant::now();
+        let (sim, info) = start_sim_four(size, &rdir);
+        eprintln!(
+            "  four providers run {}: simulator seeded in {:.1}s",
+            run + 1,
+            started.elapsed().as_secs_f64()
+        );
+        let store = rdir.join("contacts.db");
+        let config = rdir.join("config.toml");
+        std::fs::write(&config, config_for(&info, &store, KeyStyle::Literal)).unwrap();
+        let mut engine = start_engine(&config);
+
+        http.reset_logs(&info);
+        let import = engine.ask("cycle");
+        let counters = http.counters(&info);
+        let people = import["contacts"].as_f64().unwrap();
+        add_cycle(results, size, "four.import", &import, people);
+        add_counters(results, size, "four.import", &counters);
+
+        http.reset_logs(&info);
+        let again = engine.ask("cycle");
+        let counters = http.counters(&info);
+        let listed: f64 = again["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["counts"]["pulled"].as_f64().unwrap())
+            .sum();
+        add_cycle(results, size, "four.nochange", &again, listed);
+        add_counters(results, size, "four.nochange", &counters);
+
+        let changed = http.change_maiagent(&info, CHANGED_PERCENT);
+        http.reset_logs(&info);
+        let change = engine.ask("cycle");
+        let counters = http.counters(&info);
+        add_cycle(results, size, "four.change", &change, listed);
+        add_counters(results, size, "four.change", &counters);
+        results.add(
+            size,
+            "four.change",
+            "changed_contacts",
+            changed.len() as f64,
+        );
+        results.add(
+            size,
+            "four.change",
+            "expected_writes",
+            expected_change_writes(&store, &changed) as f64,
+        );
+        results.add(size, "four", "peak_rss_mib", mib(&change["hwm_kib"]));
+        engine.stop();
+        drop(sim);
+        eprintln!(
+            "  four providers run {}: import {:.2}s ({} people), no-change {:.2}s, change {:.2}s, peak RSS {:.1} MiB",
+            run + 1,
+            import["secs"].as_f64().unwrap(),
+            people,
+            again["secs"].as_f64().unwrap(),
+            change["secs"].as_f64().unwrap(),
+            mib(&change["hwm_kib"])
+        );
+        let _ = std::fs::remove_dir_all(&rdir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Orchestrator: the report
+
+fn report(results: &Results, sizes: &[u64]) -> String {
+    let mut out = String::new();
+    let m = |size: u64, sc: &str, f: &str| results.get(size, sc, f).map_or(f64::NAN, |s| s.median);
+    let row = |out: &mut String, label: &str, cells: Vec<String>| {
+        let _ = write!(out, "| {label} |");
+        for c in cells {
+            let _ = write!(out, " {c} |");
+        }
+        out.push('\n');
+    };
+    let header = |out: &mut String, first: &str| {
+        let _ = write!(out, "| {first} |");
+        for s in sizes {
+            let _ = write!(out, " {} people |", fmt_num(*s as f64));
+        }
+        out.push_str("\n|---|");
+        for _ in sizes {
+            out.push_str("---|");
+        }
+        out.push('\n');
+    };
+    let cells = |sc: &str, f: &str| -> Vec<String> {
+        sizes
+            .iter()
+            .map(|s| fmt_stats(results.get(*s, sc, f)))
+            .collect()
+    };
+    let ratio = |num: (&str, &str), den: (&str, &str)| -> Vec<String> {
+        sizes
+            .iter()
+            .map(|s| {
+                let v = m(*s, num.0, num.1) / m(*s, den.0, den.1);
+                if v.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}%", v * 100.0)
+                }
+            })
+            .collect()
+    };
+
+    out.push_str("\nCeilings (same machine, same run)\n\n");
+    header(&mut out, "figure (median (min–max))");
+    row(&mut out, "rows", cells("ceiling", "records"));
+    row(
+        &mut out,
+        "fetch + decode only, MaiAgent pages of 100 (contacts/s)",
+        cells("ceiling", "fetch_per_s"),
+    );
+    row(
+        &mut out,
+        "bare SQLite insert, 3 indexes, 1 tx per 100 rows (rows/s)",
+        cells("ceiling", "insert_per_s"),
+    );
+
+    out.push_str("\nOne enumerating provider (MaiAgent holding every person)\n\n");
+    header(&mut out, "figure (median (min–max))");
+    row(
+        &mut out,
+        "contacts listed",
+        cells("one.import", "records_listed"),
+    );
+    row(&mut out, "first import (s)", cells("one.import", "secs"));
+    row(
+        &mut out,
+        "first import (contacts/s)",
+        cells("one.import", "contacts_per_s"),
+    );
+    row(
+        &mut out,
+        "  ratio to fetch ceiling",
+        ratio(("one.import", "contacts_per_s"), ("ceiling", "fetch_per_s")),
+    );
+    row(
+        &mut out,
+        "  ratio to insert ceiling",
+        ratio(
+            ("one.import", "contacts_per_s"),
+            ("ceiling", "insert_per_s"),
+        ),
+    );
+    row(
+        &mut out,
+        "no-change cycle (s)",
+        cells("one.nochange", "secs"),
+    );
+    row(
+        &mut out,
+        "no-change cycle (contacts/s)",
+        cells("one.nochange", "contacts_per_s"),
+    );
+    row(
+        &mut out,
+        "  ratio to fetch ceiling",
+        ratio(
+            ("one.nochange", "contacts_per_s"),
+            ("ceiling", "fetch_per_s"),
+        ),
+    );
+    row(
+        &mut out,
+        "no-change cycle: writes sent",
+        cells("one.nochange", "api.writes"),
+    );
+    row(
+        &mut out,
+        "import: API reads / writes",
+        sizes
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} / {}",
+                    fmt_num(m(*s, "one.import", "api.reads")),
+                    fmt_num(m(*s, "one.import", "api.writes"))
+                )
+            })
+            .collect(),
+    );
+    row(
+        &mut out,
+        "no-change: API reads / writes",
+        sizes
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} / {}",
+                    fmt_num(m(*s, "one.nochange", "api.reads")),
+                    fmt_num(m(*s, "one.nochange", "api.writes"))
+                )
+            })
+            .collect(),
+    );
+    row(
+        &mut out,
+        "peak RSS of the engine (MiB)",
+        cells("one", "peak_rss_mib"),
+    );
+    for stage in ["fetch", "normalize", "store", "pull", "plan", "push"] {
+        row(
+            &mut out,
+            &format!("import stage: {stage} (s)"),
+            cells("one.import", &format!("stage.maiagent.{stage}_s")),
+        );
+    }
+    for stage in ["fetch", "normalize", "store", "pull", "plan", "push"] {
+        row(
+            &mut out,
+            &format!("no-change stage: {stage} (s)"),
+            cells("one.nochange", &format!("stage.maiagent.{stage}_s")),
+        );
+    }
+
+    out.push_str("\nFour providers with realistic overlap (`contact-sync simulate`)\n\n");
+    header(&mut out, "figure (median (min–max))");
+    row(
+        &mut out,
+        "golden records after import",
+        cells("four.import", "golden_contacts"),
+    );
+    row(
+        &mut out,
+        "records listed per cycle",
+        cells("four.nochange", "records_listed"),
+    );
+    row(&mut out, "first import (s)", cells("four.import", "secs"));
+    row(
+        &mut out,
+        "first import (golden records/s)",
+        cells("four.import", "contacts_per_s"),
+    );
+    row(
+        &mut out,
+        "no-change cycle (s)",
+        cells("four.nochange", "secs"),
+    );
+    row(
+        &mut out,
+        "no-change cycle (records listed/s)",
+        cells("four.nochange", "contacts_per_s"),
+    );
+    row(
+        &mut out,
+        "no-change cycle: writes sent",
+        cells("four.nochange", "api.writes"),
+    );
+    row(
+        &mut out,
+        "1% change: contacts renamed in MaiAgent",
+        cells("four.change", "changed_contacts"),
+    );
+    row(
+        &mut out,
+        "1% change: writes sent",
+        cells("four.change", "api.writes"),
+    );
+    row(
+        &mut out,
+        "1% change: writes expected (1 per other provider holding each)",
+        cells("four.change", "expected_writes"),
+    );
+    row(
+        &mut out,
+        "1% change cycle (s)",
+        cells("four.change", "secs"),
+    );
+    row(
+        &mut out,
+        "peak RSS of the engine (MiB)",
+        cells("four", "peak_rss_mib"),
+    );
+    for kind in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
+        for stage in ["fetch", "store", "pull", "plan", "push"] {
+            row(
+                &mut out,
+                &format!("import stage: {kind} {stage} (s)"),
+                cells("four.import", &format!("stage.{kind}.{stage}_s")),
+            );
+        }
+    }
+
+    out.push_str("\nAPI requests per provider per cycle (reads / writes, median)\n\n");
+    let _ = write!(out, "| cycle | provider |");
+    for s in sizes {
+        let _ = write!(out, " {} people |", fmt_num(*s as f64));
+    }
+    out.push_str("\n|---|---|");
+    for _ in sizes {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for (sc, label) in [
+        ("one.import", "one: import"),
+        ("one.nochange", "one: no change"),
+        ("four.import", "four: import"),
+        ("four.nochange", "four: no change"),
+        ("four.change", "four: 1% changed"),
+    ] {
+        for p in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
+            let r = format!("api.{p}.reads");
+            if sizes.iter().all(|s| results.get(*s, sc, &r).is_none()) {
+                continue;
+            }
+            let _ = write!(out, "| {label} | {p} |");
+            for s in sizes {
+                let _ = write!(
+                    out,
+                    " {} / {} |",
+                    fmt_num(m(*s, sc, &r)),
+                    fmt_num(m(*s, sc, &format!("api.{p}.writes")))
+                );
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn write_csv(results: &Results, path: &Path) {
+    let mut text = String::from("people,scenario,figure,median,min,max,runs\n");
+    for ((size, sc, f), samples) in &results.0 {
+        let s = Stats::of(samples);
+        let _ = writeln!(
+            text,
+            "{size},{sc},{f},{},{},{},{}",
+            s.median, s.min, s.max, s.n
+        );
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "{} cores, {cpu}; {mem}; load average {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+fn orchestrate(args: &[String]) {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut sizes: Vec<u64> = match std::env::var("BENCH_SIZES") {
+        Ok(v) => v.split(',').map(|s| s.trim().parse().unwrap()).collect(),
+        Err(_) => vec![10_000, 100_000],
+    };
+    if std::env::var("BENCH_1M").is_ok_and(|v| v == "1") || args.iter().any(|a| a == "--1m") {
+        sizes.push(1_000_000);
+    }
+    let scenarios = std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "ceiling,one,four".into());
+    let want = |s: &str| scenarios.split(',').any(|x| x.trim() == s);
+    let target_dir = self_exe()
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap();
+    let csv = target_dir.join("bench-sync.csv");
+    let work = tempfile::Builder::new()
+        .prefix("bench-sync-")
+        .tempdir()
+        .unwrap();
+    let http = Http::new();
+    let mut results = Results::default();
+    let started = Instant::now();
+    eprintln!("machine: {}", machine());
+    for &size in &sizes {
+        eprintln!("== {} people, {runs} runs", fmt_num(size as f64));
+        if want("ceiling") || want("one") {
+            let t = Instant::now();
+            let (sim, info) = start_sim_one(size);
+            eprintln!(
+                "  one-provider simulator seeded in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            if want("ceiling") {
+                run_ceiling(&mut results, size, runs, &info, work.path());
+            }
+            if want("one") {
+                run_one(&mut results, size, runs, &info, work.path(), &http);
+            }
+            sim.stop();
+        }
+        if want("four") {
+            run_four(&mut results, size, runs, work.path(), &http);
+        }
+    }
+    let text = report(&results, &sizes);
+    println!("machine: {}", machine());
+    println!("{text}");
+    write_csv(&results, &csv);
+    println!(
+        "CSV: {} (total {:.0}s)",
+        csv.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
