@@ -163,8 +163,8 @@ async fn ceiling<P: Provider>(client: &P, db: &Path) -> Value {
     let db = db.to_owned();
     let insert_secs = tokio::task::spawn_blocking(move || {
         let mut conn = rusqlite::Connection::open(&db).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        // The store's own connection settings (WAL, synchronous = NORMAL, checkpoints).
+        contact_sync::store::apply_pragmas(&conn).unwrap();
         conn.execute_batch(
             "CREATE TABLE contacts (id INTEGER PRIMARY KEY, remote_id TEXT NOT NULL, name TEXT NOT NULL,
                  email TEXT NOT NULL, phone TEXT NOT NULL, fields TEXT NOT NULL);
