@@ -42,6 +42,22 @@ pub const DELETE_GUARD_PERCENT: u64 = 20;
 /// Compiled regular expressions `phonenumber` keeps (its default is 100).
 const PHONE_REGEX_CACHE: usize = 1_024;
 
+/// Records normalised between two resets of the phone regex cache.
+const PHONE_REGEX_RESET_RECORDS: usize = 25_000;
+
+/// Drops every compiled phone regex. Each regex grows a lazy DFA cache (up to 2 MiB)
+/// as it meets more different numbers: over a million phones these caches alone grow
+/// past 40 MiB and keep growing. Dropping them every [`PHONE_REGEX_RESET_RECORDS`]
+/// records bounds that; compiling the working set again costs a few tens of
+/// milliseconds.
+fn reset_phone_regex_cache() {
+    let cache = phonenumber::metadata::DATABASE.cache();
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+}
+
 /// `phonenumber` keeps the regular expressions of its metadata in one process-wide LRU
 /// cache of 100 entries. Numbers from a dozen countries use more than that (a `+1` number
 /// alone is tried against the patterns of some 25 regions), so the cache thrashes and
@@ -690,7 +706,13 @@ impl Normalizer {
         let spawned = std::thread::Builder::new()
             .name("contact-sync-normalize".into())
             .spawn(move || {
+                let mut since_reset = 0;
                 while let Ok((records, region, reply)) = queue.recv() {
+                    since_reset += records.len();
+                    if since_reset > PHONE_REGEX_RESET_RECORDS {
+                        reset_phone_regex_cache();
+                        since_reset = records.len();
+                    }
                     let _ = reply.send(normalize_page(&records, region));
                 }
             });

@@ -11,11 +11,14 @@ use crate::domain::{Fields, RemoteRecord, Tags, field};
 use crate::provider::{ErrorKind, LookupKey, Provider, ProviderError, Target};
 use crate::store::outbox::{self, Intent, RunCounts};
 use crate::store::{Store, StoreError};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Attempts of one intent (one per cycle) before it is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
 /// Intents read per store call.
 const BATCH: usize = 500;
+/// Contacts whose intents are in flight at once, per provider.
+pub const PUSH_CONCURRENCY: usize = 8;
 
 /// What pushing to one provider did.
 #[derive(Debug, Default)]
@@ -123,6 +126,11 @@ async fn linked_snapshot<P: Provider>(
 }
 
 /// Sends the provider's pending intents (all of them with `drain_all`, else those due).
+///
+/// Intents of one contact are sent in order, one after the other (each builds on the link
+/// snapshot the previous one recorded); up to [`PUSH_CONCURRENCY`] contacts are in flight
+/// at once, so a first import is not one request round trip after another. The
+/// provider's pacing (`requests_per_second`) still spaces every request.
 pub async fn push_provider<P: Provider>(
     store: &Store,
     slot: &ProviderSlot<P>,
@@ -130,7 +138,10 @@ pub async fn push_provider<P: Provider>(
     region: DefaultRegion,
     opts: &super::CycleOptions,
 ) -> PushOutcome {
+    use futures::StreamExt;
     let mut out = PushOutcome::default();
+    // Set by an auth failure or a store failure: no further intent is started.
+    let stop = AtomicBool::new(false);
     let mut after = 0;
     loop {
         if opts.cancel.is_cancelled() {
@@ -153,37 +164,99 @@ pub async fn push_provider<P: Provider>(
         };
         let Some(last) = intents.last() else { break };
         after = last.id;
-        for intent in intents {
-            if opts.cancel.is_cancelled() {
-                break;
+        let outcomes: Vec<PushOutcome> = futures::stream::iter(by_contact(intents))
+            .map(|group| push_contact(store, slot, provider_id, region, opts, group, &stop))
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .collect()
+            .await;
+        for o in outcomes {
+            out.absorb(o);
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    out
+}
+
+impl PushOutcome {
+    /// Adds the outcome of one contact's intents (the first error is kept).
+    fn absorb(&mut self, other: PushOutcome) {
+        let c = &mut self.counts;
+        c.pulled += other.counts.pulled;
+        c.matched += other.counts.matched;
+        c.created += other.counts.created;
+        c.updated += other.counts.updated;
+        c.tag_changes += other.counts.tag_changes;
+        c.skipped += other.counts.skipped;
+        c.failed += other.counts.failed;
+        self.writes += other.writes;
+        if self.error.is_none() {
+            self.error = other.error;
+        }
+    }
+}
+
+/// The intents grouped by contact: groups in order of their first intent, each group in
+/// intent order.
+fn by_contact(intents: Vec<Intent>) -> Vec<Vec<Intent>> {
+    let mut index: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<Intent>> = Vec::new();
+    for intent in intents {
+        match index.get(&intent.contact_id) {
+            Some(&i) => groups[i].push(intent),
+            None => {
+                index.insert(intent.contact_id, groups.len());
+                groups.push(vec![intent]);
             }
-            match execute(store, slot, provider_id, region, &intent, &mut out).await {
-                Ok(()) => {}
-                Err(Failure::Store(e)) => {
+        }
+    }
+    groups
+}
+
+/// Sends one contact's intents in order; stops (and sets `stop`) on an auth or store
+/// failure.
+async fn push_contact<P: Provider>(
+    store: &Store,
+    slot: &ProviderSlot<P>,
+    provider_id: i64,
+    region: DefaultRegion,
+    opts: &super::CycleOptions,
+    intents: Vec<Intent>,
+    stop: &AtomicBool,
+) -> PushOutcome {
+    let mut out = PushOutcome::default();
+    for intent in intents {
+        if opts.cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match execute(store, slot, provider_id, region, &intent, &mut out).await {
+            Ok(()) => {}
+            Err(Failure::Store(e)) => {
+                out.error = Some(e.to_string());
+                stop.store(true, Ordering::Relaxed);
+                return out;
+            }
+            Err(Failure::Provider(e)) => {
+                out.counts.failed += 1;
+                let dead = !e.is_transient() || intent.attempts + 1 >= MAX_ATTEMPTS;
+                let backoff = 60i64.saturating_mul(1 << intent.attempts.clamp(0, 10));
+                let message = e.to_string();
+                tracing::warn!(provider = %slot.settings.name, op = intent.payload.op.kind(), attempts = intent.attempts + 1, given_up = dead, "{message}");
+                let id = intent.id;
+                let now = now_secs();
+                if let Err(e) = store
+                    .call(move |c| outbox::fail_intent(c, id, dead, now + backoff, &message, now))
+                    .await
+                {
                     out.error = Some(e.to_string());
+                    stop.store(true, Ordering::Relaxed);
                     return out;
                 }
-                Err(Failure::Provider(e)) => {
-                    out.counts.failed += 1;
-                    let dead = !e.is_transient() || intent.attempts + 1 >= MAX_ATTEMPTS;
-                    let backoff = 60i64.saturating_mul(1 << intent.attempts.clamp(0, 10));
-                    let message = e.to_string();
-                    tracing::warn!(provider = %slot.settings.name, op = intent.payload.op.kind(), attempts = intent.attempts + 1, given_up = dead, "{message}");
-                    let id = intent.id;
-                    let now = now_secs();
-                    if let Err(e) = store
-                        .call(move |c| {
-                            outbox::fail_intent(c, id, dead, now + backoff, &message, now)
-                        })
-                        .await
-                    {
-                        out.error = Some(e.to_string());
-                        return out;
-                    }
-                    if e.kind == ErrorKind::Auth {
-                        out.error = Some(e.to_string());
-                        return out;
-                    }
+                if e.kind == ErrorKind::Auth {
+                    out.error = Some(e.to_string());
+                    stop.store(true, Ordering::Relaxed);
+                    return out;
                 }
             }
         }
