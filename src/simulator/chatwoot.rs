@@ -944,7 +944,7 @@ impl Sort {
 /// The contacts a listing draws from: all resolved contacts, or a subset (ascending ids).
 enum Base<'a> {
     Resolved(&'a [u64]),
-    Subset(Vec<u64>),
+    Subset(std::borrow::Cow<'a, [u64]>),
 }
 
 impl Base<'_> {
@@ -1027,8 +1027,11 @@ impl State {
     }
 }
 
-/// Resolved contacts carrying any of `labels` (case-insensitive), ascending ids.
-fn labelled(inner: &Inner, labels: &[String]) -> Vec<u64> {
+/// Resolved contacts carrying any of `labels` (case-insensitive), ascending ids. One
+/// label (the common case: a client paging through a label) borrows that label's list
+/// rather than copying it for every page.
+fn labelled<'a>(inner: &'a Inner, labels: &[String]) -> std::borrow::Cow<'a, [u64]> {
+    use std::borrow::Cow;
     let mut tag_ids: Vec<usize> = labels
         .iter()
         .filter_map(|l| inner.tag_ids.get(l.to_lowercase().as_str()))
@@ -1037,8 +1040,8 @@ fn labelled(inner: &Inner, labels: &[String]) -> Vec<u64> {
     tag_ids.sort_unstable();
     tag_ids.dedup();
     match tag_ids.as_slice() {
-        [] => Vec::new(),
-        [one] => inner.by_tag[*one].clone(),
+        [] => Cow::Owned(Vec::new()),
+        [one] => Cow::Borrowed(inner.by_tag[*one].as_slice()),
         many => {
             let mut all: Vec<u64> = many
                 .iter()
@@ -1046,7 +1049,7 @@ fn labelled(inner: &Inner, labels: &[String]) -> Vec<u64> {
                 .collect();
             all.sort_unstable();
             all.dedup();
-            all
+            Cow::Owned(all)
         }
     }
 }
@@ -1235,7 +1238,7 @@ async fn search(
             })
         })
         .collect();
-    ok(&st.envelope(&inner, &Base::Subset(ids), &params, &page))
+    ok(&st.envelope(&inner, &Base::Subset(ids.into()), &params, &page))
 }
 
 /// SQL `LIKE`: `%` any run, `_` any one character, `\` escapes the next one.
@@ -1591,7 +1594,7 @@ async fn filter(
     let page = PageParam::from(params.get("page").or(body_page.as_deref()));
     let inner = st.read();
     let ids = run_filter(&inner, &conds);
-    ok(&st.envelope(&inner, &Base::Subset(ids), &params, &page))
+    ok(&st.envelope(&inner, &Base::Subset(ids.into()), &params, &page))
 }
 
 async fn show(
