@@ -29,7 +29,13 @@
 //! - [`daemon`]: schedules, signals, systemd, health and metrics endpoint; the only
 //!   module that knows clocks and signals.
 //! - [`simulator`]: simulated providers for the demo, the tests and the benchmarks.
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod provider;
 pub mod simulator;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

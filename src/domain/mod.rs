@@ -1,7 +1,10 @@
 //! Pure contact rules: the shared record vocabulary, normalisation, matching, merging and
 //! planning. No I/O, no clocks, no async.
 
+pub mod matching;
+pub mod merge;
 pub mod normalize;
+pub mod plan;
 pub mod record;
 
 pub use record::{Fields, RemoteRecord, Tags, attr_field, field, tag_key};

@@ -255,4 +255,47 @@ mod tests {
         assert!(DefaultRegion::parse("XX").is_none());
         assert!(DefaultRegion::parse("USA").is_none());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn regions() -> impl Strategy<Value = DefaultRegion> {
+            prop::sample::select(vec!["US", "GB", "DE", "TW", "JP", "BR", "IN", "FR"])
+                .prop_map(|r| DefaultRegion::parse(r).unwrap())
+        }
+
+        proptest! {
+            #[test]
+            fn phone_normalisation_never_panics_and_is_idempotent(raw in any::<String>(), region in regions()) {
+                if let Some(first) = normalize_phone(&raw, region) {
+                    let second = normalize_phone(first.as_str(), region);
+                    prop_assert_eq!(second, Some(first));
+                }
+            }
+
+            #[test]
+            fn phone_like_strings_are_idempotent(raw in "[+0-9 ()./-]{0,20}", region in regions()) {
+                if let Some(first) = normalize_phone(&raw, region) {
+                    prop_assert_eq!(normalize_phone(first.as_str(), region), Some(first.clone()));
+                    if let Phone::E164(e) = &first {
+                        prop_assert!(e.starts_with('+') && e[1..].chars().all(|c| c.is_ascii_digit()));
+                    }
+                }
+            }
+
+            #[test]
+            fn email_normalisation_never_panics_and_is_idempotent(raw in any::<String>()) {
+                if let Some(first) = normalize_email(&raw) {
+                    prop_assert_eq!(normalize_email(first.as_str()), Some(first));
+                }
+            }
+
+            #[test]
+            fn email_like_strings_are_idempotent(raw in "[ A-Za-z0-9.+_-]{1,12}@[A-Za-z0-9-]{1,8}\\.[A-Za-z]{2,4} ?") {
+                let first = normalize_email(&raw).unwrap();
+                prop_assert_eq!(normalize_email(first.as_str()), Some(first.clone()));
+            }
+        }
+    }
 }

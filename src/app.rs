@@ -1,0 +1,267 @@
+//! Command implementations behind the CLI: each returns the process exit code
+//! (0 everything synced, 1 something failed, 2 bad usage or invalid config).
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, ConfigError, Secrets, Settings};
+use crate::store;
+use std::process::ExitCode;
+
+/// Exit code: everything synced / the command succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the cycle ran but something failed, or a runtime error.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad usage or invalid config; nothing was done.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the parsed command line.
+pub fn run(cli: &Cli) -> ExitCode {
+    let code = match &cli.command {
+        Some(Command::CheckConfig) => check_config(cli),
+        Some(Command::Status { json }) => status(cli, *json),
+        Some(Command::Demo { .. }) => not_yet("demo"),
+        Some(Command::Simulate { .. }) => not_yet("simulate"),
+        Some(Command::Healthcheck) => not_yet("healthcheck"),
+        None if cli.sync_now => sync_now(cli),
+        None => not_yet("the daemon"),
+    };
+    ExitCode::from(code)
+}
+
+fn not_yet(what: &str) -> u8 {
+    eprintln!(
+        "error: {what} is not available yet in this build of contact-sync; nothing was synced"
+    );
+    EXIT_FAILED
+}
+
+fn report_config_error(err: &ConfigError) -> u8 {
+    eprintln!("error: {err}");
+    EXIT_USAGE
+}
+
+fn load_settings(cli: &Cli, secrets: Secrets) -> Result<Settings, u8> {
+    let path = config::locate(cli.config.as_deref()).map_err(|e| report_config_error(&e))?;
+    let settings = config::load_with(&path, secrets).map_err(|e| report_config_error(&e))?;
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(settings)
+}
+
+fn check_config(cli: &Cli) -> u8 {
+    let settings = match load_settings(cli, Secrets::Load) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(source) = &settings.source {
+        println!("# effective configuration from {}", source.display());
+    }
+    print!("{}", settings.to_redacted_toml());
+    println!("# configuration is valid");
+    EXIT_OK
+}
+
+fn status(cli: &Cli, json: bool) -> u8 {
+    let settings = match load_settings(cli, Secrets::Skip) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let configured: Vec<(String, String)> = settings
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), p.kind.as_str().to_owned()))
+        .collect();
+    let conn = match store::open_read_only(&settings.store_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let report = match store::status::report(conn.as_ref(), &configured) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if json {
+        match serde_json::to_string(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot render status: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        if conn.is_none() {
+            println!(
+                "store {} does not exist yet (no sync has run)",
+                settings.store_path.display()
+            );
+        }
+        print!("{}", render_status(&report));
+    }
+    EXIT_OK
+}
+
+/// The human form of the status report.
+pub fn render_status(report: &store::status::StatusReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "contacts: {}   pending pushes: {}   given up: {}   conflicts: {}",
+        report.contacts, report.pending, report.dead, report.conflicts
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:<9} {:>8}  {:<25} {:<6} {:>7} {:>7} {:>7} {:>5} {:>6}",
+        "provider",
+        "kind",
+        "linked",
+        "last run",
+        "ok",
+        "pulled",
+        "created",
+        "updated",
+        "tags",
+        "failed"
+    );
+    for p in &report.providers {
+        match &p.last_run {
+            Some(r) => {
+                let ok = match r.ok {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "-",
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<9} {:>8}  {:<25} {:<6} {:>7} {:>7} {:>7} {:>5} {:>6}",
+                    p.name,
+                    p.kind,
+                    p.linked,
+                    r.started_at,
+                    ok,
+                    r.pulled,
+                    r.created,
+                    r.updated,
+                    r.tag_changes,
+                    r.failed
+                );
+                if let Some(err) = &r.error {
+                    let _ = writeln!(out, "  └ {err}");
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<9} {:>8}  {:<25}",
+                    p.name, p.kind, p.linked, "never"
+                );
+            }
+        }
+    }
+    out
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            EXIT_FAILED
+        })
+}
+
+/// Builds the engine's provider slots for the selected providers.
+pub fn build_slots(
+    settings: &Settings,
+    names: &[String],
+) -> Result<Vec<crate::sync::ProviderSlot<crate::provider::AnyProvider>>, u8> {
+    let selected = settings
+        .select_providers(names)
+        .map_err(|e| report_config_error(&e))?;
+    let mut slots = Vec::new();
+    for p in selected {
+        match crate::provider::build(p) {
+            Ok(client) => slots.push(crate::sync::ProviderSlot {
+                settings: p.clone(),
+                client,
+            }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(EXIT_FAILED);
+            }
+        }
+    }
+    Ok(slots)
+}
+
+fn sync_now(cli: &Cli) -> u8 {
+    let settings = match load_settings(cli, Secrets::Load) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let slots = match build_slots(&settings, &cli.providers) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        crate::daemon::cancel_on_signal(cancel.clone());
+        let dry_dir;
+        let store_path = if cli.dry_run {
+            dry_dir = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: cannot create a temporary directory for the dry run: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            let copy = dry_dir.path().join("dry-run.db");
+            if let Err(e) = store::copy_for_dry_run(&settings.store_path, &copy) {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+            copy
+        } else {
+            settings.store_path.clone()
+        };
+        let store = match store::Store::open(&store_path).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        let mut engine = crate::sync::Engine::new(store, slots, settings.default_region);
+        let opts = crate::sync::CycleOptions {
+            dry_run: cli.dry_run,
+            drain_all: true,
+            cancel,
+            pull_only: None,
+        };
+        match engine.run_cycle(&opts).await {
+            Ok(report) => {
+                if cli.dry_run {
+                    println!("dry run: nothing was written to any provider or to the store\n");
+                    print!("{}", report.plan_listing());
+                    println!();
+                }
+                print!("{}", report.summary_table());
+                if report.ok() { EXIT_OK } else { EXIT_FAILED }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILED
+            }
+        }
+    })
+}

@@ -1,0 +1,90 @@
+//! The command line (DESIGN §2, contract): clap derive types only.
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Keeps the contacts of Chatwoot, MaiAgent, Agentalk and DM Champ in step.
+///
+/// Without a subcommand, runs as a daemon on the configured schedule until SIGTERM/SIGINT;
+/// with --sync-now, runs one cycle and exits.
+#[derive(Debug, Parser)]
+#[command(name = "contact-sync", version, about, long_about)]
+pub struct Cli {
+    /// Config file (else $CONTACT_SYNC_CONFIG, /etc/contact-sync/config.toml, ./contact-sync.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Run one full cycle (pull, match, plan, push, drain retries), print a summary, exit.
+    #[arg(long)]
+    pub sync_now: bool,
+
+    /// With --sync-now: read the providers and print every planned write; send no write and
+    /// leave the store as it was.
+    #[arg(long, requires = "sync_now")]
+    pub dry_run: bool,
+
+    /// Limit the cycle to these providers (instance names; repeatable).
+    #[arg(long = "provider", value_name = "NAME")]
+    pub providers: Vec<String>,
+
+    /// Log format: pretty (default on a terminal) or json.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log output (warnings and errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// A subcommand; none runs the sync (daemon or --sync-now).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colour on a terminal).
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what the store holds: contacts, links per provider, last runs, queued and
+    /// given-up pushes, conflicts. Works while the daemon runs.
+    Status {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load and validate the config, print it with secrets as ***; exit 2 if invalid.
+    CheckConfig,
+    /// Start simulated providers in-process with overlapping contacts, sync them, and show
+    /// what happened. Needs no accounts.
+    Demo {
+        /// How many people to seed across the simulated providers.
+        #[arg(long, default_value_t = 40)]
+        contacts: u64,
+    },
+    /// Serve the four simulated providers on loopback until SIGTERM/SIGINT; prints one
+    /// JSON line with their base URLs and credentials.
+    Simulate {
+        /// How many people to seed.
+        #[arg(long, default_value_t = 0)]
+        contacts: u64,
+        /// Seed of the generated data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the JSON object to this file.
+        #[arg(long, value_name = "FILE")]
+        info_file: Option<PathBuf>,
+    },
+    /// Exit 0 if the running daemon's /readyz answers 200 (for container health checks).
+    Healthcheck,
+}

@@ -1,0 +1,375 @@
+//! Matching of unlinked records to golden records (DESIGN §5.2), as a pure function over
+//! one batch: existing link → source id → phone → email.
+//!
+//! Records of one batch (one page of one provider) that share a key value are the same
+//! person; the whole group resolves together, so the outcome does not depend on the order
+//! of the records in the batch:
+//!
+//! - the group's keys point at no contact → one new contact;
+//! - at exactly one contact → linked to it (unless that contact is already linked in this
+//!   provider: then the provider holds the person twice → conflict);
+//! - at two or more contacts → conflict: kept apart, never merged silently.
+//!
+//! Only one record per group can be linked (a provider holds a person once); the others
+//! become "duplicate in provider" conflicts. The one kept is the record with a direct key
+//! hit and the smallest remote id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A golden record's id in the store.
+pub type ContactId = i64;
+
+/// The kinds of match key, in matching order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyKind {
+    /// External key.
+    SourceId,
+    /// E.164 phone.
+    Phone,
+    /// Lower-cased email.
+    Email,
+}
+
+impl KeyKind {
+    /// The store's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::SourceId => "source_id",
+            KeyKind::Phone => "phone",
+            KeyKind::Email => "email",
+        }
+    }
+}
+
+/// The normalised keys of one record (only valid values).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// External key.
+    pub source_id: Option<String>,
+    /// E.164 phone.
+    pub phone: Option<String>,
+    /// Lower-cased email.
+    pub email: Option<String>,
+}
+
+impl Keys {
+    /// `(kind, value)` pairs in matching order.
+    pub fn iter(&self) -> impl Iterator<Item = (KeyKind, &str)> {
+        [
+            (KeyKind::SourceId, self.source_id.as_deref()),
+            (KeyKind::Phone, self.phone.as_deref()),
+            (KeyKind::Email, self.email.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+}
+
+/// One unlinked record of the batch, with what its keys point at in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The provider's id of the record.
+    pub remote_id: String,
+    /// Its keys.
+    pub keys: Keys,
+    /// The contacts its keys point at: `(kind, contact)` in matching order.
+    pub hits: Vec<(KeyKind, ContactId)>,
+}
+
+/// What to do with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchOutcome {
+    /// Link to an existing contact, found by this key.
+    Existing {
+        /// The contact.
+        contact: ContactId,
+        /// The key that found it (`None` when found through another record of the group).
+        by: Option<KeyKind>,
+    },
+    /// Create a new contact for this record.
+    New,
+    /// Hold for review; nothing is linked or merged.
+    Conflict {
+        /// The contacts involved (sorted), if any.
+        contacts: Vec<ContactId>,
+        /// Why.
+        reason: ConflictReason,
+    },
+}
+
+/// Why a record was held as a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictReason {
+    /// Its keys (or its group's) point at two or more different contacts.
+    Ambiguous,
+    /// The provider holds the same person more than once.
+    DuplicateInProvider,
+}
+
+impl ConflictReason {
+    /// Human text.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ConflictReason::Ambiguous => {
+                "its phone, email or source id belong to different contacts; not merged"
+            }
+            ConflictReason::DuplicateInProvider => {
+                "the provider holds this person more than once; only one record is linked"
+            }
+        }
+    }
+}
+
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+/// Matches a batch. `linked_here(contact)` tells whether a contact already has a link in
+/// this provider. Returns one outcome per candidate, in input order.
+pub fn match_batch(
+    candidates: &[Candidate],
+    linked_here: &dyn Fn(ContactId) -> bool,
+) -> Vec<MatchOutcome> {
+    let n = candidates.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    let mut first_with_key: BTreeMap<(KeyKind, &str), usize> = BTreeMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        for key in c.keys.iter() {
+            match first_with_key.get(&key) {
+                Some(&j) => {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    if a != b {
+                        parent[a.max(b)] = a.min(b);
+                    }
+                }
+                None => {
+                    first_with_key.insert(key, i);
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        let root = find(&mut parent, i);
+        groups.entry(root).or_default().push(i);
+    }
+    let mut out = vec![MatchOutcome::New; n];
+    for members in groups.values() {
+        let contacts: BTreeSet<ContactId> = members
+            .iter()
+            .flat_map(|&i| candidates[i].hits.iter().map(|(_, c)| *c))
+            .collect();
+        match contacts.len() {
+            0 => {
+                let keep = *members
+                    .iter()
+                    .min_by(|&&a, &&b| candidates[a].remote_id.cmp(&candidates[b].remote_id))
+                    .unwrap_or(&members[0]);
+                for &i in members {
+                    out[i] = if i == keep {
+                        MatchOutcome::New
+                    } else {
+                        MatchOutcome::Conflict {
+                            contacts: Vec::new(),
+                            reason: ConflictReason::DuplicateInProvider,
+                        }
+                    };
+                }
+            }
+            1 => {
+                let contact = *contacts.iter().next().unwrap_or(&0);
+                let taken = linked_here(contact);
+                let keep = members
+                    .iter()
+                    .copied()
+                    .filter(|&i| !candidates[i].hits.is_empty())
+                    .min_by(|&a, &b| candidates[a].remote_id.cmp(&candidates[b].remote_id));
+                for &i in members {
+                    out[i] = if !taken && Some(i) == keep {
+                        MatchOutcome::Existing {
+                            contact,
+                            by: candidates[i].hits.iter().map(|(k, _)| *k).min(),
+                        }
+                    } else {
+                        MatchOutcome::Conflict {
+                            contacts: vec![contact],
+                            reason: ConflictReason::DuplicateInProvider,
+                        }
+                    };
+                }
+            }
+            _ => {
+                let all: Vec<ContactId> = contacts.into_iter().collect();
+                for &i in members {
+                    out[i] = MatchOutcome::Conflict {
+                        contacts: all.clone(),
+                        reason: ConflictReason::Ambiguous,
+                    };
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cand(
+        id: &str,
+        phone: Option<&str>,
+        email: Option<&str>,
+        hits: &[(KeyKind, i64)],
+    ) -> Candidate {
+        Candidate {
+            remote_id: id.into(),
+            keys: Keys {
+                source_id: None,
+                phone: phone.map(Into::into),
+                email: email.map(Into::into),
+            },
+            hits: hits.to_vec(),
+        }
+    }
+
+    #[test]
+    fn existing_key_links_and_order_of_keys_is_reported() {
+        let out = match_batch(
+            &[cand(
+                "1",
+                Some("+1"),
+                Some("a@x"),
+                &[(KeyKind::Email, 7), (KeyKind::Phone, 7)],
+            )],
+            &|_| false,
+        );
+        assert_eq!(
+            out,
+            vec![MatchOutcome::Existing {
+                contact: 7,
+                by: Some(KeyKind::Phone)
+            }]
+        );
+    }
+
+    #[test]
+    fn keys_pointing_at_two_contacts_are_a_conflict() {
+        let out = match_batch(
+            &[cand(
+                "1",
+                Some("+1"),
+                Some("a@x"),
+                &[(KeyKind::Phone, 1), (KeyKind::Email, 2)],
+            )],
+            &|_| false,
+        );
+        assert_eq!(
+            out,
+            vec![MatchOutcome::Conflict {
+                contacts: vec![1, 2],
+                reason: ConflictReason::Ambiguous
+            }]
+        );
+    }
+
+    #[test]
+    fn a_contact_already_linked_here_is_not_linked_twice() {
+        let out = match_batch(
+            &[cand("9", Some("+1"), None, &[(KeyKind::Phone, 3)])],
+            &|c| c == 3,
+        );
+        assert!(matches!(
+            out[0],
+            MatchOutcome::Conflict {
+                reason: ConflictReason::DuplicateInProvider,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn records_sharing_a_key_form_one_person() {
+        let out = match_batch(
+            &[
+                cand("b", Some("+1"), None, &[]),
+                cand("a", Some("+1"), Some("e@x"), &[]),
+                cand("c", None, Some("e@x"), &[]),
+            ],
+            &|_| false,
+        );
+        assert_eq!(out[1], MatchOutcome::New);
+        assert!(matches!(
+            out[0],
+            MatchOutcome::Conflict {
+                reason: ConflictReason::DuplicateInProvider,
+                ..
+            }
+        ));
+        assert!(matches!(
+            out[2],
+            MatchOutcome::Conflict {
+                reason: ConflictReason::DuplicateInProvider,
+                ..
+            }
+        ));
+    }
+
+    fn arb_candidate() -> impl Strategy<Value = Candidate> {
+        (
+            "[a-f]{1,3}",
+            proptest::option::of(0u8..4),
+            proptest::option::of(0u8..4),
+            proptest::collection::vec((0u8..3, 1i64..4), 0..3),
+        )
+            .prop_map(|(id, phone, email, hits)| Candidate {
+                remote_id: id,
+                keys: Keys {
+                    source_id: None,
+                    phone: phone.map(|p| format!("+1{p}")),
+                    email: email.map(|e| format!("{e}@x")),
+                },
+                hits: hits
+                    .into_iter()
+                    .map(|(k, c)| {
+                        let kind =
+                            [KeyKind::SourceId, KeyKind::Phone, KeyKind::Email][usize::from(k)];
+                        (kind, c)
+                    })
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn matching_is_order_independent(
+            batch in proptest::collection::vec(arb_candidate(), 0..8),
+            seed in any::<u64>(),
+        ) {
+            // Remote ids are unique within one page of one provider.
+            let mut batch = batch;
+            for (i, c) in batch.iter_mut().enumerate() {
+                c.remote_id = format!("{}-{i}", c.remote_id);
+            }
+            let linked = |c: ContactId| c == 3;
+            let forward = match_batch(&batch, &linked);
+            let mut order: Vec<usize> = (0..batch.len()).collect();
+            // A deterministic shuffle from the seed.
+            let mut s = seed;
+            for i in (1..order.len()).rev() {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                order.swap(i, (s >> 33) as usize % (i + 1));
+            }
+            let shuffled: Vec<Candidate> = order.iter().map(|&i| batch[i].clone()).collect();
+            let result = match_batch(&shuffled, &linked);
+            for (pos, &orig) in order.iter().enumerate() {
+                prop_assert_eq!(&result[pos], &forward[orig]);
+            }
+        }
+    }
+}

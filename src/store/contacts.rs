@@ -1,0 +1,255 @@
+//! Golden records, their match keys and tags: reading and writing one contact.
+
+use super::StoreError;
+use crate::domain::matching::{ContactId, KeyKind};
+use crate::domain::plan::{GoldenRecord, join_name, split_name};
+use crate::domain::{Fields, Tags, field};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The plain columns of `contacts` that hold fields of the same name.
+pub const COLUMNS: [&str; 6] = [
+    field::NAME,
+    field::FIRST_NAME,
+    field::LAST_NAME,
+    field::EMAIL,
+    field::PHONE,
+    field::SOURCE_ID,
+];
+
+/// Builds the field map of a contact row (`attrs` is a JSON object).
+pub fn fields_from_row(values: [String; 6], attrs: &str) -> Result<Fields, StoreError> {
+    let mut fields = Fields::new();
+    for (name, value) in COLUMNS.iter().zip(values) {
+        if !value.is_empty() {
+            fields.insert((*name).to_owned(), value);
+        }
+    }
+    let attrs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(attrs)
+        .map_err(|e| StoreError::Corrupt(format!("contact attrs: {e}")))?;
+    for (k, v) in attrs {
+        let text = match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        if !text.is_empty() {
+            fields.insert(format!("{}{k}", field::ATTR_PREFIX), text);
+        }
+    }
+    Ok(fields)
+}
+
+/// The `attrs` JSON of a field map.
+pub fn attrs_json(fields: &Fields) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(field::ATTR_PREFIX)
+                .filter(|_| !v.is_empty())
+                .map(|key| (key.to_owned(), serde_json::Value::String(v.clone())))
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Loads one golden record with its tags.
+pub fn load(conn: &Connection, id: ContactId) -> Result<Option<GoldenRecord>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT name, first_name, last_name, email, phone, source_id, attrs, phone_valid
+             FROM contacts WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                [
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ],
+                r.get::<_, String>(6)?,
+                r.get::<_, bool>(7)?,
+            ))
+        })
+        .optional()?;
+    let Some((values, attrs, phone_valid)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(GoldenRecord {
+        id,
+        fields: fields_from_row(values, &attrs)?,
+        phone_valid,
+        tags: load_tags(conn, id)?,
+    }))
+}
+
+/// A contact's tags.
+pub fn load_tags(conn: &Connection, id: ContactId) -> Result<Tags, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT tag FROM contact_tags WHERE contact_id = ?1")?;
+    let tags = stmt
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(tags.into_iter().collect())
+}
+
+/// Inserts a new contact with `fields` and returns its id.
+pub fn insert(
+    conn: &Connection,
+    fields: &Fields,
+    phone_valid: bool,
+    seq: i64,
+    now: i64,
+) -> Result<ContactId, StoreError> {
+    let get = |k: &str| fields.get(k).map_or("", String::as_str);
+    let (name, first, last) = complete_names(
+        get(field::NAME),
+        get(field::FIRST_NAME),
+        get(field::LAST_NAME),
+    );
+    conn.prepare_cached(
+        "INSERT INTO contacts (name, first_name, last_name, email, phone, phone_valid, source_id, attrs, seq, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )?
+    .execute(params![
+        name,
+        first,
+        last,
+        get(field::EMAIL),
+        get(field::PHONE),
+        phone_valid,
+        get(field::SOURCE_ID),
+        attrs_json(fields),
+        seq,
+        now
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Fills in the missing one of (display name, first/last) from the other.
+pub fn complete_names(name: &str, first: &str, last: &str) -> (String, String, String) {
+    match (name.is_empty(), first.is_empty() && last.is_empty()) {
+        (false, true) => {
+            let (f, l) = split_name(name);
+            (name.to_owned(), f, l)
+        }
+        (true, false) => (join_name(first, last), first.to_owned(), last.to_owned()),
+        _ => (name.to_owned(), first.to_owned(), last.to_owned()),
+    }
+}
+
+/// Writes the whole field map of a contact and bumps its change sequence.
+pub fn save_fields(
+    conn: &Connection,
+    id: ContactId,
+    fields: &Fields,
+    phone_valid: bool,
+    seq: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let get = |k: &str| fields.get(k).map_or("", String::as_str);
+    conn.prepare_cached(
+        "UPDATE contacts SET name = ?2, first_name = ?3, last_name = ?4, email = ?5, phone = ?6,
+         phone_valid = ?7, source_id = ?8, attrs = ?9, seq = ?10, updated_at = ?11 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        get(field::NAME),
+        get(field::FIRST_NAME),
+        get(field::LAST_NAME),
+        get(field::EMAIL),
+        get(field::PHONE),
+        phone_valid,
+        get(field::SOURCE_ID),
+        attrs_json(fields),
+        seq,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Marks a contact as changed (to be planned again) without changing its fields.
+pub fn bump(conn: &Connection, id: ContactId, seq: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE contacts SET seq = ?2 WHERE id = ?1")?
+        .execute(params![id, seq])?;
+    Ok(())
+}
+
+/// The contact a key points at.
+pub fn key_owner(
+    conn: &Connection,
+    kind: KeyKind,
+    value: &str,
+) -> Result<Option<ContactId>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT contact_id FROM match_keys WHERE kind = ?1 AND value = ?2")?
+        .query_row(params![kind.as_str(), value], |r| r.get(0))
+        .optional()?)
+}
+
+/// Points `kind` of contact `id` at `value` (removing its old key of that kind). Returns
+/// the other contact holding the value, if it is taken (then nothing changes).
+pub fn set_key(
+    conn: &Connection,
+    id: ContactId,
+    kind: KeyKind,
+    value: Option<&str>,
+) -> Result<Option<ContactId>, StoreError> {
+    if let Some(v) = value {
+        match key_owner(conn, kind, v)? {
+            Some(owner) if owner == id => return Ok(None),
+            Some(owner) => return Ok(Some(owner)),
+            None => {}
+        }
+    }
+    conn.prepare_cached("DELETE FROM match_keys WHERE contact_id = ?1 AND kind = ?2")?
+        .execute(params![id, kind.as_str()])?;
+    if let Some(v) = value {
+        conn.prepare_cached(
+            "INSERT INTO match_keys (kind, value, contact_id) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![kind.as_str(), v, id])?;
+    }
+    Ok(None)
+}
+
+/// Adds a key if nobody holds it yet (never moves a key). Returns whether it is ours now.
+pub fn add_key_if_free(
+    conn: &Connection,
+    id: ContactId,
+    kind: KeyKind,
+    value: &str,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO match_keys (kind, value, contact_id) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![kind.as_str(), value, id])?;
+    Ok(key_owner(conn, kind, value)? == Some(id))
+}
+
+/// Adds tags to a contact; returns how many were new.
+pub fn add_tags(conn: &Connection, id: ContactId, tags: &[String]) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO contact_tags (contact_id, tag_key, tag) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut added = 0;
+    for tag in tags {
+        if let Some(key) = crate::domain::tag_key(tag) {
+            added += stmt.execute(params![id, key, tag.trim()])?;
+        }
+    }
+    Ok(added)
+}
+
+/// Removes tags from a contact; returns how many were present.
+pub fn remove_tags(conn: &Connection, id: ContactId, tags: &[String]) -> Result<usize, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM contact_tags WHERE contact_id = ?1 AND tag_key = ?2")?;
+    let mut removed = 0;
+    for tag in tags {
+        if let Some(key) = crate::domain::tag_key(tag) {
+            removed += stmt.execute(params![id, key])?;
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,529 @@
+//! One sync cycle (DESIGN §5), level-triggered: every cycle recomputes what is needed.
+//!
+//! 1. **Recover**: links left `creating` by a crash are resolved by lookup before anything
+//!    else, so a create is never sent twice.
+//! 2. **Pull** every provider that can enumerate, concurrently, one store transaction per
+//!    page ([`crate::store::pull`]): only what changed in a provider since its snapshot
+//!    reaches the golden record; unlinked records are matched (link → source id → phone →
+//!    email) or held as conflicts. Chatwoot labels are read by listing each label. After
+//!    a complete listing, missing records are marked `gone` (20 % guard).
+//! 3. **Plan** ([`crate::domain::plan`], pure) every contact changed since the provider's
+//!    watermark; **persist** the writes as intents; **push** them per provider,
+//!    concurrently, with the HTTP driver's pacing and retries ([`push`]). Lookup-only
+//!    providers are searched before anything is created there. A write that succeeds
+//!    updates the link snapshot, so it never comes back as a change.
+//! 4. Plan and push repeat (at most [`MAX_ROUNDS`]) while a push revealed more to do
+//!    (e.g. a contact found by lookup whose fields differ).
+
+pub mod push;
+pub mod report;
+
+use crate::config::ProviderSettings;
+use crate::domain::merge::normalize_record;
+use crate::domain::normalize::DefaultRegion;
+use crate::domain::plan::{ProviderShape, plan_contact};
+use crate::domain::{Fields, Tags, field};
+use crate::provider::{Capabilities, LookupKey, LookupKind, Provider};
+use crate::store::outbox::{self, IntentPayload};
+use crate::store::pull::{self, FieldOwners};
+use crate::store::{Store, StoreError};
+pub use report::{CycleReport, PlannedWrite, ProviderReport};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Plan/push rounds per cycle.
+pub const MAX_ROUNDS: usize = 3;
+/// Contacts planned per store read.
+const PLAN_BATCH: usize = 2_000;
+/// At most this share (percent) of a provider's links may be marked gone at once.
+pub const DELETE_GUARD_PERCENT: u64 = 20;
+
+/// A provider taking part in the cycle.
+pub struct ProviderSlot<P> {
+    /// Its validated config.
+    pub settings: ProviderSettings,
+    /// Its client.
+    pub client: P,
+}
+
+/// How a cycle runs.
+#[derive(Debug, Clone, Default)]
+pub struct CycleOptions {
+    /// Compute and report the plan; send no write (run it on a copy of the store).
+    pub dry_run: bool,
+    /// Send every pending intent now, not only those due (one-shot runs).
+    pub drain_all: bool,
+    /// Stop between pages and pushes when cancelled.
+    pub cancel: CancellationToken,
+    /// Pull only these providers (by name); `None` pulls all. Pushes always go to every
+    /// push-enabled provider, so a change pulled from one reaches the others in the same
+    /// cycle (the daemon runs one such cycle per provider schedule).
+    pub pull_only: Option<Vec<String>>,
+}
+
+/// Failures of the engine itself (a provider failing is reported, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The engine: the store plus the providers of this cycle, in config order.
+pub struct Engine<P> {
+    store: Store,
+    slots: Vec<ProviderSlot<P>>,
+    region: DefaultRegion,
+    ids: Vec<i64>,
+    /// Whether each provider's last listing completed (creates there need it).
+    listing_complete: Vec<bool>,
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// The planner's view of a provider's capabilities.
+pub fn shape_of(caps: &Capabilities) -> ProviderShape {
+    ProviderShape {
+        fields: caps.fields.iter().map(|f| (*f).to_owned()).collect(),
+        attrs: caps.attrs,
+        needs_phone: caps.needs_phone,
+        phone_mutable: caps.phone_mutable,
+        tags_add: caps.tags_add,
+        tags_remove: caps.tags_remove,
+    }
+}
+
+/// The lookups to try for a record we hold, in order.
+pub fn lookup_keys<'a>(caps: &Capabilities, fields: &'a Fields) -> Vec<LookupKey<'a>> {
+    let mut keys = Vec::new();
+    for kind in [LookupKind::SourceId, LookupKind::Phone, LookupKind::Email] {
+        if !caps.lookups.contains(&kind) {
+            continue;
+        }
+        let (name, make): (&str, fn(&'a str) -> LookupKey<'a>) = match kind {
+            LookupKind::SourceId => (field::SOURCE_ID, LookupKey::SourceId),
+            LookupKind::Phone => (field::PHONE, LookupKey::Phone),
+            LookupKind::Email => (field::EMAIL, LookupKey::Email),
+        };
+        if let Some(v) = fields.get(name).filter(|v| !v.is_empty()) {
+            keys.push(make(v.as_str()));
+        }
+    }
+    keys
+}
+
+impl<P: Provider> Engine<P> {
+    /// An engine over `store` for `slots` (config order decides same-cycle conflicts).
+    pub fn new(store: Store, slots: Vec<ProviderSlot<P>>, region: DefaultRegion) -> Self {
+        Self {
+            store,
+            slots,
+            region,
+            ids: Vec::new(),
+            listing_complete: Vec::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The providers.
+    pub fn slots(&self) -> &[ProviderSlot<P>] {
+        &self.slots
+    }
+
+    /// Runs one cycle.
+    pub async fn run_cycle(&mut self, opts: &CycleOptions) -> Result<CycleReport, SyncError> {
+        let now = now_secs();
+        if self.ids.len() != self.slots.len() {
+            let names: Vec<(String, String)> = self
+                .slots
+                .iter()
+                .map(|s| (s.settings.name.clone(), s.settings.kind.as_str().to_owned()))
+                .collect();
+            self.ids = self
+                .store
+                .call(move |c| {
+                    names
+                        .iter()
+                        .map(|(n, k)| outbox::ensure_provider(c, n, k))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+        }
+        let mut reports: Vec<ProviderReport> = self
+            .slots
+            .iter()
+            .map(|s| ProviderReport::new(&s.settings.name, s.settings.kind.as_str()))
+            .collect();
+        let mut run_ids = Vec::new();
+        if !opts.dry_run {
+            for &id in &self.ids {
+                run_ids.push(
+                    self.store
+                        .call(move |c| outbox::begin_run(c, id, now))
+                        .await?,
+                );
+            }
+        }
+
+        // 1. Recover creates a crash left unanswered.
+        let recoveries = futures::future::join_all(
+            self.slots
+                .iter()
+                .zip(&self.ids)
+                .map(|(slot, &id)| push::recover_creating(&self.store, slot, id, self.region)),
+        )
+        .await;
+        for (report, result) in reports.iter_mut().zip(recoveries) {
+            match result {
+                Ok(n) => report.counts.matched += n,
+                Err(e) => report.fail(e.clone()),
+            }
+        }
+
+        // 2. Pull.
+        let owners = Arc::new(Mutex::new(FieldOwners::default()));
+        let pulls =
+            futures::future::join_all(self.slots.iter().zip(&self.ids).enumerate().map(
+                |(order, (slot, &id))| self.pull_provider(slot, id, order, owners.clone(), opts),
+            ))
+            .await;
+        self.listing_complete.resize(self.slots.len(), false);
+        for (i, (report, result)) in reports.iter_mut().zip(pulls).enumerate() {
+            match result {
+                Ok(p) if !p.pulled_now => {}
+                Ok(p) => {
+                    report.counts.pulled += p.pulled;
+                    report.counts.matched += p.matched;
+                    report.conflicts += p.conflicts;
+                    report.gone += p.gone;
+                    report.complete = p.complete;
+                    if let Some(w) = p.warning {
+                        report.warnings.push(w);
+                    }
+                    self.listing_complete[i] = p.complete;
+                }
+                Err(e) => {
+                    report.fail(e);
+                    self.listing_complete[i] = false;
+                }
+            }
+        }
+
+        // 3. Plan and push.
+        for round in 0..MAX_ROUNDS {
+            if opts.cancel.is_cancelled() {
+                break;
+            }
+            let mut planned_any = false;
+            for (i, slot) in self.slots.iter().enumerate() {
+                if !slot.settings.push {
+                    continue;
+                }
+                let caps = slot.client.capabilities();
+                let may_create = !caps.enumerate || self.listing_complete[i];
+                let (n, skipped, writes) = self
+                    .plan_provider(slot, self.ids[i], may_create, opts.dry_run)
+                    .await?;
+                planned_any |= n > 0;
+                if round == 0 {
+                    reports[i].counts.skipped += skipped;
+                }
+                reports[i].planned.extend(writes);
+            }
+            if opts.dry_run {
+                break;
+            }
+            let pushes = futures::future::join_all(
+                self.slots
+                    .iter()
+                    .zip(&self.ids)
+                    .filter(|(s, _)| s.settings.push)
+                    .map(|(slot, &id)| {
+                        push::push_provider(&self.store, slot, id, self.region, opts)
+                    }),
+            )
+            .await;
+            let mut pushed = pushes.into_iter();
+            for (i, slot) in self.slots.iter().enumerate() {
+                if !slot.settings.push {
+                    continue;
+                }
+                if let Some(outcome) = pushed.next() {
+                    let report = &mut reports[i];
+                    report.counts.created += outcome.counts.created;
+                    report.counts.updated += outcome.counts.updated;
+                    report.counts.tag_changes += outcome.counts.tag_changes;
+                    report.counts.failed += outcome.counts.failed;
+                    report.counts.matched += outcome.counts.matched;
+                    report.write_requests += outcome.writes;
+                    if let Some(e) = outcome.error {
+                        report.fail(e);
+                    }
+                }
+            }
+            if !planned_any {
+                break;
+            }
+        }
+
+        // 4. Record the runs.
+        let finished = now_secs();
+        if !opts.dry_run {
+            for ((report, &run_id), &id) in reports.iter().zip(&run_ids).zip(&self.ids) {
+                let counts = report.counts.clone();
+                let error = report.error.clone();
+                let complete = report.complete;
+                self.store
+                    .call(move |c| {
+                        outbox::finish_run(c, run_id, &counts, error.as_deref(), finished)?;
+                        if error.is_none() {
+                            outbox::mark_success(c, id, complete, finished)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
+        }
+        Ok(CycleReport {
+            providers: reports,
+            dry_run: opts.dry_run,
+        })
+    }
+
+    async fn pull_provider(
+        &self,
+        slot: &ProviderSlot<P>,
+        provider_id: i64,
+        order: usize,
+        owners: Arc<Mutex<FieldOwners>>,
+        opts: &CycleOptions,
+    ) -> Result<PullOutcome, String> {
+        let caps = slot.client.capabilities();
+        let mut out = PullOutcome::default();
+        let selected = opts
+            .pull_only
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == &slot.settings.name));
+        if !caps.enumerate || !selected {
+            return Ok(out);
+        }
+        out.pulled_now = true;
+        let name = &slot.settings.name;
+        let mut seen: Vec<i64> = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut restarts = 0;
+        loop {
+            if opts.cancel.is_cancelled() {
+                return Ok(out);
+            }
+            let page = match slot.client.list_page(cursor.as_deref()).await {
+                Ok(p) => p,
+                Err(e)
+                    if e.kind == crate::provider::ErrorKind::NotFound
+                        && cursor.is_some()
+                        && restarts < 2 =>
+                {
+                    // The listing shrank under us (MaiAgent "Invalid page."): start again.
+                    tracing::info!(provider = %name, "listing changed during the scan; restarting it");
+                    restarts += 1;
+                    cursor = None;
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let records: Vec<_> = page
+                .records
+                .iter()
+                .map(|r| normalize_record(r, self.region))
+                .collect();
+            let owners = owners.clone();
+            let now = now_secs();
+            let result = self
+                .store
+                .call_seq(move |c, seq| {
+                    let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
+                    pull::apply_page(c, seq, &mut owners, provider_id, order, &records, now)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            out.pulled += result.pulled;
+            out.matched += result.matched;
+            out.conflicts += result.conflicts;
+            seen.extend(result.seen);
+            tracing::debug!(provider = %name, records = result.pulled, "page applied");
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        if caps.tags_by_listing {
+            self.pull_tags(slot, provider_id, opts)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        out.complete = !opts.cancel.is_cancelled();
+        if out.complete {
+            let now = now_secs();
+            let (marked, refused) = self
+                .store
+                .call_seq(move |c, seq| {
+                    let r = pull::mark_gone(c, provider_id, &mut seen, DELETE_GUARD_PERCENT, now)?;
+                    // Creates that never landed (no record adopted them): plan them again.
+                    for (link_id, contact_id, _) in outbox::creating_links(c, provider_id)? {
+                        outbox::drop_creating(c, seq, link_id, contact_id)?;
+                    }
+                    Ok(r)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            out.gone = marked;
+            if refused > 0 {
+                let msg = format!(
+                    "{refused} linked records are missing from {name}'s listing (more than {DELETE_GUARD_PERCENT}% of its links); none were marked deleted. If they really were deleted, they will be marked one batch at a time once fewer are missing; check the API key and account if not"
+                );
+                tracing::warn!(provider = %name, "{msg}");
+                out.warning = Some(msg);
+            } else if marked > 0 {
+                tracing::info!(provider = %name, count = marked, "records deleted in the provider are marked gone (never re-created there)");
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pull_tags(
+        &self,
+        slot: &ProviderSlot<P>,
+        provider_id: i64,
+        opts: &CycleOptions,
+    ) -> Result<(), crate::provider::ProviderError> {
+        let names = slot.client.list_tag_names().await?;
+        let universe: Tags = names.iter().collect();
+        self.store
+            .call(|c| pull::begin_tag_staging(c))
+            .await
+            .map_err(|e| store_as_provider_error(slot, &e))?;
+        for tag in &names {
+            let mut cursor: Option<String> = None;
+            loop {
+                if opts.cancel.is_cancelled() {
+                    return Ok(());
+                }
+                let page = slot.client.list_tag_page(tag, cursor.as_deref()).await?;
+                let tag_owned = tag.clone();
+                let ids = page.remote_ids;
+                self.store
+                    .call(move |c| pull::stage_tag_page(c, provider_id, &tag_owned, &ids))
+                    .await
+                    .map_err(|e| store_as_provider_error(slot, &e))?;
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+        }
+        let now = now_secs();
+        self.store
+            .call_seq(move |c, seq| pull::apply_staged_tags(c, seq, provider_id, &universe, now))
+            .await
+            .map_err(|e| store_as_provider_error(slot, &e))?;
+        Ok(())
+    }
+
+    /// Plans every contact changed since the provider's watermark; persists the intents
+    /// (unless dry-run). Returns (intents planned, things skipped, the writes for the report).
+    async fn plan_provider(
+        &self,
+        slot: &ProviderSlot<P>,
+        provider_id: i64,
+        may_create: bool,
+        dry_run: bool,
+    ) -> Result<(u64, u64, Vec<PlannedWrite>), SyncError> {
+        let shape = shape_of(slot.client.capabilities());
+        let mut after = self
+            .store
+            .call(move |c| outbox::planned_seq(c, provider_id))
+            .await?;
+        let mut planned = 0u64;
+        let mut skipped = 0u64;
+        let mut writes = Vec::new();
+        loop {
+            let inputs = self
+                .store
+                .call(move |c| outbox::plan_inputs(c, provider_id, after, PLAN_BATCH))
+                .await?;
+            let Some(last) = inputs.last() else { break };
+            let last_seq = last.seq;
+            let mut intents = Vec::new();
+            for input in &inputs {
+                let plan = plan_contact(&input.contact, &input.link, &shape, may_create);
+                skipped += plan.skipped.len() as u64;
+                if plan.operations.is_empty() {
+                    continue;
+                }
+                let projection = crate::domain::plan::project(&input.contact, &shape);
+                let known_tags: Vec<String> = match &input.link {
+                    crate::domain::plan::LinkView::Active { tags: Some(t), .. } => {
+                        t.names().map(str::to_owned).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for op in plan.operations {
+                    if dry_run || writes.len() < report::MAX_REPORTED_WRITES {
+                        writes.push(PlannedWrite::new(&input.contact, &op));
+                    }
+                    intents.push((
+                        input.contact.id,
+                        IntentPayload {
+                            op,
+                            projection: projection.clone(),
+                            known_tags: known_tags.clone(),
+                        },
+                    ));
+                }
+            }
+            planned += intents.len() as u64;
+            if !dry_run {
+                let now = now_secs();
+                self.store
+                    .call(move |c| {
+                        outbox::insert_intents(c, provider_id, &intents, now)?;
+                        outbox::set_planned_seq(c, provider_id, last_seq)
+                    })
+                    .await?;
+            }
+            after = last_seq;
+        }
+        Ok((planned, skipped, writes))
+    }
+}
+
+fn store_as_provider_error<P: Provider>(
+    slot: &ProviderSlot<P>,
+    e: &StoreError,
+) -> crate::provider::ProviderError {
+    crate::provider::ProviderError::new(
+        slot.settings.name.clone(),
+        "store tag listing",
+        crate::provider::ErrorKind::Permanent,
+        e.to_string(),
+    )
+}
+
+/// What the pull of one provider did.
+#[derive(Debug, Default)]
+struct PullOutcome {
+    pulled: u64,
+    matched: u64,
+    conflicts: u64,
+    gone: u64,
+    complete: bool,
+    pulled_now: bool,
+    warning: Option<String>,
+}

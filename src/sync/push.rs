@@ -1,0 +1,454 @@
+//! Executing intents against one provider (DESIGN §5.5): creates go through a `creating`
+//! link written before the request (so a crash is resolved by lookup, never by a second
+//! create); lookup-only providers are searched first; every success records the new link
+//! snapshot so our own write never comes back as a change.
+
+use super::{ProviderSlot, lookup_keys, now_secs};
+use crate::domain::merge::normalize_record;
+use crate::domain::normalize::DefaultRegion;
+use crate::domain::plan::Operation;
+use crate::domain::{Fields, RemoteRecord, Tags, field};
+use crate::provider::{ErrorKind, LookupKey, Provider, ProviderError, Target};
+use crate::store::outbox::{self, Intent, RunCounts};
+use crate::store::{Store, StoreError};
+
+/// Attempts of one intent (one per cycle) before it is given up.
+pub const MAX_ATTEMPTS: i64 = 8;
+/// Intents read per store call.
+const BATCH: usize = 500;
+
+/// What pushing to one provider did.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    /// Counts.
+    pub counts: RunCounts,
+    /// Write requests sent (creates, updates, tag writes).
+    pub writes: u64,
+    /// A failure that stopped the push (auth) or the store.
+    pub error: Option<String>,
+}
+
+/// Resolves links a crash left `creating`: looks the contact up by the keys that were
+/// sent; found → linked; not found in a lookup-only provider → the create never landed
+/// and is planned again. (In an enumerating provider the listing adopts or drops them.)
+pub async fn recover_creating<P: Provider>(
+    store: &Store,
+    slot: &ProviderSlot<P>,
+    provider_id: i64,
+    region: DefaultRegion,
+) -> Result<u64, String> {
+    let pending = store
+        .call(move |c| outbox::creating_links(c, provider_id))
+        .await
+        .map_err(|e| e.to_string())?;
+    let caps = slot.client.capabilities();
+    let mut linked = 0;
+    for (link_id, contact_id, sent) in pending {
+        match discover(slot, &sent, region).await {
+            Ok(Some((remote_id, snapshot, tags))) => {
+                tracing::info!(provider = %slot.settings.name, "an interrupted create had reached the provider; linked it");
+                store
+                    .call_seq(move |c, seq| {
+                        outbox::finish_link(
+                            c,
+                            seq,
+                            link_id,
+                            contact_id,
+                            &remote_id,
+                            &snapshot,
+                            tags.as_ref(),
+                            true,
+                            now_secs(),
+                        )
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                linked += 1;
+            }
+            Ok(None) if !caps.enumerate => {
+                store
+                    .call_seq(move |c, seq| outbox::drop_creating(c, seq, link_id, contact_id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(linked)
+}
+
+/// Looks a contact up by the keys in `fields`; returns the remote id, the snapshot to
+/// record and the tags when known.
+async fn discover<P: Provider>(
+    slot: &ProviderSlot<P>,
+    fields: &Fields,
+    region: DefaultRegion,
+) -> Result<Option<(String, Fields, Option<Tags>)>, ProviderError> {
+    let caps = slot.client.capabilities();
+    for key in lookup_keys(caps, fields) {
+        let Some(record) = slot.client.lookup(key).await? else {
+            continue;
+        };
+        return Ok(Some(linked_snapshot(slot, key, record, region).await?));
+    }
+    Ok(None)
+}
+
+async fn linked_snapshot<P: Provider>(
+    slot: &ProviderSlot<P>,
+    key: LookupKey<'_>,
+    record: RemoteRecord,
+    region: DefaultRegion,
+) -> Result<(String, Fields, Option<Tags>), ProviderError> {
+    let caps = slot.client.capabilities();
+    let remote_id = record.remote_id.clone();
+    let mut tags = record.tags.clone();
+    let snapshot = if caps.lookup_returns_fields {
+        normalize_record(&record, region).fields
+    } else {
+        // Only the id came back: we know the key we looked it up by.
+        let mut f = Fields::new();
+        match key {
+            LookupKey::Phone(p) => f.insert(field::PHONE.into(), p.into()),
+            LookupKey::Email(e) => f.insert(field::EMAIL.into(), e.into()),
+            LookupKey::SourceId(s) => f.insert(field::SOURCE_ID.into(), s.into()),
+        };
+        f
+    };
+    if tags.is_none() && caps.tags_read && !caps.tags_by_listing {
+        tags = Some(slot.client.read_tags(&remote_id).await?);
+    }
+    Ok((remote_id, snapshot, tags))
+}
+
+/// Sends the provider's pending intents (all of them with `drain_all`, else those due).
+pub async fn push_provider<P: Provider>(
+    store: &Store,
+    slot: &ProviderSlot<P>,
+    provider_id: i64,
+    region: DefaultRegion,
+    opts: &super::CycleOptions,
+) -> PushOutcome {
+    let mut out = PushOutcome::default();
+    let mut after = 0;
+    loop {
+        if opts.cancel.is_cancelled() {
+            break;
+        }
+        let due = if opts.drain_all {
+            None
+        } else {
+            Some(now_secs())
+        };
+        let intents = match store
+            .call(move |c| outbox::due_intents(c, provider_id, due, after, BATCH))
+            .await
+        {
+            Ok(i) => i,
+            Err(e) => {
+                out.error = Some(e.to_string());
+                break;
+            }
+        };
+        let Some(last) = intents.last() else { break };
+        after = last.id;
+        for intent in intents {
+            if opts.cancel.is_cancelled() {
+                break;
+            }
+            match execute(store, slot, provider_id, region, &intent, &mut out).await {
+                Ok(()) => {}
+                Err(Failure::Store(e)) => {
+                    out.error = Some(e.to_string());
+                    return out;
+                }
+                Err(Failure::Provider(e)) => {
+                    out.counts.failed += 1;
+                    let dead = !e.is_transient() || intent.attempts + 1 >= MAX_ATTEMPTS;
+                    let backoff = 60i64.saturating_mul(1 << intent.attempts.clamp(0, 10));
+                    let message = e.to_string();
+                    tracing::warn!(provider = %slot.settings.name, op = intent.payload.op.kind(), attempts = intent.attempts + 1, given_up = dead, "{message}");
+                    let id = intent.id;
+                    let now = now_secs();
+                    if let Err(e) = store
+                        .call(move |c| {
+                            outbox::fail_intent(c, id, dead, now + backoff, &message, now)
+                        })
+                        .await
+                    {
+                        out.error = Some(e.to_string());
+                        return out;
+                    }
+                    if e.kind == ErrorKind::Auth {
+                        out.error = Some(e.to_string());
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+enum Failure {
+    Store(StoreError),
+    Provider(ProviderError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<ProviderError> for Failure {
+    fn from(e: ProviderError) -> Self {
+        Failure::Provider(e)
+    }
+}
+
+async fn execute<P: Provider>(
+    store: &Store,
+    slot: &ProviderSlot<P>,
+    provider_id: i64,
+    region: DefaultRegion,
+    intent: &Intent,
+    out: &mut PushOutcome,
+) -> Result<(), Failure> {
+    let contact_id = intent.contact_id;
+    let intent_id = intent.id;
+    let now = now_secs();
+    match &intent.payload.op {
+        Operation::Create { fields, .. } => {
+            let sent = fields.clone();
+            let begun = store
+                .call(move |c| outbox::begin_create(c, provider_id, contact_id, &sent, now))
+                .await?;
+            let Some(link_id) = begun else {
+                // Linked meanwhile (by a listing or an earlier intent): nothing to create.
+                store
+                    .call(move |c| outbox::complete_intent(c, intent_id))
+                    .await?;
+                return Ok(());
+            };
+            let caps = slot.client.capabilities();
+            // Lookup-only providers: search before creating anything.
+            let found = if caps.enumerate {
+                None
+            } else {
+                match discover(slot, fields, region).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        store
+                            .call_seq(move |c, seq| {
+                                outbox::drop_creating(c, seq, link_id, contact_id)
+                            })
+                            .await?;
+                        return Err(e.into());
+                    }
+                }
+            };
+            let (remote_id, snapshot, tags, replan) = match found {
+                Some((remote_id, snapshot, tags)) => {
+                    out.counts.matched += 1;
+                    (remote_id, snapshot, tags, true)
+                }
+                None => {
+                    out.writes += 1;
+                    match slot.client.create(fields, &Tags::new()).await {
+                        Ok(created) => {
+                            if created.existed {
+                                out.counts.matched += 1;
+                            } else {
+                                out.counts.created += 1;
+                            }
+                            let tags = (caps.tags_read || caps.tags_add).then(Tags::new);
+                            (created.remote_id, fields.clone(), tags, created.existed)
+                        }
+                        Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                            // Another record holds one of its keys: find it and link it.
+                            match discover(slot, fields, region).await? {
+                                Some((remote_id, snapshot, tags)) => {
+                                    out.counts.matched += 1;
+                                    (remote_id, snapshot, tags, true)
+                                }
+                                None => {
+                                    store
+                                        .call_seq(move |c, seq| {
+                                            outbox::drop_creating(c, seq, link_id, contact_id)
+                                        })
+                                        .await?;
+                                    return Err(e.into());
+                                }
+                            }
+                        }
+                        Err(e) if e.is_transient() => {
+                            // It may have been created: keep the link `creating`; the next
+                            // cycle resolves it by lookup before any new create.
+                            store
+                                .call(move |c| outbox::complete_intent(c, intent_id))
+                                .await?;
+                            return Err(e.into());
+                        }
+                        Err(e) => {
+                            store
+                                .call_seq(move |c, seq| {
+                                    outbox::drop_creating(c, seq, link_id, contact_id)
+                                })
+                                .await?;
+                            return Err(e.into());
+                        }
+                    }
+                }
+            };
+            let with_tags = tags.clone();
+            let contact_has_tags = !intent.payload.known_tags.is_empty()
+                || matches!(&intent.payload.op, Operation::Create { tags, .. } if !tags.is_empty());
+            let replan = replan || (contact_has_tags && caps.tags_add);
+            store
+                .call_seq(move |c, seq| {
+                    outbox::finish_link(
+                        c,
+                        seq,
+                        link_id,
+                        contact_id,
+                        &remote_id,
+                        &snapshot,
+                        with_tags.as_ref(),
+                        replan,
+                        now_secs(),
+                    )?;
+                    outbox::complete_intent(c, intent_id)
+                })
+                .await?;
+        }
+        Operation::Update { remote_id, changes } => {
+            let Some(link) = active_link(store, provider_id, contact_id, intent_id).await? else {
+                return Ok(());
+            };
+            let change_map: Fields = changes
+                .iter()
+                .map(|c| (c.field.clone(), c.new.clone()))
+                .collect();
+            let known = link.tags.clone().unwrap_or_default();
+            let target = Target {
+                remote_id,
+                fields: &intent.payload.projection,
+                tags: &known,
+            };
+            out.writes += 1;
+            if let Err(e) = slot.client.update(target, &change_map).await {
+                return gone_or_fail(store, &link, intent_id, e).await;
+            }
+            out.counts.updated += 1;
+            let mut snapshot = link.snapshot.clone();
+            for (k, v) in change_map {
+                snapshot.insert(k, v);
+            }
+            let link_id = link.id;
+            store
+                .call(move |c| {
+                    outbox::update_link_snapshot(c, link_id, &snapshot, None, now)?;
+                    outbox::complete_intent(c, intent_id)
+                })
+                .await?;
+        }
+        Operation::TagAdd { remote_id, tags } | Operation::TagRemove { remote_id, tags } => {
+            let adding = matches!(intent.payload.op, Operation::TagAdd { .. });
+            let Some(link) = active_link(store, provider_id, contact_id, intent_id).await? else {
+                return Ok(());
+            };
+            let known = link.tags.clone().unwrap_or_default();
+            let todo: Vec<String> = tags
+                .iter()
+                .filter(|t| {
+                    if adding {
+                        !known.contains(t)
+                    } else {
+                        known.contains(t)
+                    }
+                })
+                .cloned()
+                .collect();
+            if !todo.is_empty() {
+                let target = Target {
+                    remote_id,
+                    fields: &intent.payload.projection,
+                    tags: &known,
+                };
+                out.writes += 1;
+                let result = if adding {
+                    slot.client.add_tags(target, &todo).await
+                } else {
+                    slot.client.remove_tags(target, &todo).await
+                };
+                if let Err(e) = result {
+                    return gone_or_fail(store, &link, intent_id, e).await;
+                }
+                out.counts.tag_changes += todo.len() as u64;
+            }
+            let mut after = known;
+            for t in &todo {
+                if adding {
+                    after.insert(t);
+                } else {
+                    after.remove(t);
+                }
+            }
+            let link_id = link.id;
+            let snapshot = link.snapshot.clone();
+            store
+                .call(move |c| {
+                    outbox::update_link_snapshot(c, link_id, &snapshot, Some(&after), now)?;
+                    outbox::complete_intent(c, intent_id)
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The contact's active link, or `None` (and the intent dropped) if it is not active.
+async fn active_link(
+    store: &Store,
+    provider_id: i64,
+    contact_id: i64,
+    intent_id: i64,
+) -> Result<Option<outbox::ActiveLink>, Failure> {
+    let link = store
+        .call(move |c| outbox::link_of(c, provider_id, contact_id))
+        .await?;
+    match link {
+        Some((state, link)) if state == "active" => Ok(Some(link)),
+        _ => {
+            store
+                .call(move |c| outbox::complete_intent(c, intent_id))
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// A 404 on a linked record means it was deleted there: mark the link gone (never
+/// re-created) and drop the intent. Anything else is a failure of the intent.
+async fn gone_or_fail(
+    store: &Store,
+    link: &outbox::ActiveLink,
+    intent_id: i64,
+    e: ProviderError,
+) -> Result<(), Failure> {
+    if e.kind == ErrorKind::NotFound {
+        let link_id = link.id;
+        let now = now_secs();
+        store
+            .call(move |c| {
+                outbox::mark_link_gone(c, link_id, now)?;
+                outbox::complete_intent(c, intent_id)
+            })
+            .await?;
+        tracing::info!(provider = %e.provider, "a linked record no longer exists there; marked gone");
+        return Ok(());
+    }
+    Err(e.into())
+}
