@@ -55,6 +55,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_by_listing: false,
     needs_phone: true,
     phone_mutable: false,
+    source_id_mutable: true,
+    tags_read_by_id: false,
+    delete: false,
     fields: &[
         field::FIRST_NAME,
         field::LAST_NAME,
