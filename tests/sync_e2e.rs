@@ -420,8 +420,14 @@ async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
     let info = world.sim.info();
     let http = reqwest::Client::builder().build().unwrap();
     let r = http
-        .post(format!("{}/api/contacts/", info["maiagent"]["base_url"].as_str().unwrap()))
-        .header("Authorization", format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()))
+        .post(format!(
+            "{}/api/contacts/",
+            info["maiagent"]["base_url"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
         .json(&json!({
             "name": "Mixed Up",
             "phoneNumber": text(a, "phone_number"),
@@ -437,13 +443,23 @@ async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
     let status = world.status().await;
     assert_eq!(status["conflicts"], 1, "{status}");
     assert_eq!(status["conflict_details"][0]["provider"], "sales-bot");
-    assert_eq!(status["contacts"], contacts_before, "nothing merged, nothing created");
+    assert_eq!(
+        status["contacts"], contacts_before,
+        "nothing merged, nothing created"
+    );
     // A and B are untouched in Chatwoot.
     let cw = world.chatwoot();
     for p in [a, b] {
         let now = cw.iter().find(|c| text(c, "id") == text(p, "id")).unwrap();
-        assert_eq!((text(now, "name"), text(now, "email")), (text(p, "name"), text(p, "email")));
+        assert_eq!(
+            (text(now, "name"), text(now, "email")),
+            (text(p, "name"), text(p, "email"))
+        );
     }
     let human = world.run(&["status"]).await;
-    assert!(stdout(&human).contains("conflicts awaiting review"), "{}", stdout(&human));
+    assert!(
+        stdout(&human).contains("conflicts awaiting review"),
+        "{}",
+        stdout(&human)
+    );
 }

@@ -513,13 +513,15 @@ pub fn stage_tag_page(
 }
 
 /// Applies the staged tag listing: each linked contact's tags as the provider shows them,
-/// compared with the link's tag snapshot. Removals are inferred only for tags in
+/// compared with the link's tag snapshot. Only links in `seen` (sorted ids of the links
+/// the contact listing showed) are considered, and removals are inferred only for tags in
 /// `universe` (tags the listing could show). Returns the number of contacts changed.
 pub fn apply_staged_tags(
     conn: &mut Connection,
     seq: &Seq,
     provider_id: i64,
     universe: &Tags,
+    seen: &[i64],
     now: i64,
 ) -> Result<u64, StoreError> {
     let tx = conn.transaction()?;
@@ -540,9 +542,12 @@ pub fn apply_staged_tags(
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        for (link_id, contact_id, snap, seen) in rows {
+        for (link_id, contact_id, snap, staged) in rows {
+            if seen.binary_search(&link_id).is_err() {
+                continue;
+            }
             let snap = parse_tags(snap.as_deref())?;
-            let seen: Tags = parse_tags(Some(&seen))?.unwrap_or_default();
+            let seen: Tags = parse_tags(Some(&staged))?.unwrap_or_default();
             // Tags outside the universe are invisible to the listing: keep them as known.
             let mut shown = seen.clone();
             if let Some(s) = &snap {
@@ -571,17 +576,17 @@ pub fn apply_staged_tags(
     Ok(changed)
 }
 
-/// Marks active links of a provider not `seen` in a complete listing as `gone` — unless
+/// Marks active links of a provider not `seen` (sorted ids) in a complete listing as `gone` — unless
 /// more than `guard_percent` of them would go at once (then none, and the count is
 /// returned as refused). Returns `(marked, refused)`.
 pub fn mark_gone(
     conn: &mut Connection,
     provider_id: i64,
-    seen: &mut [i64],
+    seen: &[i64],
     guard_percent: u64,
     now: i64,
 ) -> Result<(u64, u64), StoreError> {
-    seen.sort_unstable();
+    debug_assert!(seen.is_sorted());
     let tx = conn.transaction()?;
     let mut missing = Vec::new();
     let mut active = 0u64;

@@ -364,36 +364,42 @@ impl<P: Provider> Engine<P> {
                 None => break,
             }
         }
-        if caps.tags_by_listing {
-            self.pull_tags(slot, provider_id, opts)
-                .await
-                .map_err(|e| e.to_string())?;
+        if opts.cancel.is_cancelled() {
+            return Ok(out);
         }
-        out.complete = !opts.cancel.is_cancelled();
-        if out.complete {
-            let now = now_secs();
-            let (marked, refused) = self
-                .store
-                .call_seq(move |c, seq| {
-                    let r = pull::mark_gone(c, provider_id, &mut seen, DELETE_GUARD_PERCENT, now)?;
-                    // Creates that never landed (no record adopted them): plan them again.
-                    for (link_id, contact_id, _) in outbox::creating_links(c, provider_id)? {
-                        outbox::drop_creating(c, seq, link_id, contact_id)?;
-                    }
-                    Ok(r)
-                })
+        out.complete = true;
+        seen.sort_unstable();
+        let seen = Arc::new(seen);
+        let now = now_secs();
+        let seen_for_gone = Arc::clone(&seen);
+        let (marked, refused) = self
+            .store
+            .call_seq(move |c, seq| {
+                let r = pull::mark_gone(c, provider_id, &seen_for_gone, DELETE_GUARD_PERCENT, now)?;
+                // Creates that never landed (no record adopted them): plan them again.
+                for (link_id, contact_id, _) in outbox::creating_links(c, provider_id)? {
+                    outbox::drop_creating(c, seq, link_id, contact_id)?;
+                }
+                Ok(r)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        out.gone = marked;
+        if refused > 0 {
+            let msg = format!(
+                "{refused} linked records are missing from {name}'s listing (more than {DELETE_GUARD_PERCENT}% of its links); none were marked deleted. Records are only marked deleted by a listing that misses at most {DELETE_GUARD_PERCENT}% of them; if this listing was wrong (API key, account, proxy), nothing was lost"
+            );
+            tracing::warn!(provider = %name, "{msg}");
+            out.warning = Some(msg);
+        } else if marked > 0 {
+            tracing::info!(provider = %name, count = marked, "records deleted in the provider are marked gone (never re-created there)");
+        }
+        // Tags last, and only for records this listing showed: a record missing from it
+        // (deleted, or held back by the guard) has not lost its tags.
+        if caps.tags_by_listing {
+            self.pull_tags(slot, provider_id, seen, opts)
                 .await
                 .map_err(|e| e.to_string())?;
-            out.gone = marked;
-            if refused > 0 {
-                let msg = format!(
-                    "{refused} linked records are missing from {name}'s listing (more than {DELETE_GUARD_PERCENT}% of its links); none were marked deleted. If they really were deleted, they will be marked one batch at a time once fewer are missing; check the API key and account if not"
-                );
-                tracing::warn!(provider = %name, "{msg}");
-                out.warning = Some(msg);
-            } else if marked > 0 {
-                tracing::info!(provider = %name, count = marked, "records deleted in the provider are marked gone (never re-created there)");
-            }
         }
         Ok(out)
     }
@@ -402,6 +408,7 @@ impl<P: Provider> Engine<P> {
         &self,
         slot: &ProviderSlot<P>,
         provider_id: i64,
+        seen: Arc<Vec<i64>>,
         opts: &CycleOptions,
     ) -> Result<(), crate::provider::ProviderError> {
         let names = slot.client.list_tag_names().await?;
@@ -431,7 +438,9 @@ impl<P: Provider> Engine<P> {
         }
         let now = now_secs();
         self.store
-            .call_seq(move |c, seq| pull::apply_staged_tags(c, seq, provider_id, &universe, now))
+            .call_seq(move |c, seq| {
+                pull::apply_staged_tags(c, seq, provider_id, &universe, &seen, now)
+            })
             .await
             .map_err(|e| store_as_provider_error(slot, &e))?;
         Ok(())

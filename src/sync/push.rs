@@ -332,9 +332,14 @@ async fn execute<P: Provider>(
                 .map(|c| (c.field.clone(), c.new.clone()))
                 .collect();
             let known = link.tags.clone().unwrap_or_default();
+            let addressed = addressed_fields(
+                slot.client.capabilities(),
+                &intent.payload.projection,
+                &link.snapshot,
+            );
             let target = Target {
                 remote_id,
-                fields: &intent.payload.projection,
+                fields: &addressed,
                 tags: &known,
             };
             out.writes += 1;
@@ -372,9 +377,14 @@ async fn execute<P: Provider>(
                 .cloned()
                 .collect();
             if !todo.is_empty() {
+                let addressed = addressed_fields(
+                    slot.client.capabilities(),
+                    &intent.payload.projection,
+                    &link.snapshot,
+                );
                 let target = Target {
                     remote_id,
-                    fields: &intent.payload.projection,
+                    fields: &addressed,
                     tags: &known,
                 };
                 out.writes += 1;
@@ -407,6 +417,35 @@ async fn execute<P: Provider>(
         }
     }
     Ok(())
+}
+
+/// The fields a write addresses the contact by: the projection, except that fields the
+/// provider cannot change (Agentalk's and DM Champ's phone, DM Champ's external id) are the
+/// values the provider holds — Agentalk upserts and DM Champ tags by phone, so the new
+/// phone would address nobody, or a new contact.
+fn addressed_fields(
+    caps: &crate::provider::Capabilities,
+    projection: &Fields,
+    snapshot: &Fields,
+) -> Fields {
+    let mut fields = projection.clone();
+    for (name, mutable) in [
+        (field::PHONE, caps.phone_mutable),
+        (field::SOURCE_ID, caps.source_id_mutable),
+    ] {
+        if mutable {
+            continue;
+        }
+        match snapshot.get(name).filter(|v| !v.is_empty()) {
+            Some(held) => {
+                fields.insert(name.to_owned(), held.clone());
+            }
+            None => {
+                fields.remove(name);
+            }
+        }
+    }
+    fields
 }
 
 /// The contact's active link, or `None` (and the intent dropped) if it is not active.
