@@ -94,7 +94,7 @@ pub fn local_target(listen: SocketAddr) -> SocketAddr {
 }
 
 /// `contact-sync healthcheck`: GET `/readyz` of the daemon listening on `listen`.
-/// `Ok(())` on 200; otherwise the reason (the body of a 503, or the connection error).
+/// `Ok` (a line to print) on 200; otherwise the reason (the body of a 503, or the connection error).
 pub async fn check_ready(listen: SocketAddr, timeout: Duration) -> Result<String, String> {
     let target = local_target(listen);
     let url = format!("http://{target}/readyz");

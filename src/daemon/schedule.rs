@@ -362,7 +362,7 @@ mod tests {
     type Res<T> = Result<T, ProviderError>;
 
     impl Provider for Fake {
-        fn name(&self) -> &str {
+        fn name(&self) -> &'static str {
             "a"
         }
         fn kind(&self) -> ProviderKind {
