@@ -14,7 +14,7 @@ use super::health::Health;
 use super::{metrics, systemd};
 use crate::provider::Provider;
 use crate::store::Store;
-use crate::sync::{CycleOptions, CycleReport, Engine, now_secs};
+use crate::sync::{CycleOptions, Engine, now_secs};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,20 +144,34 @@ impl<P: Provider + 'static> Daemon<P> {
         let cycle = self.cycles.fetch_add(1, Ordering::SeqCst) + 1;
         let started_at = now_secs();
         let started = Instant::now();
-        tracing::info!(cycle, providers = %names.join(","), "cycle started");
         let opts = CycleOptions {
             cancel: self.cancel.clone(),
             pull_only: pull_only.clone(),
             ..CycleOptions::default()
         };
+        let providers = names.join(",");
+        // Both lines are logged while the engine is held: "started" and "finished" of
+        // successive cycles never interleave.
         let handle = tokio::spawn(async move {
             let mut engine = guard;
-            engine.run_cycle(&opts).await
+            tracing::info!(cycle, providers = %providers, "cycle started");
+            let result = engine.run_cycle(&opts).await;
+            match &result {
+                Ok(report) => tracing::info!(
+                    cycle,
+                    ok = report.ok(),
+                    writes = report.write_requests(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "cycle finished"
+                ),
+                Err(e) => tracing::error!(cycle, "cycle failed: {e}"),
+            }
+            result
         });
         let outcome = handle.await;
         let elapsed = started.elapsed();
         let finished_at = now_secs();
-        let status = match outcome {
+        match outcome {
             Ok(Ok(report)) => {
                 metrics::record_cycle(&report, elapsed);
                 let succeeded = self.health.record_cycle(
@@ -169,24 +183,11 @@ impl<P: Provider + 'static> Daemon<P> {
                 for name in succeeded {
                     metrics::record_success(&name, finished_at);
                 }
-                tracing::info!(
-                    cycle,
-                    ok = report.ok(),
-                    writes = report.write_requests(),
-                    duration_ms = elapsed.as_millis() as u64,
-                    "cycle finished"
-                );
-                status_line(&report, finished_at)
             }
             Ok(Err(e)) => {
                 metrics::record_cycle_failure("error", elapsed);
                 self.health
                     .record_failure(names, started_at, &e.to_string());
-                tracing::error!(cycle, "cycle failed: {e}");
-                format!(
-                    "last cycle at {}: FAILED: {e}",
-                    crate::store::status::rfc3339(finished_at)
-                )
             }
             Err(join) => {
                 let what = if join.is_panic() {
@@ -198,19 +199,14 @@ impl<P: Provider + 'static> Daemon<P> {
                 let error = format!("the cycle panicked (a bug; please report it): {what}");
                 self.health.record_failure(names, started_at, &error);
                 tracing::error!(cycle, providers = %names.join(","), "{error}; retried at the next tick");
-                format!(
-                    "last cycle at {}: {error}",
-                    crate::store::status::rfc3339(finished_at)
-                )
             }
-        };
-        tracing::info!(cycle, "cycle ended");
+        }
         let store = self.store.clone();
         match store.call(|c| crate::store::status::intent_depth(c)).await {
             Ok(depth) => metrics::record_queue(&depth),
             Err(e) => tracing::warn!("cannot read the queue depth: {e}"),
         }
-        systemd::status(&status);
+        systemd::status(&status_line(&self.health.providers(), finished_at));
     }
 
     /// Stops the cycles: cancels their token and waits for them, at most `timeout`.
@@ -234,18 +230,26 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The STATUS= line after a cycle: `last cycle at T: support ok, sales FAILED (…)`.
-pub fn status_line(report: &CycleReport, finished_at: i64) -> String {
+/// The STATUS= line after a cycle, from every provider's health (a provider not pulled in
+/// this cycle keeps the state its own last cycle left):
+/// `last cycle at T: support ok, sales-bot FAILING since T0 (…)`.
+pub fn status_line(providers: &[super::health::ProviderHealth], finished_at: i64) -> String {
     let mut s = format!(
         "last cycle at {}:",
         crate::store::status::rfc3339(finished_at)
     );
-    for (i, p) in report.providers.iter().enumerate() {
+    for (i, p) in providers.iter().enumerate() {
         let sep = if i == 0 { " " } else { ", " };
-        let _ = match (&p.error, p.counts.failed) {
-            (Some(e), _) => write!(s, "{sep}{} FAILED ({})", p.name, truncate(e, 80)),
-            (None, n) if n > 0 => write!(s, "{sep}{} {n} write(s) failed", p.name),
-            _ => write!(s, "{sep}{} ok", p.name),
+        let _ = match (p.failing_since, &p.last_error) {
+            (Some(since), error) => write!(
+                s,
+                "{sep}{} FAILING since {} ({})",
+                p.name,
+                crate::store::status::rfc3339(since),
+                truncate(error.as_deref().unwrap_or("unknown error"), 80)
+            ),
+            (None, _) if p.last_success.is_none() => write!(s, "{sep}{} not synced yet", p.name),
+            (None, _) => write!(s, "{sep}{} ok", p.name),
         };
     }
     s
