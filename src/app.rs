@@ -18,20 +18,17 @@ pub fn run(cli: &Cli) -> ExitCode {
     let code = match &cli.command {
         Some(Command::CheckConfig) => check_config(cli),
         Some(Command::Status { json }) => status(cli, *json),
-        Some(Command::Demo { .. }) => not_yet("demo"),
-        Some(Command::Simulate { .. }) => not_yet("simulate"),
+        Some(Command::Demo { contacts }) => demo(*contacts),
+        Some(Command::Simulate {
+            contacts,
+            seed,
+            info_file,
+        }) => simulate(*contacts, *seed, info_file.as_deref()),
         Some(Command::Healthcheck) => healthcheck(cli),
         None if cli.sync_now => sync_now(cli),
         None => daemon(cli),
     };
     ExitCode::from(code)
-}
-
-fn not_yet(what: &str) -> u8 {
-    eprintln!(
-        "error: {what} is not available yet in this build of contact-sync; nothing was synced"
-    );
-    EXIT_FAILED
 }
 
 fn daemon(cli: &Cli) -> u8 {
@@ -287,5 +284,56 @@ fn sync_now(cli: &Cli) -> u8 {
                 EXIT_FAILED
             }
         }
+    })
+}
+
+fn demo(contacts: u64) -> u8 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(crate::demo::run(contacts)) {
+        Ok(text) => {
+            print!("{text}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn simulate(contacts: u64, seed: u64, info_file: Option<&std::path::Path>) -> u8 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let sim = match crate::simulator::Simulation::start(crate::simulator::SimOptions {
+            contacts,
+            seed,
+        })
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot start the simulated providers: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        let info = sim.info().to_string();
+        println!("{info}");
+        if let Some(path) = info_file
+            && let Err(e) = std::fs::write(path, format!("{info}\n"))
+        {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            sim.shutdown().await;
+            return EXIT_FAILED;
+        }
+        tracing::info!("simulated providers are serving; stop with Ctrl-C or SIGTERM");
+        crate::daemon::wait_for_signal().await;
+        sim.shutdown().await;
+        EXIT_OK
     })
 }

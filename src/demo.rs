@@ -81,7 +81,8 @@ pub async fn run(contacts: u64) -> Result<String, String> {
     let sim = Simulation::start(SimOptions { contacts, seed: 7 })
         .await
         .map_err(|e| format!("cannot start the simulated providers: {e}"))?;
-    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let store_path = dir.path().join("contacts.db");
     let text = config_for(&sim.info(), &store_path, KeyStyle::Literal);
     let settings = config::from_toml_str(&text).map_err(|e| e.to_string())?;
@@ -91,9 +92,16 @@ pub async fn run(contacts: u64) -> Result<String, String> {
          (the same person written differently in each: local phone formats, mixed-case emails):"
     );
     for p in &settings.providers {
-        let _ = writeln!(out, "  {:<10} {:<9} {}", p.name, p.kind.as_str(), p.base_url);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<9} {}",
+            p.name,
+            p.kind.as_str(),
+            p.base_url
+        );
     }
-    let slots = crate::app::build_slots(&settings, &[]).map_err(|_| "cannot build the provider clients".to_owned())?;
+    let slots = crate::app::build_slots(&settings, &[])
+        .map_err(|_| "cannot build the provider clients".to_owned())?;
     let store = Store::open(&store_path).await.map_err(|e| e.to_string())?;
     let mut engine = Engine::new(store, slots, settings.default_region);
     let opts = CycleOptions {
@@ -101,7 +109,11 @@ pub async fn run(contacts: u64) -> Result<String, String> {
         ..CycleOptions::default()
     };
     let first = engine.run_cycle(&opts).await.map_err(|e| e.to_string())?;
-    let _ = writeln!(out, "\nFirst cycle: pull, match, merge, push ({} write requests)\n", first.write_requests());
+    let _ = writeln!(
+        out,
+        "\nFirst cycle: pull, match, merge, push ({} write requests)\n",
+        first.write_requests()
+    );
     out.push_str(&first.summary_table());
 
     let people = engine
@@ -119,7 +131,11 @@ pub async fn run(contacts: u64) -> Result<String, String> {
             get("name"),
             get("email"),
             get("phone"),
-            if tags.is_empty() { "-".to_owned() } else { tags.join(", ") }
+            if tags.is_empty() {
+                "-".to_owned()
+            } else {
+                tags.join(", ")
+            }
         );
         let held: Vec<String> = links.iter().map(|(p, id)| format!("{p} #{id}")).collect();
         let _ = writeln!(out, "      held by: {}", held.join(", "));
@@ -141,6 +157,8 @@ pub async fn run(contacts: u64) -> Result<String, String> {
     if first.ok() && second.ok() {
         Ok(out)
     } else {
-        Err(format!("{out}\nthe demo cycle reported failures (see above)"))
+        Err(format!(
+            "{out}\nthe demo cycle reported failures (see above)"
+        ))
     }
 }

@@ -4,6 +4,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = contact_sync::cli::Cli::parse();
-    contact_sync::telemetry::init(cli.log_format, cli.verbose, cli.quiet);
+    // The demo prints its own story; its logs stay quiet unless asked for.
+    let quiet = cli.quiet
+        || (cli.verbose == 0
+            && matches!(cli.command, Some(contact_sync::cli::Command::Demo { .. })));
+    contact_sync::telemetry::init(cli.log_format, cli.verbose, quiet);
     contact_sync::app::run(&cli)
 }

@@ -99,12 +99,21 @@ fn parse_e164(text: &str, region: DefaultRegion) -> Option<String> {
         digits.strip_prefix("00").map(|rest| format!("+{rest}"))
     };
     let parsed = match international {
-        Some(intl) => phonenumber::parse(None, &intl).ok(),
-        None => phonenumber::parse(Some(region.0), &digits).ok(),
-    }?;
-    if !phonenumber::is_valid(&parsed) {
-        return None;
-    }
+        Some(intl) => phonenumber::parse(None, &intl)
+            .ok()
+            .filter(phonenumber::is_valid)?,
+        None => phonenumber::parse(Some(region.0), &digits)
+            .ok()
+            .filter(phonenumber::is_valid)
+            .or_else(|| {
+                // Digits only and not a number of the default region: an international
+                // number whose `+` was lost (e.g. a phone stored as a JSON number).
+                (digits.len() >= 8 && !digits.starts_with('0') && !text.contains(['(', ')']))
+                    .then(|| phonenumber::parse(None, format!("+{digits}")).ok())
+                    .flatten()
+                    .filter(phonenumber::is_valid)
+            })?,
+    };
     let e164 = parsed.format().mode(Mode::E164).to_string();
     // The output must itself normalise to itself (idempotence): refuse anything odd.
     if e164.starts_with('+') && e164[1..].chars().all(|c| c.is_ascii_digit()) {
@@ -206,6 +215,8 @@ mod tests {
         ("MX", "+52 55 1234 5678", "+525512345678"),
         ("ES", "612 34 56 78", "+34612345678"),
         ("NG", "0803 123 4567", "+2348031234567"),
+        ("US", "886912345678", "+886912345678"),
+        ("US", "447911123456", "+447911123456"),
     ];
 
     #[test]

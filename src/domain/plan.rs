@@ -15,6 +15,9 @@ pub struct GoldenRecord {
     pub fields: Fields,
     /// Whether `phone` is a valid E.164 number.
     pub phone_valid: bool,
+    /// Whether the contact has any match key (valid phone or email, or a source id):
+    /// without one it could never be recognised again, so it is not created anywhere.
+    pub has_key: bool,
     /// Tag set.
     pub tags: Tags,
 }
@@ -128,6 +131,8 @@ pub enum Skip {
     Gone,
     /// A create is awaiting recovery.
     Creating,
+    /// The contact has no phone, email or source id to be recognised by.
+    NoKey,
 }
 
 /// The plan for one contact in one provider.
@@ -219,7 +224,9 @@ pub fn plan_contact(
         LinkView::Gone => plan.skipped.push(Skip::Gone),
         LinkView::Creating => plan.skipped.push(Skip::Creating),
         LinkView::None => {
-            if shape.needs_phone && !contact.phone_valid {
+            if !contact.has_key {
+                plan.skipped.push(Skip::NoKey);
+            } else if shape.needs_phone && !contact.phone_valid {
                 plan.skipped.push(Skip::NeedsPhone);
             } else if !may_create {
                 plan.skipped.push(Skip::EnumerationIncomplete);
@@ -321,6 +328,7 @@ mod tests {
             id: 1,
             fields,
             phone_valid: phone.is_some(),
+            has_key: phone.is_some(),
             tags: tags.iter().collect(),
         }
     }
@@ -335,15 +343,19 @@ mod tests {
 
     #[test]
     fn no_phone_no_create_where_a_phone_is_needed() {
-        let c = contact("Ana", None, &[]);
-        let plan = plan_contact(
-            &c,
-            &LinkView::None,
-            &shape(&["first_name", "phone"], true),
-            true,
-        );
+        let mut c = contact("Ana", None, &[]);
+        c.has_key = true; // e.g. an email
+        let needs_phone = shape(&["first_name", "phone"], true);
+        let plan = plan_contact(&c, &LinkView::None, &needs_phone, true);
         assert!(plan.operations.is_empty());
         assert_eq!(plan.skipped, vec![Skip::NeedsPhone]);
+        c.has_key = false;
+        let plan = plan_contact(&c, &LinkView::None, &shape(&["name"], false), true);
+        assert_eq!(
+            plan.skipped,
+            vec![Skip::NoKey],
+            "a contact without any key is created nowhere"
+        );
     }
 
     #[test]

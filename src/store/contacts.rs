@@ -76,10 +76,14 @@ pub fn load(conn: &Connection, id: ContactId) -> Result<Option<GoldenRecord>, St
     let Some((values, attrs, phone_valid)) = row else {
         return Ok(None);
     };
+    let has_key = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM match_keys WHERE contact_id = ?1)")?
+        .query_row([id], |r| r.get(0))?;
     Ok(Some(GoldenRecord {
         id,
         fields: fields_from_row(values, &attrs)?,
         phone_valid,
+        has_key,
         tags: load_tags(conn, id)?,
     }))
 }

@@ -53,7 +53,8 @@ pub fn plan_inputs(
     let mut stmt = conn.prepare_cached(
         "SELECT c.id, c.seq, c.name, c.first_name, c.last_name, c.email, c.phone, c.source_id, c.attrs, c.phone_valid,
                 l.state, l.remote_id, l.snapshot, l.tags,
-                (SELECT json_group_array(tag) FROM contact_tags t WHERE t.contact_id = c.id)
+                (SELECT json_group_array(tag) FROM contact_tags t WHERE t.contact_id = c.id),
+                EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id)
          FROM contacts c LEFT JOIN links l ON l.contact_id = c.id AND l.provider_id = ?1
          WHERE c.seq > ?2 ORDER BY c.seq LIMIT ?3",
     )?;
@@ -77,12 +78,24 @@ pub fn plan_inputs(
                 r.get::<_, Option<String>>(12)?,
                 r.get::<_, Option<String>>(13)?,
                 r.get::<_, String>(14)?,
+                r.get::<_, bool>(15)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, seq, values, attrs, phone_valid, state, remote_id, snapshot, tags, contact_tags) in
-        rows
+    for (
+        id,
+        seq,
+        values,
+        attrs,
+        phone_valid,
+        state,
+        remote_id,
+        snapshot,
+        tags,
+        contact_tags,
+        has_key,
+    ) in rows
     {
         let link = match state.as_deref() {
             None => LinkView::None,
@@ -99,6 +112,7 @@ pub fn plan_inputs(
                 id,
                 fields: contacts::fields_from_row(values, &attrs)?,
                 phone_valid,
+                has_key,
                 tags: parse_tags(Some(&contact_tags))?.unwrap_or_default(),
             },
             seq,

@@ -500,6 +500,9 @@ impl<P: Provider> Engine<P> {
         let mut planned = 0u64;
         let mut skipped = 0u64;
         let mut writes = Vec::new();
+        // Creates held back because the listing is incomplete are planned again later:
+        // the watermark stops just before the first of them.
+        let mut held_back = i64::MAX;
         loop {
             let inputs = self
                 .store
@@ -511,6 +514,12 @@ impl<P: Provider> Engine<P> {
             for input in &inputs {
                 let plan = plan_contact(&input.contact, &input.link, &shape, may_create);
                 skipped += plan.skipped.len() as u64;
+                if plan
+                    .skipped
+                    .contains(&crate::domain::plan::Skip::EnumerationIncomplete)
+                {
+                    held_back = held_back.min(input.seq - 1);
+                }
                 if plan.operations.is_empty() {
                     continue;
                 }
@@ -536,12 +545,13 @@ impl<P: Provider> Engine<P> {
                 }
             }
             planned += intents.len() as u64;
+            let watermark = last_seq.min(held_back);
             if !dry_run {
                 let now = now_secs();
                 self.store
                     .call(move |c| {
                         outbox::insert_intents(c, provider_id, &intents, now)?;
-                        outbox::set_planned_seq(c, provider_id, last_seq)
+                        outbox::set_planned_seq(c, provider_id, watermark)
                     })
                     .await?;
             }
