@@ -403,3 +403,47 @@ async fn dry_run_writes_nothing_and_the_real_run_does_what_it_printed() {
         "the real run sent what the dry run printed:\n{listing}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
+    let world = World::new(30).await;
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let people: Vec<Value> = world
+        .chatwoot()
+        .into_iter()
+        .filter(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
+        .take(2)
+        .collect();
+    let (a, b) = (&people[0], &people[1]);
+    let contacts_before = world.status().await["contacts"].clone();
+    // Someone types a new MaiAgent contact with A's phone and B's email.
+    let info = world.sim.info();
+    let http = reqwest::Client::builder().build().unwrap();
+    let r = http
+        .post(format!("{}/api/contacts/", info["maiagent"]["base_url"].as_str().unwrap()))
+        .header("Authorization", format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()))
+        .json(&json!({
+            "name": "Mixed Up",
+            "phoneNumber": text(a, "phone_number"),
+            "email": text(b, "email"),
+            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let out = world.sync().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let status = world.status().await;
+    assert_eq!(status["conflicts"], 1, "{status}");
+    assert_eq!(status["conflict_details"][0]["provider"], "sales-bot");
+    assert_eq!(status["contacts"], contacts_before, "nothing merged, nothing created");
+    // A and B are untouched in Chatwoot.
+    let cw = world.chatwoot();
+    for p in [a, b] {
+        let now = cw.iter().find(|c| text(c, "id") == text(p, "id")).unwrap();
+        assert_eq!((text(now, "name"), text(now, "email")), (text(p, "name"), text(p, "email")));
+    }
+    let human = world.run(&["status"]).await;
+    assert!(stdout(&human).contains("conflicts awaiting review"), "{}", stdout(&human));
+}

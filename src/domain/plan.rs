@@ -33,6 +33,8 @@ pub struct ProviderShape {
     pub needs_phone: bool,
     /// The phone of an existing contact can be changed.
     pub phone_mutable: bool,
+    /// The source id of an existing contact can be changed.
+    pub source_id_mutable: bool,
     /// Tags can be added / removed.
     pub tags_add: bool,
     /// Tags can be removed.
@@ -121,8 +123,9 @@ pub struct FieldChange {
 pub enum Skip {
     /// The provider needs a valid phone to create a contact.
     NeedsPhone,
-    /// The provider cannot change a contact's phone.
-    PhoneImmutable,
+    /// The provider cannot change this field of an existing contact (DM Champ's phone and
+    /// external id, Agentalk's phone).
+    Immutable,
     /// The provider cannot remove tags (DM Champ) or hold them (MaiAgent).
     TagsUnsupported,
     /// The provider's listing did not complete this cycle: no creates there now.
@@ -254,8 +257,10 @@ pub fn plan_contact(
                 if &old == new {
                     continue;
                 }
-                if f == field::PHONE && !shape.phone_mutable && !old.is_empty() {
-                    plan.skipped.push(Skip::PhoneImmutable);
+                let immutable = (f == field::PHONE && !shape.phone_mutable)
+                    || (f == field::SOURCE_ID && !shape.source_id_mutable);
+                if immutable {
+                    plan.skipped.push(Skip::Immutable);
                     continue;
                 }
                 changes.push(FieldChange {
@@ -313,6 +318,7 @@ mod tests {
             attrs: false,
             needs_phone,
             phone_mutable: true,
+            source_id_mutable: true,
             tags_add: true,
             tags_remove: true,
         }

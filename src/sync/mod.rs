@@ -132,6 +132,7 @@ pub fn shape_of(caps: &Capabilities) -> ProviderShape {
         attrs: caps.attrs,
         needs_phone: caps.needs_phone,
         phone_mutable: caps.phone_mutable,
+        source_id_mutable: caps.source_id_mutable,
         tags_add: caps.tags_add,
         tags_remove: caps.tags_remove,
     }

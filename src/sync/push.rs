@@ -116,7 +116,7 @@ async fn linked_snapshot<P: Provider>(
         };
         f
     };
-    if tags.is_none() && caps.tags_read && !caps.tags_by_listing {
+    if tags.is_none() && caps.tags_read_by_id && !caps.tags_by_listing {
         tags = Some(slot.client.read_tags(&remote_id).await?);
     }
     Ok((remote_id, snapshot, tags))
