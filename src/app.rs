@@ -180,7 +180,10 @@ pub fn render_status(report: &store::status::StatusReport) -> String {
         }
     }
     if !report.conflict_details.is_empty() {
-        let _ = writeln!(out, "conflicts awaiting review (records kept apart, nothing merged):");
+        let _ = writeln!(
+            out,
+            "conflicts awaiting review (records kept apart, nothing merged):"
+        );
         for c in &report.conflict_details {
             let _ = writeln!(
                 out,
