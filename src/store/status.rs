@@ -168,3 +168,35 @@ pub fn report(
     }
     Ok(out)
 }
+
+/// Queued and given-up pushes of one provider (the daemon's queue-depth gauges).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentDepth {
+    /// Instance name.
+    pub provider: String,
+    /// Queued pushes.
+    pub pending: i64,
+    /// Pushes given up.
+    pub dead: i64,
+}
+
+/// Pending and dead intents per provider the store knows (read-only).
+pub fn intent_depth(conn: &Connection) -> Result<Vec<IntentDepth>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT p.name,
+                coalesce(sum(i.state = 'pending'), 0),
+                coalesce(sum(i.state = 'dead'), 0)
+         FROM providers p LEFT JOIN intents i ON i.provider_id = p.id
+         GROUP BY p.id ORDER BY p.id",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(IntentDepth {
+                provider: r.get(0)?,
+                pending: r.get(1)?,
+                dead: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}

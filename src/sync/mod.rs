@@ -59,6 +59,47 @@ pub struct CycleOptions {
     /// push-enabled provider, so a change pulled from one reaches the others in the same
     /// cycle (the daemon runs one such cycle per provider schedule).
     pub pull_only: Option<Vec<String>>,
+    /// Told about progress (pages pulled, intents sent), e.g. to draw progress bars.
+    pub progress: Option<Progress>,
+}
+
+/// Progress of a cycle, reported to [`CycleOptions::progress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgressEvent {
+    /// A page of `records` was read from `provider` and stored.
+    PagePulled {
+        /// Instance name.
+        provider: String,
+        /// Records on the page.
+        records: u64,
+    },
+    /// One intent was sent to `provider` (whatever its outcome).
+    IntentSent {
+        /// Instance name.
+        provider: String,
+    },
+}
+
+/// A progress callback (cheap to clone).
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(ProgressEvent) + Send + Sync>);
+
+impl Progress {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(ProgressEvent) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Reports `event`.
+    pub fn emit(&self, event: ProgressEvent) {
+        (self.0)(event);
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// Failures of the engine itself (a provider failing is reported, not an error).
@@ -359,6 +400,12 @@ impl<P: Provider> Engine<P> {
             out.conflicts += result.conflicts;
             seen.extend(result.seen);
             tracing::debug!(provider = %name, records = result.pulled, "page applied");
+            if let Some(progress) = &opts.progress {
+                progress.emit(ProgressEvent::PagePulled {
+                    provider: name.clone(),
+                    records: result.pulled,
+                });
+            }
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,

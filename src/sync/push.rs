@@ -157,7 +157,13 @@ pub async fn push_provider<P: Provider>(
             if opts.cancel.is_cancelled() {
                 break;
             }
-            match execute(store, slot, provider_id, region, &intent, &mut out).await {
+            let result = execute(store, slot, provider_id, region, &intent, &mut out).await;
+            if let Some(progress) = &opts.progress {
+                progress.emit(super::ProgressEvent::IntentSent {
+                    provider: slot.settings.name.clone(),
+                });
+            }
+            match result {
                 Ok(()) => {}
                 Err(Failure::Store(e)) => {
                     out.error = Some(e.to_string());
