@@ -463,3 +463,111 @@ async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
         stdout(&human)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_flag_limits_the_cycle_to_the_named_providers() {
+    let world = World::new(20).await;
+    let out = world
+        .run(&[
+            "--sync-now",
+            "--provider",
+            "support",
+            "--provider",
+            "whatsapp",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("support") && table.contains("whatsapp"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("sales-bot") && !table.contains("campaigns"),
+        "{table}"
+    );
+    let writes = world.writes();
+    assert_eq!(
+        (writes[1], writes[3]),
+        (0, 0),
+        "nothing sent to unnamed providers"
+    );
+    assert!(writes[2] > 0, "whatsapp was pushed to");
+    assert_eq!(
+        world.sim.maiagent.log().counters().reads,
+        0,
+        "maiagent not even read"
+    );
+    let out = world.run(&["--sync-now", "--provider", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider named `nope`"));
+}
+
+/// `contact-sync simulate` as DESIGN §2 specifies it: one JSON line, the same object in
+/// `--info-file`, servers usable with only that object's credentials, SIGTERM stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_prints_its_info_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let info_file = dir.path().join("sim.json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .args(["simulate", "--contacts", "20", "--seed", "3", "--info-file"])
+        .arg(&info_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    while !info_file.exists() && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    // The file is written in one go after the line is printed; give it a moment to land.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(&info_file).unwrap()).unwrap();
+    for (provider, keys) in [
+        (
+            "chatwoot",
+            &["base_url", "account_id", "inbox_id", "api_key"][..],
+        ),
+        ("maiagent", &["base_url", "inbox_id", "api_key"][..]),
+        ("agentalk", &["base_url", "api_key"][..]),
+        ("dmchamp", &["base_url", "api_key"][..]),
+    ] {
+        for key in keys {
+            assert!(!info[provider][key].is_null(), "{provider}.{key} in {info}");
+        }
+    }
+    let http = reqwest::Client::builder().build().unwrap();
+    let list: Value = http
+        .get(format!(
+            "{}/api/v1/accounts/{}/contacts?sort=created_at",
+            info["chatwoot"]["base_url"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('/'),
+            info["chatwoot"]["account_id"]
+        ))
+        .header(
+            "api_access_token",
+            info["chatwoot"]["api_key"].as_str().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["meta"]["count"].as_u64().unwrap() > 0, "{list}");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let line: Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line, info, "the printed line is the info-file object");
+}
