@@ -509,7 +509,7 @@ async fn provider_flag_limits_the_cycle_to_the_named_providers() {
 async fn simulate_prints_its_info_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let info_file = dir.path().join("sim.json");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"))
         .args(["simulate", "--contacts", "20", "--seed", "3", "--info-file"])
         .arg(&info_file)
         .stdout(std::process::Stdio::piped())
