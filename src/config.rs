@@ -549,12 +549,6 @@ fn validate(
             unready_after = d;
         }
     }
-    if raw.sync.propagate_deletes {
-        problems.push(Problem {
-            key: "sync.propagate_deletes".into(),
-            message: "`true` is not supported yet: this version never deletes a contact in one provider because it was deleted in another; set it to false (the default)".into(),
-        });
-    }
     if raw.store.path.as_os_str().is_empty() {
         problems.push(Problem {
             key: "store.path".into(),

@@ -124,15 +124,6 @@ fn plain_http_to_remote_host_is_refused() {
 }
 
 #[test]
-fn propagating_deletes_is_refused_until_supported() {
-    expect_invalid(
-        &format!("[sync]\npropagate_deletes = true\n{CHATWOOT}"),
-        "sync.propagate_deletes",
-        "not supported yet",
-    );
-}
-
-#[test]
 fn chatwoot_needs_account_id() {
     expect_invalid(
         "[[providers]]\nname = \"support\"\nkind = \"chatwoot\"\nbase_url = \"https://c.example.com\"\napi_key_env = \"TEST_TOKEN\"\n",

@@ -571,3 +571,65 @@ async fn simulate_prints_its_info_serves_and_stops_on_sigterm() {
         serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(line, info, "the printed line is the info-file object");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_propagate_deletes_a_deletion_reaches_the_providers_that_can_delete() {
+    let world = World::new(30).await;
+    let text_cfg = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(
+        &world.config,
+        text_cfg.replace("[sync]\n", "[sync]\npropagate_deletes = true\n"),
+    )
+    .unwrap();
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let victim = world
+        .chatwoot()
+        .into_iter()
+        .find(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
+        .unwrap();
+    let (email, phone) = (text(&victim, "email"), text(&victim, "phone_number"));
+    let held = |list: Vec<Value>, key: &str, value: &str| {
+        list.iter()
+            .any(|c| text(c, key).trim().eq_ignore_ascii_case(value))
+    };
+    assert!(
+        held(world.agentalk(), "phone", &phone) && held(world.dmchamp(), "phoneNumber", &phone)
+    );
+    let http = reqwest::Client::builder().build().unwrap();
+    let r = http
+        .delete(world.chatwoot_url(&format!("/contacts/{}", text(&victim, "id"))))
+        .header("api_access_token", world.chatwoot_token())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let out = world.sync().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("deleted here because they were deleted elsewhere"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !held(world.chatwoot(), "email", &email),
+        "gone from chatwoot"
+    );
+    assert!(
+        !held(world.maiagent(), "email", &email),
+        "deleted in maiagent"
+    );
+    assert!(
+        !held(world.agentalk(), "phone", &phone),
+        "deleted in agentalk: {}",
+        stdout(&out)
+    );
+    assert!(
+        held(world.dmchamp(), "phoneNumber", &phone),
+        "dm champ cannot delete: kept"
+    );
+    // Nothing comes back, and the next cycle has nothing left to write.
+    let before = world.writes();
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    assert_eq!(world.writes(), before);
+    assert!(!held(world.maiagent(), "email", &email));
+}

@@ -57,7 +57,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     phone_mutable: false,
     source_id_mutable: true,
     tags_read_by_id: false,
-    delete: false,
+    delete: true,
     fields: &[
         field::FIRST_NAME,
         field::LAST_NAME,

@@ -578,14 +578,14 @@ pub fn apply_staged_tags(
 
 /// Marks active links of a provider not `seen` (sorted ids) in a complete listing as `gone` — unless
 /// more than `guard_percent` of them would go at once (then none, and the count is
-/// returned as refused). Returns `(marked, refused)`.
+/// returned as refused). Returns `(contacts of the links marked, refused)`.
 pub fn mark_gone(
     conn: &mut Connection,
     provider_id: i64,
     seen: &[i64],
     guard_percent: u64,
     now: i64,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<(Vec<ContactId>, u64), StoreError> {
     debug_assert!(seen.is_sorted());
     let tx = conn.transaction()?;
     let mut missing = Vec::new();
@@ -603,18 +603,20 @@ pub fn mark_gone(
         }
     }
     if missing.is_empty() {
-        return Ok((0, 0));
+        return Ok((Vec::new(), 0));
     }
     if (missing.len() as u64) * 100 > active * guard_percent {
-        return Ok((0, missing.len() as u64));
+        return Ok((Vec::new(), missing.len() as u64));
     }
+    let mut contacts = Vec::with_capacity(missing.len());
     {
-        let mut stmt =
-            tx.prepare_cached("UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1")?;
+        let mut stmt = tx.prepare_cached(
+            "UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1 RETURNING contact_id",
+        )?;
         for id in &missing {
-            stmt.execute(params![id, now])?;
+            contacts.push(stmt.query_row(params![id, now], |r| r.get(0))?);
         }
     }
     tx.commit()?;
-    Ok((missing.len() as u64, 0))
+    Ok((contacts, 0))
 }

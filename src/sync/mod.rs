@@ -115,6 +115,8 @@ pub struct Engine<P> {
     store: Store,
     slots: Vec<ProviderSlot<P>>,
     region: DefaultRegion,
+    /// `sync.propagate_deletes`: a contact deleted in one provider is deleted in the others.
+    propagate_deletes: bool,
     ids: Vec<i64>,
     /// Whether each provider's last listing completed (creates there need it).
     listing_complete: Vec<bool>,
@@ -135,6 +137,7 @@ pub fn shape_of(caps: &Capabilities) -> ProviderShape {
         source_id_mutable: caps.source_id_mutable,
         tags_add: caps.tags_add,
         tags_remove: caps.tags_remove,
+        delete: caps.delete,
     }
 }
 
@@ -164,9 +167,18 @@ impl<P: Provider> Engine<P> {
             store,
             slots,
             region,
+            propagate_deletes: false,
             ids: Vec::new(),
             listing_complete: Vec::new(),
         }
+    }
+
+    /// Sets `sync.propagate_deletes` (off by default): a contact deleted in one provider is
+    /// then deleted in every other provider that holds it and can delete.
+    #[must_use]
+    pub fn with_propagate_deletes(mut self, on: bool) -> Self {
+        self.propagate_deletes = on;
+        self
     }
 
     /// The store.
@@ -288,7 +300,14 @@ impl<P: Provider> Engine<P> {
                     .zip(&self.ids)
                     .filter(|(s, _)| s.settings.push)
                     .map(|(slot, &id)| {
-                        push::push_provider(&self.store, slot, id, self.region, opts)
+                        push::push_provider(
+                            &self.store,
+                            slot,
+                            id,
+                            self.region,
+                            self.propagate_deletes,
+                            opts,
+                        )
                     }),
             )
             .await;
@@ -303,6 +322,7 @@ impl<P: Provider> Engine<P> {
                     report.counts.updated += outcome.counts.updated;
                     report.counts.tag_changes += outcome.counts.tag_changes;
                     report.counts.failed += outcome.counts.failed;
+                    report.counts.deleted += outcome.counts.deleted;
                     report.counts.matched += outcome.counts.matched;
                     report.write_requests += outcome.writes;
                     if let Some(e) = outcome.error {
@@ -419,10 +439,16 @@ impl<P: Provider> Engine<P> {
         let seen = Arc::new(seen);
         let now = now_secs();
         let seen_for_gone = Arc::clone(&seen);
+        let propagate = self.propagate_deletes;
         let (marked, refused) = self
             .store
             .call_seq(move |c, seq| {
-                let r = pull::mark_gone(c, provider_id, &seen_for_gone, DELETE_GUARD_PERCENT, now)?;
+                let (gone, refused) =
+                    pull::mark_gone(c, provider_id, &seen_for_gone, DELETE_GUARD_PERCENT, now)?;
+                if propagate {
+                    outbox::mark_contacts_deleted(c, seq, &gone)?;
+                }
+                let r = (gone.len() as u64, refused);
                 // Creates that never landed (no record adopted them): plan them again.
                 for (link_id, contact_id, _) in outbox::creating_links(c, provider_id)? {
                     outbox::drop_creating(c, seq, link_id, contact_id)?;

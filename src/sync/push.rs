@@ -128,6 +128,7 @@ pub async fn push_provider<P: Provider>(
     slot: &ProviderSlot<P>,
     provider_id: i64,
     region: DefaultRegion,
+    propagate_deletes: bool,
     opts: &super::CycleOptions,
 ) -> PushOutcome {
     let mut out = PushOutcome::default();
@@ -157,7 +158,16 @@ pub async fn push_provider<P: Provider>(
             if opts.cancel.is_cancelled() {
                 break;
             }
-            let result = execute(store, slot, provider_id, region, &intent, &mut out).await;
+            let result = execute(
+                store,
+                slot,
+                provider_id,
+                region,
+                propagate_deletes,
+                &intent,
+                &mut out,
+            )
+            .await;
             if let Some(progress) = &opts.progress {
                 progress.emit(super::ProgressEvent::IntentSent {
                     provider: slot.settings.name.clone(),
@@ -219,6 +229,7 @@ async fn execute<P: Provider>(
     slot: &ProviderSlot<P>,
     provider_id: i64,
     region: DefaultRegion,
+    propagate_deletes: bool,
     intent: &Intent,
     out: &mut PushOutcome,
 ) -> Result<(), Failure> {
@@ -350,7 +361,7 @@ async fn execute<P: Provider>(
             };
             out.writes += 1;
             if let Err(e) = slot.client.update(target, &change_map).await {
-                return gone_or_fail(store, &link, intent_id, e).await;
+                return gone_or_fail(store, &link, intent_id, propagate_deletes, e).await;
             }
             out.counts.updated += 1;
             let mut snapshot = link.snapshot.clone();
@@ -400,7 +411,7 @@ async fn execute<P: Provider>(
                     slot.client.remove_tags(target, &todo).await
                 };
                 if let Err(e) = result {
-                    return gone_or_fail(store, &link, intent_id, e).await;
+                    return gone_or_fail(store, &link, intent_id, propagate_deletes, e).await;
                 }
                 out.counts.tag_changes += todo.len() as u64;
             }
@@ -417,6 +428,26 @@ async fn execute<P: Provider>(
             store
                 .call(move |c| {
                     outbox::update_link_snapshot(c, link_id, &snapshot, Some(&after), now)?;
+                    outbox::complete_intent(c, intent_id)
+                })
+                .await?;
+        }
+        Operation::Delete { remote_id } => {
+            let Some(link) = active_link(store, provider_id, contact_id, intent_id).await? else {
+                return Ok(());
+            };
+            out.writes += 1;
+            match slot.client.delete(remote_id).await {
+                Ok(()) => {}
+                // Already gone there: the goal is reached.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            out.counts.deleted += 1;
+            let link_id = link.id;
+            store
+                .call(move |c| {
+                    outbox::mark_link_gone(c, link_id, now)?;
                     outbox::complete_intent(c, intent_id)
                 })
                 .await?;
@@ -481,14 +512,18 @@ async fn gone_or_fail(
     store: &Store,
     link: &outbox::ActiveLink,
     intent_id: i64,
+    propagate_deletes: bool,
     e: ProviderError,
 ) -> Result<(), Failure> {
     if e.kind == ErrorKind::NotFound {
         let link_id = link.id;
         let now = now_secs();
         store
-            .call(move |c| {
+            .call_seq(move |c, seq| {
                 outbox::mark_link_gone(c, link_id, now)?;
+                if propagate_deletes && let Some(contact) = outbox::contact_of_link(c, link_id)? {
+                    outbox::mark_contacts_deleted(c, seq, &[contact])?;
+                }
                 outbox::complete_intent(c, intent_id)
             })
             .await?;
