@@ -25,6 +25,7 @@ CREATE TABLE contacts (
     phone_valid INTEGER NOT NULL DEFAULT 0, -- 1 when phone is valid E.164
     source_id   TEXT NOT NULL DEFAULT '',
     attrs       TEXT NOT NULL DEFAULT '{}', -- JSON object: custom attribute → text
+    deleted     INTEGER NOT NULL DEFAULT 0, -- 1: deleted in a provider and propagate_deletes is on
     seq         INTEGER NOT NULL,           -- change sequence: bumped on every change
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL

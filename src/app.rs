@@ -24,18 +24,30 @@ pub fn run(cli: &Cli) -> ExitCode {
             seed,
             info_file,
         }) => simulate(*contacts, *seed, info_file.as_deref()),
-        Some(Command::Healthcheck) => not_yet("healthcheck"),
+        Some(Command::Healthcheck) => healthcheck(cli),
         None if cli.sync_now => sync_now(cli),
-        None => not_yet("the daemon"),
+        None => daemon(cli),
     };
     ExitCode::from(code)
 }
 
-fn not_yet(what: &str) -> u8 {
-    eprintln!(
-        "error: {what} is not available yet in this build of contact-sync; nothing was synced"
-    );
-    EXIT_FAILED
+fn daemon(cli: &Cli) -> u8 {
+    let settings = match load_settings(cli, Secrets::Load) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let slots = match build_slots(&settings, &cli.providers) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    crate::daemon::run(&settings, slots)
+}
+
+fn healthcheck(cli: &Cli) -> u8 {
+    match load_settings(cli, Secrets::Skip) {
+        Ok(settings) => crate::daemon::healthcheck(&settings),
+        Err(code) => code,
+    }
 }
 
 fn report_config_error(err: &ConfigError) -> u8 {
@@ -167,6 +179,19 @@ pub fn render_status(report: &store::status::StatusReport) -> String {
             }
         }
     }
+    if !report.conflict_details.is_empty() {
+        let _ = writeln!(
+            out,
+            "conflicts awaiting review (records kept apart, nothing merged):"
+        );
+        for c in &report.conflict_details {
+            let _ = writeln!(
+                out,
+                "  {} record {}: {} (contacts {:?}, {})",
+                c.provider, c.remote_id, c.reason, c.contacts, c.detected_at
+            );
+        }
+    }
     out
 }
 
@@ -245,14 +270,20 @@ fn sync_now(cli: &Cli) -> u8 {
                 return EXIT_FAILED;
             }
         };
-        let mut engine = crate::sync::Engine::new(store, slots, settings.default_region);
+        let names: Vec<String> = slots.iter().map(|s| s.settings.name.clone()).collect();
+        let mut engine = crate::sync::Engine::new(store, slots, settings.default_region)
+            .with_propagate_deletes(settings.propagate_deletes);
+        let display = crate::daemon::progress::Display::new(&names);
         let opts = crate::sync::CycleOptions {
             dry_run: cli.dry_run,
             drain_all: true,
             cancel,
             pull_only: None,
+            progress: Some(display.hook()),
         };
-        match engine.run_cycle(&opts).await {
+        let result = engine.run_cycle(&opts).await;
+        display.finish();
+        match result {
             Ok(report) => {
                 if cli.dry_run {
                     println!("dry run: nothing was written to any provider or to the store\n");

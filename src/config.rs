@@ -1012,11 +1012,11 @@ mod tests {
                 "[[providers]]\nname = \"a\"\nkind = \"maiagent\"\ninbox_id = 42\napi_key_env = \"K\"\n",
             )?;
             jail.set_env("K", "000123");
-            jail.set_env("CONTACT_SYNC_SYNC__PROPAGATE_DELETES", "true");
+            jail.set_env("CONTACT_SYNC_SYNC__DEFAULT_REGION", "tw");
             let settings = load(Path::new("c.toml")).map_err(|e| e.to_string())?;
             assert_eq!(settings.providers[0].inbox_id.as_deref(), Some("42"));
             assert_eq!(settings.providers[0].api_key.expose_secret(), "000123");
-            assert!(settings.propagate_deletes);
+            assert_eq!(settings.default_region_code, "TW");
             Ok(())
         });
     }

@@ -16,7 +16,7 @@ pub fn init(format: Option<LogFormat>, verbose: u8, quiet: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},hyper=warn,reqwest=warn,h2=warn,rustls=warn"
+            "{level},hyper=warn,reqwest=warn,h2=warn,rustls=warn,tokio_cron_scheduler=warn"
         ))
     });
     let builder = tracing_subscriber::fmt()

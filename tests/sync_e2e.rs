@@ -403,3 +403,233 @@ async fn dry_run_writes_nothing_and_the_real_run_does_what_it_printed() {
         "the real run sent what the dry run printed:\n{listing}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
+    let world = World::new(30).await;
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let people: Vec<Value> = world
+        .chatwoot()
+        .into_iter()
+        .filter(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
+        .take(2)
+        .collect();
+    let (a, b) = (&people[0], &people[1]);
+    let contacts_before = world.status().await["contacts"].clone();
+    // Someone types a new MaiAgent contact with A's phone and B's email.
+    let info = world.sim.info();
+    let http = reqwest::Client::builder().build().unwrap();
+    let r = http
+        .post(format!(
+            "{}/api/contacts/",
+            info["maiagent"]["base_url"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({
+            "name": "Mixed Up",
+            "phoneNumber": text(a, "phone_number"),
+            "email": text(b, "email"),
+            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let out = world.sync().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let status = world.status().await;
+    assert_eq!(status["conflicts"], 1, "{status}");
+    assert_eq!(status["conflict_details"][0]["provider"], "sales-bot");
+    assert_eq!(
+        status["contacts"], contacts_before,
+        "nothing merged, nothing created"
+    );
+    // A and B are untouched in Chatwoot.
+    let cw = world.chatwoot();
+    for p in [a, b] {
+        let now = cw.iter().find(|c| text(c, "id") == text(p, "id")).unwrap();
+        assert_eq!(
+            (text(now, "name"), text(now, "email")),
+            (text(p, "name"), text(p, "email"))
+        );
+    }
+    let human = world.run(&["status"]).await;
+    assert!(
+        stdout(&human).contains("conflicts awaiting review"),
+        "{}",
+        stdout(&human)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_flag_limits_the_cycle_to_the_named_providers() {
+    let world = World::new(20).await;
+    let out = world
+        .run(&[
+            "--sync-now",
+            "--provider",
+            "support",
+            "--provider",
+            "whatsapp",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("support") && table.contains("whatsapp"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("sales-bot") && !table.contains("campaigns"),
+        "{table}"
+    );
+    let writes = world.writes();
+    assert_eq!(
+        (writes[1], writes[3]),
+        (0, 0),
+        "nothing sent to unnamed providers"
+    );
+    assert!(writes[2] > 0, "whatsapp was pushed to");
+    assert_eq!(
+        world.sim.maiagent.log().counters().reads,
+        0,
+        "maiagent not even read"
+    );
+    let out = world.run(&["--sync-now", "--provider", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider named `nope`"));
+}
+
+/// `contact-sync simulate` as DESIGN §2 specifies it: one JSON line, the same object in
+/// `--info-file`, servers usable with only that object's credentials, SIGTERM stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_prints_its_info_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let info_file = dir.path().join("sim.json");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .args(["simulate", "--contacts", "20", "--seed", "3", "--info-file"])
+        .arg(&info_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    while !info_file.exists() && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    // The file is written in one go after the line is printed; give it a moment to land.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(&info_file).unwrap()).unwrap();
+    for (provider, keys) in [
+        (
+            "chatwoot",
+            &["base_url", "account_id", "inbox_id", "api_key"][..],
+        ),
+        ("maiagent", &["base_url", "inbox_id", "api_key"][..]),
+        ("agentalk", &["base_url", "api_key"][..]),
+        ("dmchamp", &["base_url", "api_key"][..]),
+    ] {
+        for key in keys {
+            assert!(!info[provider][key].is_null(), "{provider}.{key} in {info}");
+        }
+    }
+    let http = reqwest::Client::builder().build().unwrap();
+    let list: Value = http
+        .get(format!(
+            "{}/api/v1/accounts/{}/contacts?sort=created_at",
+            info["chatwoot"]["base_url"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('/'),
+            info["chatwoot"]["account_id"]
+        ))
+        .header(
+            "api_access_token",
+            info["chatwoot"]["api_key"].as_str().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["meta"]["count"].as_u64().unwrap() > 0, "{list}");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let line: Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line, info, "the printed line is the info-file object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_propagate_deletes_a_deletion_reaches_the_providers_that_can_delete() {
+    let world = World::new(30).await;
+    let text_cfg = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(
+        &world.config,
+        text_cfg.replace("[sync]\n", "[sync]\npropagate_deletes = true\n"),
+    )
+    .unwrap();
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let victim = world
+        .chatwoot()
+        .into_iter()
+        .find(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
+        .unwrap();
+    let (email, phone) = (text(&victim, "email"), text(&victim, "phone_number"));
+    let held = |list: Vec<Value>, key: &str, value: &str| {
+        list.iter()
+            .any(|c| text(c, key).trim().eq_ignore_ascii_case(value))
+    };
+    assert!(
+        held(world.agentalk(), "phone", &phone) && held(world.dmchamp(), "phoneNumber", &phone)
+    );
+    let http = reqwest::Client::builder().build().unwrap();
+    let r = http
+        .delete(world.chatwoot_url(&format!("/contacts/{}", text(&victim, "id"))))
+        .header("api_access_token", world.chatwoot_token())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let out = world.sync().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("deleted here because they were deleted elsewhere"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !held(world.chatwoot(), "email", &email),
+        "gone from chatwoot"
+    );
+    assert!(
+        !held(world.maiagent(), "email", &email),
+        "deleted in maiagent"
+    );
+    assert!(
+        !held(world.agentalk(), "phone", &phone),
+        "deleted in agentalk: {}",
+        stdout(&out)
+    );
+    assert!(
+        held(world.dmchamp(), "phoneNumber", &phone),
+        "dm champ cannot delete: kept"
+    );
+    // Nothing comes back, and the next cycle has nothing left to write.
+    let before = world.writes();
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    assert_eq!(world.writes(), before);
+    assert!(!held(world.maiagent(), "email", &email));
+}

@@ -18,6 +18,8 @@ pub struct GoldenRecord {
     /// Whether the contact has any match key (valid phone or email, or a source id):
     /// without one it could never be recognised again, so it is not created anywhere.
     pub has_key: bool,
+    /// Deleted in a provider while `propagate_deletes` is on: delete it everywhere.
+    pub deleted: bool,
     /// Tag set.
     pub tags: Tags,
 }
@@ -33,10 +35,14 @@ pub struct ProviderShape {
     pub needs_phone: bool,
     /// The phone of an existing contact can be changed.
     pub phone_mutable: bool,
+    /// The source id of an existing contact can be changed.
+    pub source_id_mutable: bool,
     /// Tags can be added / removed.
     pub tags_add: bool,
     /// Tags can be removed.
     pub tags_remove: bool,
+    /// Contacts can be deleted.
+    pub delete: bool,
 }
 
 /// The state of a contact's link in one provider.
@@ -91,6 +97,11 @@ pub enum Operation {
         /// Tags to remove.
         tags: Vec<String>,
     },
+    /// Delete the contact (only with `propagate_deletes = true`).
+    Delete {
+        /// Remote id.
+        remote_id: String,
+    },
 }
 
 impl Operation {
@@ -101,6 +112,7 @@ impl Operation {
             Operation::Update { .. } => "update",
             Operation::TagAdd { .. } => "tag_add",
             Operation::TagRemove { .. } => "tag_remove",
+            Operation::Delete { .. } => "delete",
         }
     }
 }
@@ -121,8 +133,9 @@ pub struct FieldChange {
 pub enum Skip {
     /// The provider needs a valid phone to create a contact.
     NeedsPhone,
-    /// The provider cannot change a contact's phone.
-    PhoneImmutable,
+    /// The provider cannot change this field of an existing contact (DM Champ's phone and
+    /// external id, Agentalk's phone).
+    Immutable,
     /// The provider cannot remove tags (DM Champ) or hold them (MaiAgent).
     TagsUnsupported,
     /// The provider's listing did not complete this cycle: no creates there now.
@@ -133,6 +146,10 @@ pub enum Skip {
     Creating,
     /// The contact has no phone, email or source id to be recognised by.
     NoKey,
+    /// The contact was deleted (propagated deletes) and is not created anywhere.
+    Deleted,
+    /// The provider cannot delete contacts (DM Champ).
+    DeleteUnsupported,
 }
 
 /// The plan for one contact in one provider.
@@ -219,6 +236,18 @@ pub fn plan_contact(
     may_create: bool,
 ) -> ContactPlan {
     let mut plan = ContactPlan::default();
+    if contact.deleted {
+        match link {
+            LinkView::Active { remote_id, .. } if shape.delete => {
+                plan.operations.push(Operation::Delete {
+                    remote_id: remote_id.clone(),
+                });
+            }
+            LinkView::Active { .. } => plan.skipped.push(Skip::DeleteUnsupported),
+            _ => plan.skipped.push(Skip::Deleted),
+        }
+        return plan;
+    }
     let desired = project(contact, shape);
     match link {
         LinkView::Gone => plan.skipped.push(Skip::Gone),
@@ -254,8 +283,10 @@ pub fn plan_contact(
                 if &old == new {
                     continue;
                 }
-                if f == field::PHONE && !shape.phone_mutable && !old.is_empty() {
-                    plan.skipped.push(Skip::PhoneImmutable);
+                let immutable = (f == field::PHONE && !shape.phone_mutable)
+                    || (f == field::SOURCE_ID && !shape.source_id_mutable);
+                if immutable {
+                    plan.skipped.push(Skip::Immutable);
                     continue;
                 }
                 changes.push(FieldChange {
@@ -313,8 +344,10 @@ mod tests {
             attrs: false,
             needs_phone,
             phone_mutable: true,
+            source_id_mutable: true,
             tags_add: true,
             tags_remove: true,
+            delete: true,
         }
     }
 
@@ -329,6 +362,7 @@ mod tests {
             fields,
             phone_valid: phone.is_some(),
             has_key: phone.is_some(),
+            deleted: false,
             tags: tags.iter().collect(),
         }
     }
@@ -417,5 +451,33 @@ mod tests {
         let plan = plan_contact(&c, &link, &s, true);
         assert!(plan.operations.is_empty());
         assert_eq!(plan.skipped, vec![Skip::TagsUnsupported]);
+    }
+
+    #[test]
+    fn a_deleted_contact_is_deleted_where_linked_and_created_nowhere() {
+        let mut c = contact("Ana", Some("+34612345678"), &[]);
+        c.deleted = true;
+        let s = shape(&["name"], false);
+        let link = LinkView::Active {
+            remote_id: "7".into(),
+            snapshot: Fields::new(),
+            tags: None,
+        };
+        assert_eq!(
+            plan_contact(&c, &link, &s, true).operations,
+            vec![Operation::Delete {
+                remote_id: "7".into()
+            }]
+        );
+        assert_eq!(
+            plan_contact(&c, &LinkView::None, &s, true).skipped,
+            vec![Skip::Deleted]
+        );
+        let mut cannot = s.clone();
+        cannot.delete = false;
+        assert_eq!(
+            plan_contact(&c, &link, &cannot, true).skipped,
+            vec![Skip::DeleteUnsupported]
+        );
     }
 }

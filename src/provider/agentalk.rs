@@ -55,6 +55,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_by_listing: false,
     needs_phone: true,
     phone_mutable: false,
+    source_id_mutable: true,
+    tags_read_by_id: false,
+    delete: true,
     fields: &[
         field::FIRST_NAME,
         field::LAST_NAME,
@@ -214,25 +217,29 @@ pub fn decode_contact_value(value: &Value) -> Result<RemoteRecord, DecodeError> 
     let obj = wire::as_object(value, "a contact")?;
     let remote_id = wire::id_of(obj, &["id", "contactId", "contact_id", "uuid"])?;
     let custom = wire::object_of(obj, &["fields", "customFields", "custom_fields"]);
-    let standard = |keys: &[&str]| {
-        wire::text_of_any(obj, keys)
-            .filter(|v| !v.is_empty())
-            .or_else(|| custom.as_ref().and_then(|c| wire::text_of_any(c, keys)))
-            .unwrap_or_default()
+    let standard = |keys: &[&str]| -> Result<String, DecodeError> {
+        let top = wire::field_text(obj, keys)?;
+        if !top.is_empty() {
+            return Ok(top);
+        }
+        match &custom {
+            Some(c) => wire::field_text(c, keys),
+            None => Ok(top),
+        }
     };
     let mut fields = Fields::new();
     fields.insert(
         field::FIRST_NAME.into(),
-        standard(&["firstName", "first_name"]),
+        standard(&["firstName", "first_name"])?,
     );
     fields.insert(
         field::LAST_NAME.into(),
-        standard(&["lastName", "last_name"]),
+        standard(&["lastName", "last_name"])?,
     );
-    fields.insert(field::EMAIL.into(), standard(&["email"]));
+    fields.insert(field::EMAIL.into(), standard(&["email"])?);
     fields.insert(
         field::PHONE.into(),
-        standard(&["phone", "phoneNumber", "phone_number"]),
+        standard(&["phone", "phoneNumber", "phone_number"])?,
     );
     if let Some(custom) = &custom {
         for (key, value) in custom {

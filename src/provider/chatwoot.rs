@@ -46,6 +46,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_by_listing: true,
     needs_phone: false,
     phone_mutable: true,
+    source_id_mutable: true,
+    tags_read_by_id: true,
+    delete: true,
     fields: &[field::NAME, field::EMAIL, field::PHONE, field::SOURCE_ID],
     attrs: true,
     external_key: Some("identifier"),
@@ -313,21 +316,15 @@ pub fn decode_contact_value(value: &Value) -> Result<RemoteRecord, DecodeError> 
     let obj = wire::as_object(value, "a contact")?;
     let remote_id = wire::id_of(obj, &["id"])?;
     let mut fields = Fields::new();
-    fields.insert(
-        field::NAME.into(),
-        wire::text_of(obj, &["name"]).unwrap_or_default(),
-    );
-    fields.insert(
-        field::EMAIL.into(),
-        wire::text_of(obj, &["email"]).unwrap_or_default(),
-    );
+    fields.insert(field::NAME.into(), wire::field_text(obj, &["name"])?);
+    fields.insert(field::EMAIL.into(), wire::field_text(obj, &["email"])?);
     fields.insert(
         field::PHONE.into(),
-        wire::text_of(obj, &["phone_number"]).unwrap_or_default(),
+        wire::field_text(obj, &["phone_number"])?,
     );
     fields.insert(
         field::SOURCE_ID.into(),
-        wire::text_of(obj, &["identifier"]).unwrap_or_default(),
+        wire::field_text(obj, &["identifier"])?,
     );
     if let Some(attrs) = wire::object_of(obj, &["custom_attributes"]) {
         for (key, value) in &attrs {

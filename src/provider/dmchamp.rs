@@ -38,6 +38,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_by_listing: false,
     needs_phone: true,
     phone_mutable: false,
+    source_id_mutable: false,
+    tags_read_by_id: true,
+    delete: false,
     fields: &[
         field::FIRST_NAME,
         field::LAST_NAME,

@@ -210,7 +210,6 @@ fn is_sensitive_param(name: &str) -> bool {
 /// Replaces the value of every `name=value` whose name is sensitive, in free text (error
 /// messages that quote a URL).
 fn redact_params_in_text(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
@@ -219,9 +218,12 @@ fn redact_params_in_text(text: &str) -> String {
         let at_boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
         let hit = at_boundary
             .then(|| {
-                SENSITIVE_PARAMS
-                    .iter()
-                    .find(|p| lower[i..].starts_with(**p) && bytes.get(i + p.len()) == Some(&b'='))
+                SENSITIVE_PARAMS.iter().find(|p| {
+                    bytes
+                        .get(i..i + p.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(p.as_bytes()))
+                        && bytes.get(i + p.len()) == Some(&b'=')
+                })
             })
             .flatten();
         if let Some(param) = hit {

@@ -47,6 +47,9 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_by_listing: false,
     needs_phone: false,
     phone_mutable: true,
+    source_id_mutable: true,
+    tags_read_by_id: false,
+    delete: true,
     fields: &[field::NAME, field::EMAIL, field::PHONE, field::SOURCE_ID],
     attrs: true,
     external_key: Some("sourceId"),
@@ -194,21 +197,15 @@ pub fn decode_contact_value(value: &Value) -> Result<RemoteRecord, DecodeError> 
     let obj = wire::as_object(value, "a contact")?;
     let remote_id = wire::id_of(obj, &["id", "uuid"])?;
     let mut fields = Fields::new();
-    fields.insert(
-        field::NAME.into(),
-        wire::text_of_any(obj, &["name"]).unwrap_or_default(),
-    );
-    fields.insert(
-        field::EMAIL.into(),
-        wire::text_of_any(obj, &["email"]).unwrap_or_default(),
-    );
+    fields.insert(field::NAME.into(), wire::field_text(obj, &["name"])?);
+    fields.insert(field::EMAIL.into(), wire::field_text(obj, &["email"])?);
     fields.insert(
         field::PHONE.into(),
-        wire::text_of_any(obj, &["phoneNumber", "phone_number", "phone"]).unwrap_or_default(),
+        wire::field_text(obj, &["phoneNumber", "phone_number", "phone"])?,
     );
     fields.insert(
         field::SOURCE_ID.into(),
-        wire::text_of_any(obj, &["sourceId", "source_id"]).unwrap_or_default(),
+        wire::field_text(obj, &["sourceId", "source_id"])?,
     );
     if let Some(meta) = wire::object_of(obj, &["queryMetadata", "query_metadata"]) {
         for (key, value) in &meta {

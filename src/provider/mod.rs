@@ -130,6 +130,12 @@ pub struct Capabilities {
     pub needs_phone: bool,
     /// The phone of an existing contact can be changed.
     pub phone_mutable: bool,
+    /// The external key of an existing contact can be changed (DM Champ: create only).
+    pub source_id_mutable: bool,
+    /// One contact's tags can be read by its id ([`Provider::read_tags`]).
+    pub tags_read_by_id: bool,
+    /// Contacts can be deleted ([`Provider::delete`]).
+    pub delete: bool,
     /// The fields (see [`crate::domain::field`]) this provider holds.
     pub fields: &'static [&'static str],
     /// Custom attributes (`attr.*` fields) are held.

@@ -123,6 +123,38 @@ pub fn text_of_any(obj: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     seen_empty.then(String::new)
 }
 
+/// A contact field that must hold text: the first of `keys` with a value (a string, or a
+/// number rendered in decimal — a phone sent as a number); `""` when every key is absent
+/// or `null`. An object, array or boolean is the wrong type: [`DecodeError`].
+pub fn field_text(obj: &Map<String, Value>, keys: &[&str]) -> Result<String, DecodeError> {
+    for key in keys {
+        match obj.get(*key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(v @ (Value::String(_) | Value::Number(_))) => return Ok(value_text(v)),
+            Some(other) => {
+                return Err(DecodeError::new(format!(
+                    "contact `{key}` should be text but is {}: {}",
+                    type_name(other),
+                    excerpt(other.to_string().as_bytes())
+                )));
+            }
+        }
+    }
+    Ok(String::new())
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A record id: a non-empty string or an integer (rendered in decimal).
 pub fn id_of(obj: &Map<String, Value>, keys: &[&str]) -> Result<String, DecodeError> {
     for key in keys {
@@ -280,6 +312,17 @@ mod tests {
         assert!(err.0.contains("HTML"), "{err}");
         let err = decode_json::<Value>(br#"{"a": [1, 2"#).unwrap_err();
         assert!(err.0.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn field_text_rejects_wrong_types() {
+        let obj = json!({"a": null, "b": "", "c": 5, "d": {"value": "x"}, "e": true, "f": "x"});
+        let obj = obj.as_object().unwrap();
+        assert_eq!(field_text(obj, &["missing"]).unwrap(), "");
+        assert_eq!(field_text(obj, &["a", "b", "f"]).unwrap(), "x");
+        assert_eq!(field_text(obj, &["c"]).unwrap(), "5");
+        assert!(field_text(obj, &["d"]).is_err());
+        assert!(field_text(obj, &["e"]).is_err());
     }
 
     #[test]

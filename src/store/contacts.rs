@@ -55,7 +55,7 @@ pub fn attrs_json(fields: &Fields) -> String {
 pub fn load(conn: &Connection, id: ContactId) -> Result<Option<GoldenRecord>, StoreError> {
     let row = conn
         .prepare_cached(
-            "SELECT name, first_name, last_name, email, phone, source_id, attrs, phone_valid
+            "SELECT name, first_name, last_name, email, phone, source_id, attrs, phone_valid, deleted
              FROM contacts WHERE id = ?1",
         )?
         .query_row([id], |r| {
@@ -70,10 +70,11 @@ pub fn load(conn: &Connection, id: ContactId) -> Result<Option<GoldenRecord>, St
                 ],
                 r.get::<_, String>(6)?,
                 r.get::<_, bool>(7)?,
+                r.get::<_, bool>(8)?,
             ))
         })
         .optional()?;
-    let Some((values, attrs, phone_valid)) = row else {
+    let Some((values, attrs, phone_valid, deleted)) = row else {
         return Ok(None);
     };
     let has_key = conn
@@ -84,6 +85,7 @@ pub fn load(conn: &Connection, id: ContactId) -> Result<Option<GoldenRecord>, St
         fields: fields_from_row(values, &attrs)?,
         phone_valid,
         has_key,
+        deleted,
         tags: load_tags(conn, id)?,
     }))
 }

@@ -54,7 +54,7 @@ pub fn plan_inputs(
         "SELECT c.id, c.seq, c.name, c.first_name, c.last_name, c.email, c.phone, c.source_id, c.attrs, c.phone_valid,
                 l.state, l.remote_id, l.snapshot, l.tags,
                 (SELECT json_group_array(tag) FROM contact_tags t WHERE t.contact_id = c.id),
-                EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id)
+                EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id), c.deleted
          FROM contacts c LEFT JOIN links l ON l.contact_id = c.id AND l.provider_id = ?1
          WHERE c.seq > ?2 ORDER BY c.seq LIMIT ?3",
     )?;
@@ -79,6 +79,7 @@ pub fn plan_inputs(
                 r.get::<_, Option<String>>(13)?,
                 r.get::<_, String>(14)?,
                 r.get::<_, bool>(15)?,
+                r.get::<_, bool>(16)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -95,6 +96,7 @@ pub fn plan_inputs(
         tags,
         contact_tags,
         has_key,
+        deleted,
     ) in rows
     {
         let link = match state.as_deref() {
@@ -113,6 +115,7 @@ pub fn plan_inputs(
                 fields: contacts::fields_from_row(values, &attrs)?,
                 phone_valid,
                 has_key,
+                deleted,
                 tags: parse_tags(Some(&contact_tags))?.unwrap_or_default(),
             },
             seq,
@@ -420,6 +423,30 @@ pub fn mark_link_gone(conn: &Connection, link_id: i64, now: i64) -> Result<(), S
     Ok(())
 }
 
+/// With `propagate_deletes`: marks contacts deleted and to be planned again (their
+/// active links elsewhere get a delete).
+pub fn mark_contacts_deleted(
+    conn: &Connection,
+    seq: &Seq,
+    contacts: &[ContactId],
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE contacts SET deleted = 1, seq = ?2 WHERE id = ?1 AND deleted = 0",
+    )?;
+    for id in contacts {
+        stmt.execute(params![id, seq.next()])?;
+    }
+    Ok(())
+}
+
+/// The contact a link belongs to.
+pub fn contact_of_link(conn: &Connection, link_id: i64) -> Result<Option<ContactId>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT contact_id FROM links WHERE id = ?1")?
+        .query_row([link_id], |r| r.get(0))
+        .optional()?)
+}
+
 /// Counts of one provider's part of a cycle.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunCounts {
@@ -437,6 +464,8 @@ pub struct RunCounts {
     pub skipped: u64,
     /// Writes that failed.
     pub failed: u64,
+    /// Contacts deleted in the provider (`propagate_deletes`).
+    pub deleted: u64,
 }
 
 /// Starts a run row.

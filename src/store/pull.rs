@@ -582,13 +582,15 @@ pub fn stage_tag_page(
 }
 
 /// Applies the staged tag listing: each linked contact's tags as the provider shows them,
-/// compared with the link's tag snapshot. Removals are inferred only for tags in
+/// compared with the link's tag snapshot. Only links in `seen` (the links the contact
+/// listing showed) are considered, and removals are inferred only for tags in
 /// `universe` (tags the listing could show). Returns the number of contacts changed.
 pub fn apply_staged_tags(
     conn: &mut Connection,
     seq: &Seq,
     provider_id: i64,
     universe: &Tags,
+    seen: &LinkSet,
     now: i64,
 ) -> Result<u64, StoreError> {
     /// Links read per batch (memory stays flat however many links the provider has).
@@ -619,9 +621,12 @@ pub fn apply_staged_tags(
             break;
         };
         after = last;
-        for (link_id, contact_id, snap, seen) in rows {
+        for (link_id, contact_id, snap, staged) in rows {
+            if !seen.contains(link_id) {
+                continue;
+            }
             let snap = parse_tags(snap.as_deref())?;
-            let seen: Tags = parse_tags(Some(&seen))?.unwrap_or_default();
+            let seen: Tags = parse_tags(Some(&staged))?.unwrap_or_default();
             // Tags outside the universe are invisible to the listing: keep them as known.
             let mut shown = seen.clone();
             if let Some(s) = &snap {
@@ -652,14 +657,14 @@ pub fn apply_staged_tags(
 
 /// Marks active links of a provider not `seen` in a complete listing as `gone` — unless
 /// more than `guard_percent` of them would go at once (then none, and the count is
-/// returned as refused). Returns `(marked, refused)`.
+/// returned as refused). Returns `(contacts of the links marked, refused)`.
 pub fn mark_gone(
     conn: &mut Connection,
     provider_id: i64,
     seen: &LinkSet,
     guard_percent: u64,
     now: i64,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<(Vec<ContactId>, u64), StoreError> {
     let tx = conn.transaction()?;
     // Count first, collect only when the guard lets them go (memory stays flat even when
     // a whole listing went missing).
@@ -682,19 +687,21 @@ pub fn mark_gone(
     };
     let (active, missing, _) = missing_ids(false)?;
     if missing == 0 {
-        return Ok((0, 0));
+        return Ok((Vec::new(), 0));
     }
     if missing * 100 > active * guard_percent {
-        return Ok((0, missing));
+        return Ok((Vec::new(), missing));
     }
     let (_, _, missing) = missing_ids(true)?;
+    let mut contacts = Vec::with_capacity(missing.len());
     {
-        let mut stmt =
-            tx.prepare_cached("UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1")?;
+        let mut stmt = tx.prepare_cached(
+            "UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1 RETURNING contact_id",
+        )?;
         for id in &missing {
-            stmt.execute(params![id, now])?;
+            contacts.push(stmt.query_row(params![id, now], |r| r.get(0))?);
         }
     }
     tx.commit()?;
-    Ok((missing.len() as u64, 0))
+    Ok((contacts, 0))
 }

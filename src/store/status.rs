@@ -53,6 +53,26 @@ pub struct StatusReport {
     pub dead: i64,
     /// Ambiguous matches awaiting review.
     pub conflicts: i64,
+    /// The most recent of them (at most [`CONFLICTS_SHOWN`]).
+    pub conflict_details: Vec<ConflictView>,
+}
+
+/// How many conflicts `status` lists.
+pub const CONFLICTS_SHOWN: i64 = 50;
+
+/// One conflict awaiting review.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConflictView {
+    /// Provider instance name.
+    pub provider: String,
+    /// The provider's id of the record held apart.
+    pub remote_id: String,
+    /// Why it was held.
+    pub reason: String,
+    /// Store ids of the contacts involved.
+    pub contacts: Vec<i64>,
+    /// RFC 3339 time it was (last) detected.
+    pub detected_at: String,
 }
 
 /// Formats unix seconds as RFC 3339.
@@ -87,6 +107,23 @@ pub fn report(
     out.pending = count("SELECT count(*) FROM intents WHERE state = 'pending'")?;
     out.dead = count("SELECT count(*) FROM intents WHERE state = 'dead'")?;
     out.conflicts = count("SELECT count(*) FROM conflicts WHERE resolved_at IS NULL")?;
+    let mut stmt = conn.prepare(
+        "SELECT p.name, c.remote_id, c.reason, c.contact_ids, c.detected_at FROM conflicts c
+         JOIN providers p ON p.id = c.provider_id WHERE c.resolved_at IS NULL
+         ORDER BY c.detected_at DESC, c.id DESC LIMIT ?1",
+    )?;
+    out.conflict_details = stmt
+        .query_map([CONFLICTS_SHOWN], |r| {
+            let ids: String = r.get(3)?;
+            Ok(ConflictView {
+                provider: r.get(0)?,
+                remote_id: r.get(1)?,
+                reason: r.get(2)?,
+                contacts: serde_json::from_str(&ids).unwrap_or_default(),
+                detected_at: rfc3339(r.get(4)?),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare("SELECT id, name, kind FROM providers ORDER BY id")?;
     let known: Vec<(i64, String, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -130,4 +167,36 @@ pub fn report(
         }
     }
     Ok(out)
+}
+
+/// Queued and given-up pushes of one provider (the daemon's queue-depth gauges).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentDepth {
+    /// Instance name.
+    pub provider: String,
+    /// Queued pushes.
+    pub pending: i64,
+    /// Pushes given up.
+    pub dead: i64,
+}
+
+/// Pending and dead intents per provider the store knows (read-only).
+pub fn intent_depth(conn: &Connection) -> Result<Vec<IntentDepth>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT p.name,
+                coalesce(sum(i.state = 'pending'), 0),
+                coalesce(sum(i.state = 'dead'), 0)
+         FROM providers p LEFT JOIN intents i ON i.provider_id = p.id
+         GROUP BY p.id ORDER BY p.id",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(IntentDepth {
+                provider: r.get(0)?,
+                pending: r.get(1)?,
+                dead: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }

@@ -97,6 +97,47 @@ pub struct CycleOptions {
     /// push-enabled provider, so a change pulled from one reaches the others in the same
     /// cycle (the daemon runs one such cycle per provider schedule).
     pub pull_only: Option<Vec<String>>,
+    /// Told about progress (pages pulled, intents sent), e.g. to draw progress bars.
+    pub progress: Option<Progress>,
+}
+
+/// Progress of a cycle, reported to [`CycleOptions::progress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgressEvent {
+    /// A page of `records` was read from `provider` and stored.
+    PagePulled {
+        /// Instance name.
+        provider: String,
+        /// Records on the page.
+        records: u64,
+    },
+    /// One intent was sent to `provider` (whatever its outcome).
+    IntentSent {
+        /// Instance name.
+        provider: String,
+    },
+}
+
+/// A progress callback (cheap to clone).
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(ProgressEvent) + Send + Sync>);
+
+impl Progress {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(ProgressEvent) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Reports `event`.
+    pub fn emit(&self, event: ProgressEvent) {
+        (self.0)(event);
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// Failures of the engine itself (a provider failing is reported, not an error).
@@ -114,6 +155,8 @@ pub struct Engine<P> {
     region: DefaultRegion,
     region_salt: i64,
     normalizer: Normalizer,
+    /// `sync.propagate_deletes`: a contact deleted in one provider is deleted in the others.
+    propagate_deletes: bool,
     ids: Vec<i64>,
     /// Whether each provider's last listing completed (creates there need it).
     listing_complete: Vec<bool>,
@@ -131,8 +174,10 @@ pub fn shape_of(caps: &Capabilities) -> ProviderShape {
         attrs: caps.attrs,
         needs_phone: caps.needs_phone,
         phone_mutable: caps.phone_mutable,
+        source_id_mutable: caps.source_id_mutable,
         tags_add: caps.tags_add,
         tags_remove: caps.tags_remove,
+        delete: caps.delete,
     }
 }
 
@@ -165,9 +210,18 @@ impl<P: Provider> Engine<P> {
             region,
             region_salt: region_salt(region),
             normalizer: Normalizer::start(),
+            propagate_deletes: false,
             ids: Vec::new(),
             listing_complete: Vec::new(),
         }
+    }
+
+    /// Sets `sync.propagate_deletes` (off by default): a contact deleted in one provider is
+    /// then deleted in every other provider that holds it and can delete.
+    #[must_use]
+    pub fn with_propagate_deletes(mut self, on: bool) -> Self {
+        self.propagate_deletes = on;
+        self
     }
 
     /// The store.
@@ -292,7 +346,7 @@ impl<P: Provider> Engine<P> {
             if opts.dry_run {
                 break;
             }
-            let (store, region) = (&self.store, self.region);
+            let (store, region, propagate) = (&self.store, self.region, self.propagate_deletes);
             let pushes = futures::future::join_all(
                 self.slots
                     .iter()
@@ -300,7 +354,8 @@ impl<P: Provider> Engine<P> {
                     .filter(|(s, _)| s.settings.push)
                     .map(|(slot, &id)| async move {
                         let started = Instant::now();
-                        let outcome = push::push_provider(store, slot, id, region, opts).await;
+                        let outcome =
+                            push::push_provider(store, slot, id, region, propagate, opts).await;
                         (outcome, started.elapsed().as_secs_f64())
                     }),
             )
@@ -317,6 +372,7 @@ impl<P: Provider> Engine<P> {
                     report.counts.updated += outcome.counts.updated;
                     report.counts.tag_changes += outcome.counts.tag_changes;
                     report.counts.failed += outcome.counts.failed;
+                    report.counts.deleted += outcome.counts.deleted;
                     report.counts.matched += outcome.counts.matched;
                     report.write_requests += outcome.writes;
                     if let Some(e) = outcome.error {
@@ -409,6 +465,12 @@ impl<P: Provider> Engine<P> {
                 Err(e) => return Err(e.to_string()),
             };
             out.pulled += page.records.len() as u64;
+            if let Some(progress) = &opts.progress {
+                progress.emit(ProgressEvent::PagePulled {
+                    provider: name.clone(),
+                    records: page.records.len() as u64,
+                });
+            }
             let probing = Instant::now();
             let changed = self
                 .unchanged_filter(page.records, provider_id, &mut seen)
@@ -454,38 +516,49 @@ impl<P: Provider> Engine<P> {
                 break;
             }
         }
-        if caps.tags_by_listing {
-            self.pull_tags(slot, provider_id, opts, &mut out.times)
-                .await
-                .map_err(|e| e.to_string())?;
+        if opts.cancel.is_cancelled() {
+            return Ok(out);
         }
-        out.complete = !opts.cancel.is_cancelled();
-        if out.complete {
-            let now = now_secs();
-            let storing = Instant::now();
-            let (marked, refused) = self
-                .store
-                .call_seq(move |c, seq| {
-                    let r = pull::mark_gone(c, provider_id, &seen, DELETE_GUARD_PERCENT, now)?;
-                    // Creates that never landed (no record adopted them): plan them again.
-                    for (link_id, contact_id, _) in outbox::creating_links(c, provider_id)? {
-                        outbox::drop_creating(c, seq, link_id, contact_id)?;
-                    }
-                    Ok(r)
-                })
+        out.complete = true;
+        let seen = Arc::new(seen);
+        let now = now_secs();
+        let storing = Instant::now();
+        let seen_for_gone = Arc::clone(&seen);
+        let propagate = self.propagate_deletes;
+        let (marked, refused) = self
+            .store
+            .call_seq(move |c, seq| {
+                let (gone, refused) =
+                    pull::mark_gone(c, provider_id, &seen_for_gone, DELETE_GUARD_PERCENT, now)?;
+                if propagate {
+                    outbox::mark_contacts_deleted(c, seq, &gone)?;
+                }
+                let r = (gone.len() as u64, refused);
+                // Creates that never landed (no record adopted them): plan them again.
+                for (link_id, contact_id, _) in outbox::creating_links(c, provider_id)? {
+                    outbox::drop_creating(c, seq, link_id, contact_id)?;
+                }
+                Ok(r)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        out.times.store += storing.elapsed().as_secs_f64();
+        out.gone = marked;
+        if refused > 0 {
+            let msg = format!(
+                "{refused} linked records are missing from {name}'s listing (more than {DELETE_GUARD_PERCENT}% of its links); none were marked deleted. Records are only marked deleted by a listing that misses at most {DELETE_GUARD_PERCENT}% of them; if this listing was wrong (API key, account, proxy), nothing was lost"
+            );
+            tracing::warn!(provider = %name, "{msg}");
+            out.warning = Some(msg);
+        } else if marked > 0 {
+            tracing::info!(provider = %name, count = marked, "records deleted in the provider are marked gone (never re-created there)");
+        }
+        // Tags last, and only for records this listing showed: a record missing from it
+        // (deleted, or held back by the guard) has not lost its tags.
+        if caps.tags_by_listing {
+            self.pull_tags(slot, provider_id, seen, opts, &mut out.times)
                 .await
                 .map_err(|e| e.to_string())?;
-            out.times.store += storing.elapsed().as_secs_f64();
-            out.gone = marked;
-            if refused > 0 {
-                let msg = format!(
-                    "{refused} linked records are missing from {name}'s listing (more than {DELETE_GUARD_PERCENT}% of its links); none were marked deleted. If they really were deleted, they will be marked one batch at a time once fewer are missing; check the API key and account if not"
-                );
-                tracing::warn!(provider = %name, "{msg}");
-                out.warning = Some(msg);
-            } else if marked > 0 {
-                tracing::info!(provider = %name, count = marked, "records deleted in the provider are marked gone (never re-created there)");
-            }
         }
         out.times.pull = started.elapsed().as_secs_f64();
         Ok(out)
@@ -546,6 +619,7 @@ impl<P: Provider> Engine<P> {
         &self,
         slot: &ProviderSlot<P>,
         provider_id: i64,
+        seen: Arc<LinkSet>,
         opts: &CycleOptions,
         times: &mut StageTimes,
     ) -> Result<(), crate::provider::ProviderError> {
@@ -583,7 +657,9 @@ impl<P: Provider> Engine<P> {
         let now = now_secs();
         let storing = Instant::now();
         self.store
-            .call_seq(move |c, seq| pull::apply_staged_tags(c, seq, provider_id, &universe, now))
+            .call_seq(move |c, seq| {
+                pull::apply_staged_tags(c, seq, provider_id, &universe, &seen, now)
+            })
             .await
             .map_err(|e| store_as_provider_error(slot, &e))?;
         times.store += storing.elapsed().as_secs_f64();

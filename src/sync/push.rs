@@ -119,7 +119,7 @@ async fn linked_snapshot<P: Provider>(
         };
         f
     };
-    if tags.is_none() && caps.tags_read && !caps.tags_by_listing {
+    if tags.is_none() && caps.tags_read_by_id && !caps.tags_by_listing {
         tags = Some(slot.client.read_tags(&remote_id).await?);
     }
     Ok((remote_id, snapshot, tags))
@@ -136,12 +136,20 @@ pub async fn push_provider<P: Provider>(
     slot: &ProviderSlot<P>,
     provider_id: i64,
     region: DefaultRegion,
+    propagate_deletes: bool,
     opts: &super::CycleOptions,
 ) -> PushOutcome {
     use futures::StreamExt;
     let mut out = PushOutcome::default();
     // Set by an auth failure or a store failure: no further intent is started.
     let stop = AtomicBool::new(false);
+    let target = PushTarget {
+        store,
+        slot,
+        provider_id,
+        region,
+        propagate_deletes,
+    };
     let mut after = 0;
     loop {
         if opts.cancel.is_cancelled() {
@@ -165,7 +173,7 @@ pub async fn push_provider<P: Provider>(
         let Some(last) = intents.last() else { break };
         after = last.id;
         let outcomes: Vec<PushOutcome> = futures::stream::iter(by_contact(intents))
-            .map(|group| push_contact(store, slot, provider_id, region, opts, group, &stop))
+            .map(|group| push_contact(&target, opts, group, &stop))
             .buffer_unordered(PUSH_CONCURRENCY)
             .collect()
             .await;
@@ -182,14 +190,26 @@ pub async fn push_provider<P: Provider>(
 impl PushOutcome {
     /// Adds the outcome of one contact's intents (the first error is kept).
     fn absorb(&mut self, other: PushOutcome) {
+        // Destructured so a new counter cannot be forgotten here.
+        let outbox::RunCounts {
+            pulled,
+            matched,
+            created,
+            updated,
+            tag_changes,
+            skipped,
+            failed,
+            deleted,
+        } = other.counts;
         let c = &mut self.counts;
-        c.pulled += other.counts.pulled;
-        c.matched += other.counts.matched;
-        c.created += other.counts.created;
-        c.updated += other.counts.updated;
-        c.tag_changes += other.counts.tag_changes;
-        c.skipped += other.counts.skipped;
-        c.failed += other.counts.failed;
+        c.pulled += pulled;
+        c.matched += matched;
+        c.created += created;
+        c.updated += updated;
+        c.tag_changes += tag_changes;
+        c.skipped += skipped;
+        c.failed += failed;
+        c.deleted += deleted;
         self.writes += other.writes;
         if self.error.is_none() {
             self.error = other.error;
@@ -216,21 +236,49 @@ fn by_contact(intents: Vec<Intent>) -> Vec<Vec<Intent>> {
 
 /// Sends one contact's intents in order; stops (and sets `stop`) on an auth or store
 /// failure.
-async fn push_contact<P: Provider>(
-    store: &Store,
-    slot: &ProviderSlot<P>,
+/// Where one provider's intents go.
+struct PushTarget<'a, P> {
+    store: &'a Store,
+    slot: &'a ProviderSlot<P>,
     provider_id: i64,
     region: DefaultRegion,
+    propagate_deletes: bool,
+}
+
+async fn push_contact<P: Provider>(
+    target: &PushTarget<'_, P>,
     opts: &super::CycleOptions,
     intents: Vec<Intent>,
     stop: &AtomicBool,
 ) -> PushOutcome {
+    let PushTarget {
+        store,
+        slot,
+        provider_id,
+        region,
+        propagate_deletes,
+    } = *target;
     let mut out = PushOutcome::default();
     for intent in intents {
         if opts.cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
             break;
         }
-        match execute(store, slot, provider_id, region, &intent, &mut out).await {
+        let result = execute(
+            store,
+            slot,
+            provider_id,
+            region,
+            propagate_deletes,
+            &intent,
+            &mut out,
+        )
+        .await;
+        if let Some(progress) = &opts.progress {
+            progress.emit(super::ProgressEvent::IntentSent {
+                provider: slot.settings.name.clone(),
+            });
+        }
+        match result {
             Ok(()) => {}
             Err(Failure::Store(e)) => {
                 out.error = Some(e.to_string());
@@ -286,6 +334,7 @@ async fn execute<P: Provider>(
     slot: &ProviderSlot<P>,
     provider_id: i64,
     region: DefaultRegion,
+    propagate_deletes: bool,
     intent: &Intent,
     out: &mut PushOutcome,
 ) -> Result<(), Failure> {
@@ -405,14 +454,19 @@ async fn execute<P: Provider>(
                 .map(|c| (c.field.clone(), c.new.clone()))
                 .collect();
             let known = link.tags.clone().unwrap_or_default();
+            let addressed = addressed_fields(
+                slot.client.capabilities(),
+                &intent.payload.projection,
+                &link.snapshot,
+            );
             let target = Target {
                 remote_id,
-                fields: &intent.payload.projection,
+                fields: &addressed,
                 tags: &known,
             };
             out.writes += 1;
             if let Err(e) = slot.client.update(target, &change_map).await {
-                return gone_or_fail(store, &link, intent_id, e).await;
+                return gone_or_fail(store, &link, intent_id, propagate_deletes, e).await;
             }
             out.counts.updated += 1;
             let mut snapshot = link.snapshot.clone();
@@ -445,9 +499,14 @@ async fn execute<P: Provider>(
                 .cloned()
                 .collect();
             if !todo.is_empty() {
+                let addressed = addressed_fields(
+                    slot.client.capabilities(),
+                    &intent.payload.projection,
+                    &link.snapshot,
+                );
                 let target = Target {
                     remote_id,
-                    fields: &intent.payload.projection,
+                    fields: &addressed,
                     tags: &known,
                 };
                 out.writes += 1;
@@ -457,7 +516,7 @@ async fn execute<P: Provider>(
                     slot.client.remove_tags(target, &todo).await
                 };
                 if let Err(e) = result {
-                    return gone_or_fail(store, &link, intent_id, e).await;
+                    return gone_or_fail(store, &link, intent_id, propagate_deletes, e).await;
                 }
                 out.counts.tag_changes += todo.len() as u64;
             }
@@ -478,8 +537,57 @@ async fn execute<P: Provider>(
                 })
                 .await?;
         }
+        Operation::Delete { remote_id } => {
+            let Some(link) = active_link(store, provider_id, contact_id, intent_id).await? else {
+                return Ok(());
+            };
+            out.writes += 1;
+            match slot.client.delete(remote_id).await {
+                Ok(()) => {}
+                // Already gone there: the goal is reached.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            out.counts.deleted += 1;
+            let link_id = link.id;
+            store
+                .call(move |c| {
+                    outbox::mark_link_gone(c, link_id, now)?;
+                    outbox::complete_intent(c, intent_id)
+                })
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// The fields a write addresses the contact by: the projection, except that fields the
+/// provider cannot change (Agentalk's and DM Champ's phone, DM Champ's external id) are the
+/// values the provider holds — Agentalk upserts and DM Champ tags by phone, so the new
+/// phone would address nobody, or a new contact.
+fn addressed_fields(
+    caps: &crate::provider::Capabilities,
+    projection: &Fields,
+    snapshot: &Fields,
+) -> Fields {
+    let mut fields = projection.clone();
+    for (name, mutable) in [
+        (field::PHONE, caps.phone_mutable),
+        (field::SOURCE_ID, caps.source_id_mutable),
+    ] {
+        if mutable {
+            continue;
+        }
+        match snapshot.get(name).filter(|v| !v.is_empty()) {
+            Some(held) => {
+                fields.insert(name.to_owned(), held.clone());
+            }
+            None => {
+                fields.remove(name);
+            }
+        }
+    }
+    fields
 }
 
 /// The contact's active link, or `None` (and the intent dropped) if it is not active.
@@ -509,14 +617,18 @@ async fn gone_or_fail(
     store: &Store,
     link: &outbox::ActiveLink,
     intent_id: i64,
+    propagate_deletes: bool,
     e: ProviderError,
 ) -> Result<(), Failure> {
     if e.kind == ErrorKind::NotFound {
         let link_id = link.id;
         let now = now_secs();
         store
-            .call(move |c| {
+            .call_seq(move |c, seq| {
                 outbox::mark_link_gone(c, link_id, now)?;
+                if propagate_deletes && let Some(contact) = outbox::contact_of_link(c, link_id)? {
+                    outbox::mark_contacts_deleted(c, seq, &[contact])?;
+                }
                 outbox::complete_intent(c, intent_id)
             })
             .await?;

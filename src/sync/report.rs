@@ -67,6 +67,9 @@ impl PlannedWrite {
                     tags.join(", ")
                 )
             }
+            Operation::Delete { remote_id } => {
+                format!("delete      {} (id {remote_id})", self.who)
+            }
             Operation::TagRemove { remote_id, tags } => {
                 format!(
                     "tag remove  {} (id {remote_id}): {}",
@@ -218,6 +221,13 @@ impl CycleReport {
             );
             for w in &p.warnings {
                 let _ = writeln!(out, "  warning: {w}");
+            }
+            if c.deleted > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {} contact(s) deleted here because they were deleted elsewhere",
+                    c.deleted
+                );
             }
             if p.conflicts > 0 {
                 let _ = writeln!(
