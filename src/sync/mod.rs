@@ -15,6 +15,7 @@
 //! 4. Plan and push repeat (at most [`MAX_ROUNDS`]) while a push revealed more to do
 //!    (e.g. a contact found by lookup whose fields differ).
 
+pub mod phone_regexes;
 pub mod push;
 pub mod report;
 
@@ -39,43 +40,6 @@ pub const MAX_ROUNDS: usize = 3;
 const PLAN_BATCH: usize = 2_000;
 /// At most this share (percent) of a provider's links may be marked gone at once.
 pub const DELETE_GUARD_PERCENT: u64 = 20;
-/// Compiled regular expressions `phonenumber` keeps (its default is 100).
-const PHONE_REGEX_CACHE: usize = 1_024;
-
-/// Records normalised between two resets of the phone regex cache.
-const PHONE_REGEX_RESET_RECORDS: usize = 25_000;
-
-/// Drops every compiled phone regex. Each regex grows a lazy DFA cache (up to 2 MiB)
-/// as it meets more different numbers: over a million phones these caches alone grow
-/// past 40 MiB and keep growing. Dropping them every [`PHONE_REGEX_RESET_RECORDS`]
-/// records bounds that; compiling the working set again costs a few tens of
-/// milliseconds.
-fn reset_phone_regex_cache() {
-    let cache = phonenumber::metadata::DATABASE.cache();
-    cache
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clear();
-}
-
-/// `phonenumber` keeps the regular expressions of its metadata in one process-wide LRU
-/// cache of 100 entries. Numbers from a dozen countries use more than that (a `+1` number
-/// alone is tried against the patterns of some 25 regions), so the cache thrashes and
-/// every miss compiles a regex again: about 2.7 ms per phone instead of microseconds.
-/// Enlarged once per process; the working set of the data decides how much it holds.
-fn enlarge_phone_regex_cache() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let cache = phonenumber::metadata::DATABASE.cache();
-        let mut cache = cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.capacity() < PHONE_REGEX_CACHE {
-            cache.set_capacity(PHONE_REGEX_CACHE);
-        }
-    });
-}
-
 /// A provider taking part in the cycle.
 pub struct ProviderSlot<P> {
     /// Its validated config.
@@ -203,7 +167,7 @@ pub fn lookup_keys<'a>(caps: &Capabilities, fields: &'a Fields) -> Vec<LookupKey
 impl<P: Provider> Engine<P> {
     /// An engine over `store` for `slots` (config order decides same-cycle conflicts).
     pub fn new(store: Store, slots: Vec<ProviderSlot<P>>, region: DefaultRegion) -> Self {
-        enlarge_phone_regex_cache();
+        phone_regexes::enlarge_cache();
         Self {
             store,
             slots,
@@ -782,14 +746,10 @@ impl Normalizer {
         let spawned = std::thread::Builder::new()
             .name("contact-sync-normalize".into())
             .spawn(move || {
-                let mut since_reset = 0;
+                let mut budget = phone_regexes::DfaBudget::new();
                 while let Ok((records, region, reply)) = queue.recv() {
-                    since_reset += records.len();
-                    if since_reset > PHONE_REGEX_RESET_RECORDS {
-                        reset_phone_regex_cache();
-                        since_reset = records.len();
-                    }
                     let _ = reply.send(normalize_page(&records, region));
+                    budget.enforce();
                 }
             });
         Self {
