@@ -396,8 +396,9 @@ impl<P: Provider> Engine<P> {
         let mut seen = LinkSet::new();
         let mut cursor: Option<String> = None;
         let mut restarts = 0;
-        // Three pages in flight: while the store applies page N, page N+1 is normalised
-        // (on a blocking thread) and page N+2 is fetched and decoded.
+        // Three pages in flight: while the store applies page N, page N+1 is probed and
+        // normalised (on the engine's normalising thread) and page N+2 is fetched and
+        // decoded.
         let mut fetched = timed(slot.client.list_page(None)).await;
         let mut ready: Option<Vec<NormalizedRecord>> = None;
         loop {
@@ -435,22 +436,9 @@ impl<P: Provider> Engine<P> {
                     records: page.records.len() as u64,
                 });
             }
-            let probing = Instant::now();
-            let changed = self
-                .unchanged_filter(page.records, provider_id, &mut seen)
-                .await
-                .map_err(|e| e.to_string())?;
-            out.times.store += probing.elapsed().as_secs_f64();
-            let normalizing = self.normalizer.normalize(changed, self.region);
-            let previous = ready.take();
-            let storing = async {
-                match previous {
-                    Some(records) => {
-                        Some(self.store_page(records, provider_id, order, &owners).await)
-                    }
-                    None => None,
-                }
-            };
+            // The next page is fetched while this one is probed, normalised and the
+            // previous one stored: a cycle over unchanged data is then bound by the
+            // listing alone, not by the listing plus the probe.
             let next = page.next;
             let fetching = async {
                 match &next {
@@ -458,7 +446,29 @@ impl<P: Provider> Engine<P> {
                     None => None,
                 }
             };
-            let (normalized, stored, next_page) = tokio::join!(normalizing, storing, fetching);
+            let previous = ready.take();
+            let seen_now = &mut seen;
+            let working = async {
+                let probing = Instant::now();
+                let changed = self
+                    .unchanged_filter(page.records, provider_id, seen_now)
+                    .await?;
+                let probe_secs = probing.elapsed().as_secs_f64();
+                let normalizing = self.normalizer.normalize(changed, self.region);
+                let storing = async {
+                    match previous {
+                        Some(records) => {
+                            Some(self.store_page(records, provider_id, order, &owners).await)
+                        }
+                        None => None,
+                    }
+                };
+                let (normalized, stored) = tokio::join!(normalizing, storing);
+                Ok::<_, StoreError>((probe_secs, normalized, stored))
+            };
+            let (worked, next_page) = tokio::join!(working, fetching);
+            let (probe_secs, normalized, stored) = worked.map_err(|e| e.to_string())?;
+            out.times.store += probe_secs;
             if let Some(stored) = stored {
                 out.absorb(stored.map_err(|e| e.to_string())?, &mut seen);
             }
