@@ -821,3 +821,122 @@ async fn dmchamp_failures_and_the_key_stays_out_of_errors() {
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("wrong-key"), "{shown}");
 }
+
+// ------------------------------------------------------------------ listing ahead
+
+/// Reads a whole listing through the engine's `Listing` (pages requested ahead).
+async fn enumerate_ahead(client: &AnyProvider) -> Vec<RemoteRecord> {
+    use contact_sync::sync::listing::Listing;
+    let mut listing = Listing::new(client);
+    let mut all = Vec::new();
+    let mut fetched = listing.first().await;
+    for _ in 0..10_000 {
+        let page = fetched.0.unwrap();
+        all.extend(page.records);
+        match listing.next(page.next.as_deref()).await {
+            Some(f) => fetched = f,
+            None => return all,
+        }
+    }
+    panic!("the listing never ended");
+}
+
+/// GET requests for contact listing pages the server answered.
+fn listing_requests<S>(fx: &Fixture<S>, path_end: &str) -> usize {
+    fx.server
+        .log()
+        .entries()
+        .iter()
+        .filter(|e| e.method == "GET" && e.path.ends_with(path_end))
+        .count()
+}
+
+#[tokio::test]
+async fn listing_ahead_reads_every_page_once_in_order() {
+    // Chatwoot: pages of 15 by number; MaiAgent: pages of 100 by number.
+    let cw = chatwoot_fixture(LISTED).await;
+    let expected = enumerate(&cw.client).await;
+    let before = listing_requests(&cw, "/contacts");
+    let ahead = enumerate_ahead(&cw.client).await;
+    let ids = |r: &[RemoteRecord]| r.iter().map(|r| r.remote_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&ahead), ids(&expected), "same records, same order");
+    assert_eq!(
+        listing_requests(&cw, "/contacts") - before,
+        before,
+        "exactly as many requests as following `next`"
+    );
+
+    let ma = maiagent_fixture(LISTED).await;
+    let expected = enumerate(&ma.client).await;
+    let before = listing_requests(&ma, "/contacts/");
+    let ahead = enumerate_ahead(&ma.client).await;
+    assert_eq!(ids(&ahead), ids(&expected));
+    assert_eq!(listing_requests(&ma, "/contacts/") - before, before);
+    assert_eq!(before, LISTED.div_ceil(100));
+}
+
+#[tokio::test]
+async fn listing_ahead_follows_a_listing_that_grew_during_the_scan() {
+    use contact_sync::sync::listing::Listing;
+    let fx = maiagent_fixture(250).await;
+    let mut listing = Listing::new(&fx.client);
+    let mut fetched = listing.first().await;
+    // Three pages were announced; 120 contacts arrive before the rest is read.
+    for i in 0..120 {
+        let phone = format!("+1415555{i:04}");
+        fx.client
+            .create(
+                &fields(&[("name", "Late Arrival"), ("phone", &phone)]),
+                &Tags::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut all = Vec::new();
+    loop {
+        let page = fetched.0.unwrap();
+        all.extend(page.records);
+        match listing.next(page.next.as_deref()).await {
+            Some(f) => fetched = f,
+            None => break,
+        }
+    }
+    assert_complete(&all, 370);
+}
+
+#[tokio::test]
+async fn listing_ahead_stops_where_a_shrunken_listing_ends() {
+    use contact_sync::sync::listing::Listing;
+    let fx = maiagent_fixture(450).await;
+    let mut listing = Listing::new(&fx.client);
+    let first = listing.first().await.0.unwrap();
+    assert_eq!(first.last_page, Some(5));
+    // The listing shrinks to 2 pages before the rest is read: what is requested ahead
+    // beyond the end is dropped, and the listing ends with an error the engine restarts
+    // on (MaiAgent answers 404 "Invalid page.") or with the last page — never loops.
+    let ids: Vec<String> = enumerate(&fx.client)
+        .await
+        .into_iter()
+        .skip(150)
+        .map(|r| r.remote_id)
+        .collect();
+    for id in &ids {
+        fx.server.state().set_has_conversations(id, false);
+        fx.client.delete(id).await.unwrap();
+    }
+    let mut pages = 1;
+    let mut next = first.next.clone();
+    while let Some(fetched) = listing.next(next.as_deref()).await {
+        match fetched.0 {
+            Ok(page) => {
+                pages += 1;
+                next = page.next;
+            }
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::ListingChanged, "{e}");
+                break;
+            }
+        }
+        assert!(pages <= 5, "never more pages than announced");
+    }
+}

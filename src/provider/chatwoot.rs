@@ -261,6 +261,16 @@ pub struct ContactPage {
 }
 
 impl ContactPage {
+    /// How many pages of [`PAGE_SIZE`] the listing has, from `meta.count`, when this
+    /// page is full (a short first page is the only page) and the answer is not
+    /// `has_more`-paginated.
+    pub fn last_page(&self) -> Option<u64> {
+        if self.has_more.is_some() || (self.records.len() as u64) < PAGE_SIZE {
+            return None;
+        }
+        self.count.map(|count| count.div_ceil(PAGE_SIZE))
+    }
+
     /// The page after `page`, or `None` when `page` was the last one.
     pub fn next_page(&self, page: u64) -> Option<u64> {
         if self.records.is_empty() {
@@ -465,8 +475,13 @@ impl Provider for Chatwoot {
             .await?;
         Ok(Page {
             next: decoded.next_page(page).map(|p| p.to_string()),
+            last_page: (page == 1).then(|| decoded.last_page()).flatten(),
             records: decoded.records,
         })
+    }
+
+    fn page_cursor(&self, number: u64) -> Option<String> {
+        Some(number.to_string())
     }
 
     async fn list_tag_names(&self) -> Result<Vec<String>, ProviderError> {

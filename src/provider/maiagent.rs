@@ -366,10 +366,24 @@ impl Provider for MaiAgent {
         };
         // An empty page with a `next` would loop forever on a broken server.
         let next = next.filter(|_| !decoded.records.is_empty());
+        // Pages are numbered: a full first page with a count tells how many there are.
+        let last_page = decoded
+            .count
+            .filter(|_| cursor.is_none() && decoded.records.len() == PAGE_SIZE as usize)
+            .map(|count| count.div_ceil(u64::from(PAGE_SIZE)));
         Ok(Page {
             records: decoded.records,
             next,
+            last_page,
         })
+    }
+
+    fn page_cursor(&self, number: u64) -> Option<String> {
+        let mut url = self.contacts_url();
+        url.query_pairs_mut()
+            .append_pair("page", &number.to_string())
+            .append_pair("pageSize", &PAGE_SIZE.to_string());
+        Some(url.to_string())
     }
 
     async fn list_tag_names(&self) -> Result<Vec<String>, ProviderError> {

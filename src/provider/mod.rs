@@ -151,6 +151,10 @@ pub struct Page {
     pub records: Vec<RemoteRecord>,
     /// Opaque cursor of the next page; `None` when this was the last page.
     pub next: Option<String>,
+    /// How many pages the listing has, when it is addressed by page number and this
+    /// (first) page said so (a total count and a full page). The engine then requests
+    /// the following pages ahead ([`Provider::page_cursor`]); `None` otherwise.
+    pub last_page: Option<u64>,
 }
 
 /// One page of the contacts carrying one tag.
@@ -196,6 +200,12 @@ pub trait Provider: Send + Sync {
     fn capabilities(&self) -> &Capabilities;
     /// One page of all contacts; `cursor` is `None` for the first page.
     fn list_page(&self, cursor: Option<&str>) -> impl Future<Output = Res<Page>> + Send;
+    /// The cursor of page `number` (1-based) of the contact listing, for listings
+    /// addressed by page number; `None` (the default) when pages can only be followed.
+    fn page_cursor(&self, number: u64) -> Option<String> {
+        let _ = number;
+        None
+    }
     /// The tag names that [`Provider::list_tag_page`] can filter by (the tag universe).
     fn list_tag_names(&self) -> impl Future<Output = Res<Vec<String>>> + Send;
     /// One page of the ids of contacts carrying `tag`.
@@ -281,6 +291,10 @@ impl Provider for AnyProvider {
 
     async fn list_page(&self, cursor: Option<&str>) -> Res<Page> {
         delegate!(self, p => p.list_page(cursor).await)
+    }
+
+    fn page_cursor(&self, number: u64) -> Option<String> {
+        delegate!(self, p => p.page_cursor(number))
     }
 
     async fn list_tag_names(&self) -> Res<Vec<String>> {

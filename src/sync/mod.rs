@@ -15,6 +15,7 @@
 //! 4. Plan and push repeat (at most [`MAX_ROUNDS`]) while a push revealed more to do
 //!    (e.g. a contact found by lookup whose fields differ).
 
+pub mod listing;
 pub mod phone_regexes;
 pub mod push;
 pub mod report;
@@ -396,10 +397,11 @@ impl<P: Provider> Engine<P> {
         let mut seen = LinkSet::new();
         let mut cursor: Option<String> = None;
         let mut restarts = 0;
-        // Three pages in flight: while the store applies page N, page N+1 is probed and
-        // normalised (on the engine's normalising thread) and page N+2 is fetched and
-        // decoded.
-        let mut fetched = timed(slot.client.list_page(None)).await;
+        // A pipeline: while the store applies page N, page N+1 is probed and normalised
+        // (on the engine's normalising thread) and page N+2 is fetched and decoded (with
+        // up to `listing::PAGES_AHEAD` pages requested at once when they are numbered).
+        let mut listing = listing::Listing::new(&slot.client);
+        let mut fetched = listing.first().await;
         let mut ready: Option<Vec<NormalizedRecord>> = None;
         loop {
             if opts.cancel.is_cancelled() {
@@ -424,7 +426,8 @@ impl<P: Provider> Engine<P> {
                     }
                     restarts += 1;
                     cursor = None;
-                    fetched = timed(slot.client.list_page(None)).await;
+                    listing.restart();
+                    fetched = listing.first().await;
                     continue;
                 }
                 Err(e) => return Err(e.to_string()),
@@ -440,12 +443,7 @@ impl<P: Provider> Engine<P> {
             // previous one stored: a cycle over unchanged data is then bound by the
             // listing alone, not by the listing plus the probe.
             let next = page.next;
-            let fetching = async {
-                match &next {
-                    Some(n) => Some(timed(slot.client.list_page(Some(n))).await),
-                    None => None,
-                }
-            };
+            let fetching = listing.next(next.as_deref());
             let previous = ready.take();
             let seen_now = &mut seen;
             let working = async {
@@ -801,13 +799,6 @@ fn normalize_page(records: &[(RemoteRecord, i64)], region: DefaultRegion) -> Nor
         })
         .collect();
     (out, started.elapsed().as_secs_f64())
-}
-
-/// Awaits `f` and measures how long it took.
-async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
-    let started = Instant::now();
-    let value = f.await;
-    (value, started.elapsed().as_secs_f64())
 }
 
 /// The content hash of a record as the provider listed it (before normalisation), salted
