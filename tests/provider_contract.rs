@@ -940,3 +940,49 @@ async fn listing_ahead_stops_where_a_shrunken_listing_ends() {
         assert!(pages <= 5, "never more pages than announced");
     }
 }
+
+#[tokio::test]
+async fn label_listing_ahead_reads_every_page_once_in_order() {
+    use contact_sync::sync::listing::Listing;
+    let fx = chatwoot_fixture(LISTED).await;
+    let labels = fx.client.list_tag_names().await.unwrap();
+    assert!(!labels.is_empty(), "the seeded people carry labels");
+    for label in &labels {
+        // Following `next`, one page at a time.
+        let mut expected = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut requests = 0;
+        loop {
+            let page = fx
+                .client
+                .list_tag_page(label, cursor.as_deref())
+                .await
+                .unwrap();
+            requests += 1;
+            expected.extend(page.remote_ids);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        // Through the engine's listing (pages ahead).
+        let before = fx.server.log().entries().len();
+        let mut listing = Listing::tagged(&fx.client, label);
+        let mut fetched = listing.first().await;
+        let mut ahead = Vec::new();
+        loop {
+            let page = fetched.0.unwrap();
+            ahead.extend(page.remote_ids);
+            match listing.next(page.next.as_deref()).await {
+                Some(f) => fetched = f,
+                None => break,
+            }
+        }
+        assert_eq!(ahead, expected, "label {label}: same ids, same order");
+        assert_eq!(
+            fx.server.log().entries().len() - before,
+            requests,
+            "label {label}: one request per page"
+        );
+    }
+}

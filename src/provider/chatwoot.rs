@@ -506,8 +506,13 @@ impl Provider for Chatwoot {
             .await?;
         Ok(TagPage {
             next: decoded.next_page(page).map(|p| p.to_string()),
+            last_page: (page == 1).then(|| decoded.last_page()).flatten(),
             remote_ids: decoded.records.into_iter().map(|r| r.remote_id).collect(),
         })
+    }
+
+    fn tag_page_cursor(&self, _tag: &str, number: u64) -> Option<String> {
+        Some(number.to_string())
     }
 
     async fn lookup(&self, key: LookupKey<'_>) -> Result<Option<RemoteRecord>, ProviderError> {

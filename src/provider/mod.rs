@@ -164,6 +164,9 @@ pub struct TagPage {
     pub remote_ids: Vec<String>,
     /// Opaque cursor of the next page; `None` when this was the last page.
     pub next: Option<String>,
+    /// How many pages this tag's listing has, when it is addressed by page number and
+    /// this (first) page said so ([`Provider::tag_page_cursor`]); `None` otherwise.
+    pub last_page: Option<u64>,
 }
 
 /// The result of a create.
@@ -214,6 +217,12 @@ pub trait Provider: Send + Sync {
         tag: &str,
         cursor: Option<&str>,
     ) -> impl Future<Output = Res<TagPage>> + Send;
+    /// The cursor of page `number` (1-based) of the listing of `tag`, for listings
+    /// addressed by page number; `None` (the default) when pages can only be followed.
+    fn tag_page_cursor(&self, tag: &str, number: u64) -> Option<String> {
+        let _ = (tag, number);
+        None
+    }
     /// Exact lookup; `Ok(None)` when nothing matches. When the provider returns only an id,
     /// the record's `fields` are empty.
     fn lookup(&self, key: LookupKey<'_>) -> impl Future<Output = Res<Option<RemoteRecord>>> + Send;
@@ -303,6 +312,10 @@ impl Provider for AnyProvider {
 
     async fn list_tag_page(&self, tag: &str, cursor: Option<&str>) -> Res<TagPage> {
         delegate!(self, p => p.list_tag_page(tag, cursor).await)
+    }
+
+    fn tag_page_cursor(&self, tag: &str, number: u64) -> Option<String> {
+        delegate!(self, p => p.tag_page_cursor(tag, number))
     }
 
     async fn lookup(&self, key: LookupKey<'_>) -> Res<Option<RemoteRecord>> {

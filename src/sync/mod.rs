@@ -604,24 +604,31 @@ impl<P: Provider> Engine<P> {
             .await
             .map_err(|e| store_as_provider_error(slot, &e))?;
         for tag in &names {
-            let mut cursor: Option<String> = None;
+            // Each label's pages (ahead when numbered), staged while the next is fetched.
+            let mut listing = listing::Listing::tagged(&slot.client, tag);
+            let mut fetched = listing.first().await;
             loop {
                 if opts.cancel.is_cancelled() {
                     return Ok(());
                 }
-                let fetching = Instant::now();
-                let page = slot.client.list_tag_page(tag, cursor.as_deref()).await?;
-                times.fetch += fetching.elapsed().as_secs_f64();
+                times.fetch += fetched.1;
+                let page = fetched.0?;
                 let tag_owned = tag.clone();
                 let ids = page.remote_ids;
-                let storing = Instant::now();
-                self.store
-                    .call(move |c| pull::stage_tag_page(c, provider_id, &tag_owned, &ids))
-                    .await
-                    .map_err(|e| store_as_provider_error(slot, &e))?;
-                times.store += storing.elapsed().as_secs_f64();
-                match page.next {
-                    Some(n) => cursor = Some(n),
+                let staging = async {
+                    let started = Instant::now();
+                    let staged = self
+                        .store
+                        .call(move |c| pull::stage_tag_page(c, provider_id, &tag_owned, &ids))
+                        .await;
+                    (staged, started.elapsed().as_secs_f64())
+                };
+                let ((staged, secs), next) =
+                    tokio::join!(staging, listing.next(page.next.as_deref()));
+                times.store += secs;
+                staged.map_err(|e| store_as_provider_error(slot, &e))?;
+                match next {
+                    Some(f) => fetched = f,
                     None => break,
                 }
             }
