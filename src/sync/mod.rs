@@ -417,13 +417,8 @@ impl<P: Provider> Engine<P> {
                 {
                     // The listing shrank under us (MaiAgent "Invalid page."): start again.
                     tracing::info!(provider = %name, "listing changed during the scan; restarting it");
-                    if let Some(records) = ready.take() {
-                        let stored = self
-                            .store_page(records, provider_id, order, &owners)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        out.absorb(stored, &mut seen);
-                    }
+                    // The page waiting to be stored is listed again (or is gone).
+                    ready = None;
                     restarts += 1;
                     cursor = None;
                     listing.restart();
