@@ -23,6 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contact_sync::demo::{KeyStyle, config_for};
+use contact_sync::domain::RemoteRecord;
 use contact_sync::provider::Provider;
 use contact_sync::simulator::{SimCredentials, SimServer, maiagent, seed};
 use contact_sync::store::Store;
@@ -142,6 +143,20 @@ fn engine_child(config: &Path) {
     });
 }
 
+/// Hands the records of every page of `client`'s listing to `f`, in order.
+async fn each_page<P: Provider>(client: &P, mut f: impl FnMut(Vec<RemoteRecord>)) {
+    let mut listing = Listing::new(client);
+    let mut fetched = listing.first().await;
+    loop {
+        let page = fetched.0.unwrap();
+        f(page.records);
+        match listing.next(page.next.as_deref()).await {
+            Some(next) => fetched = next,
+            None => break,
+        }
+    }
+}
+
 /// The ceilings: every page of `client` fetched and decoded (nothing else), then the same
 /// rows inserted into one SQLite table with three secondary indexes, one transaction per
 /// page, with a prepared statement.
@@ -151,29 +166,12 @@ async fn ceiling<P: Provider>(client: &P, db: &Path) -> Value {
     // (`Listing`: pages ahead when the listing is numbered).
     let started = Instant::now();
     let mut records = 0usize;
-    let mut listing = Listing::new(client);
-    let mut fetched = listing.first().await;
-    loop {
-        let page = fetched.0.unwrap();
-        records += page.records.len();
-        match listing.next(page.next.as_deref()).await {
-            Some(f) => fetched = f,
-            None => break,
-        }
-    }
+    each_page(client, |page| records += page.len()).await;
     let fetch_secs = started.elapsed().as_secs_f64();
 
     // Pass 2 (not timed): the same rows, kept for the insert ceiling.
     let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = client.list_page(cursor.as_deref()).await.unwrap();
-        pages.push(page.records);
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
-    }
+    each_page(client, |page| pages.push(page)).await;
 
     let db = db.to_owned();
     let insert_secs = tokio::task::spawn_blocking(move || {

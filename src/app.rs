@@ -32,12 +32,8 @@ pub fn run(cli: &Cli) -> ExitCode {
 }
 
 fn daemon(cli: &Cli) -> u8 {
-    let settings = match load_settings(cli, Secrets::Load) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let slots = match build_slots(&settings, &cli.providers) {
-        Ok(s) => s,
+    let (settings, slots) = match settings_and_slots(cli) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     crate::daemon::run(&settings, slots)
@@ -205,6 +201,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+/// The settings with their secrets, and the slots of the selected providers (an exit
+/// code once the problem is printed).
+type Slots = Vec<crate::sync::ProviderSlot<crate::provider::AnyProvider>>;
+
+fn settings_and_slots(cli: &Cli) -> Result<(Settings, Slots), u8> {
+    let settings = load_settings(cli, Secrets::Load)?;
+    let slots = build_slots(&settings, &cli.providers)?;
+    Ok((settings, slots))
+}
+
 /// Builds the engine's provider slots for the selected providers.
 pub fn build_slots(
     settings: &Settings,
@@ -230,12 +236,8 @@ pub fn build_slots(
 }
 
 fn sync_now(cli: &Cli) -> u8 {
-    let settings = match load_settings(cli, Secrets::Load) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let slots = match build_slots(&settings, &cli.providers) {
-        Ok(s) => s,
+    let (settings, slots) = match settings_and_slots(cli) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let rt = match runtime() {

@@ -449,6 +449,18 @@ mod tests {
         panic!("cycle {n} never finished");
     }
 
+    /// Ticks provider `a` until a tick starts a cycle (its flag is free again); `false` if
+    /// none did within the (generous, not timed) bound.
+    async fn tick_once_free(d: &Arc<Daemon<Fake>>) -> bool {
+        for _ in 0..6000 {
+            if d.tick(&["a".into()]) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     #[tokio::test]
     async fn a_panicking_cycle_is_caught_and_the_provider_retried_next_tick() {
         let dir = tempfile::tempdir().unwrap();
@@ -469,14 +481,7 @@ mod tests {
         );
         // The flag is released (when the cycle's task ends, just after it is counted) and
         // the engine lock too: the next tick runs a cycle.
-        let mut ticked = false;
-        for _ in 0..6000 {
-            if d.tick(&["a".into()]) {
-                ticked = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let ticked = tick_once_free(&d).await;
         assert!(
             ticked,
             "the provider's flag was never released after the panic"
@@ -506,14 +511,7 @@ mod tests {
         wait_cycles(&health, 1).await;
         assert_eq!(health.cycles_finished(), 1, "skipped ticks queue nothing");
         // Free again (once the finished cycle's task has ended): the next tick runs.
-        let mut ticked = false;
-        for _ in 0..6000 {
-            if d.tick(&["a".into()]) {
-                ticked = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let ticked = tick_once_free(&d).await;
         assert!(ticked, "the provider's flag was never released");
         gate.add_permits(1);
         wait_cycles(&health, 2).await;

@@ -468,6 +468,30 @@ pub struct RunCounts {
     pub deleted: u64,
 }
 
+impl std::ops::AddAssign for RunCounts {
+    fn add_assign(&mut self, other: RunCounts) {
+        // Destructured so a new counter cannot be forgotten here.
+        let RunCounts {
+            pulled,
+            matched,
+            created,
+            updated,
+            tag_changes,
+            skipped,
+            failed,
+            deleted,
+        } = other;
+        self.pulled += pulled;
+        self.matched += matched;
+        self.created += created;
+        self.updated += updated;
+        self.tag_changes += tag_changes;
+        self.skipped += skipped;
+        self.failed += failed;
+        self.deleted += deleted;
+    }
+}
+
 /// Starts a run row.
 pub fn begin_run(conn: &Connection, provider_id: i64, now: i64) -> Result<i64, StoreError> {
     conn.prepare_cached("INSERT INTO runs (provider_id, started_at) VALUES (?1, ?2)")?

@@ -333,12 +333,8 @@ impl<P: Provider> Engine<P> {
                 if let Some((outcome, secs)) = pushed.next() {
                     let report = &mut reports[i];
                     report.timings.push += secs;
-                    report.counts.created += outcome.counts.created;
-                    report.counts.updated += outcome.counts.updated;
-                    report.counts.tag_changes += outcome.counts.tag_changes;
-                    report.counts.failed += outcome.counts.failed;
-                    report.counts.deleted += outcome.counts.deleted;
-                    report.counts.matched += outcome.counts.matched;
+                    // Pushes count no pulled or skipped records: those stay the pull's.
+                    report.counts += outcome.counts;
                     report.write_requests += outcome.writes;
                     if let Some(e) = outcome.error {
                         report.fail(e);

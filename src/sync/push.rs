@@ -190,26 +190,7 @@ pub async fn push_provider<P: Provider>(
 impl PushOutcome {
     /// Adds the outcome of one contact's intents (the first error is kept).
     fn absorb(&mut self, other: PushOutcome) {
-        // Destructured so a new counter cannot be forgotten here.
-        let outbox::RunCounts {
-            pulled,
-            matched,
-            created,
-            updated,
-            tag_changes,
-            skipped,
-            failed,
-            deleted,
-        } = other.counts;
-        let c = &mut self.counts;
-        c.pulled += pulled;
-        c.matched += matched;
-        c.created += created;
-        c.updated += updated;
-        c.tag_changes += tag_changes;
-        c.skipped += skipped;
-        c.failed += failed;
-        c.deleted += deleted;
+        self.counts += other.counts;
         self.writes += other.writes;
         if self.error.is_none() {
             self.error = other.error;
