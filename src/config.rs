@@ -3,7 +3,7 @@
 //! creates a file; every problem is reported with the key it concerns.
 
 use crate::domain::normalize::DefaultRegion;
-use crate::provider::ProviderKind;
+use crate::provider::{BaseUrl, ProviderKind};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
@@ -14,6 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::provider::{KindSettings, ProviderSettings, RetryPolicy, SettingValue};
+
 /// Where the config file is looked for when `--config` is not given (DESIGN §2).
 pub const CONFIG_ENV: &str = "CONTACT_SYNC_CONFIG";
 /// The system-wide config file.
@@ -22,60 +24,6 @@ pub const SYSTEM_CONFIG: &str = "/etc/contact-sync/config.toml";
 pub const LOCAL_CONFIG: &str = "contact-sync.toml";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "CONTACT_SYNC_";
-
-/// A validated provider instance: everything a client needs to be built.
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    /// Unique instance name (logs, status, `--provider`).
-    pub name: String,
-    /// Which platform.
-    pub kind: ProviderKind,
-    /// Base URL without a trailing slash, e.g. `https://app.chatwoot.com`; the client
-    /// appends the documented paths.
-    pub base_url: url::Url,
-    /// Chatwoot account id (required for chatwoot).
-    pub account_id: Option<u64>,
-    /// Chatwoot: inbox id (integer, as text); MaiAgent: inbox UUID.
-    pub inbox_id: Option<String>,
-    /// The API key. Never logged or printed.
-    pub api_key: SecretString,
-    /// Cron schedule override (6 fields, normalised).
-    pub schedule: Option<String>,
-    /// Whether contact-sync writes to this provider.
-    pub push: bool,
-    /// Client-side pacing; `None` = unpaced.
-    pub requests_per_second: Option<f64>,
-    /// Per-request timeout (default 30 s).
-    pub request_timeout: Duration,
-    /// Retry policy for transient failures.
-    pub retry: RetryPolicy,
-}
-
-/// How a provider's requests are retried (DESIGN §6): exponential backoff with jitter from
-/// `base_delay`, capped at `max_delay`, at most `max_retries` retries and `max_elapsed` in
-/// all; a `Retry-After` from the server replaces the computed delay (capped at `max_delay`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// First delay (default 1 s).
-    pub base_delay: Duration,
-    /// Longest single delay (default 30 s).
-    pub max_delay: Duration,
-    /// Most retries of one request (default 5).
-    pub max_retries: usize,
-    /// Most total time spent retrying one request (default 2 min).
-    pub max_elapsed: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-            max_retries: 5,
-            max_elapsed: Duration::from_mins(2),
-        }
-    }
-}
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -212,8 +160,6 @@ struct RawProvider {
     name: Option<String>,
     kind: Option<String>,
     base_url: Option<String>,
-    account_id: Option<StringOrNumber>,
-    inbox_id: Option<StringOrNumber>,
     api_key_env: Option<String>,
     api_key_file: Option<PathBuf>,
     api_key: Option<StringOrNumber>,
@@ -251,12 +197,12 @@ const SYNC_KEYS: &[&str] = &[
     "shutdown_timeout",
 ];
 const HTTP_KEYS: &[&str] = &["listen", "unready_after"];
+/// The keys every provider table takes; each kind adds its own
+/// ([`ProviderKind::kind_keys`]).
 const PROVIDER_KEYS: &[&str] = &[
     "name",
     "kind",
     "base_url",
-    "account_id",
-    "inbox_id",
     "api_key_env",
     "api_key_file",
     "api_key",
@@ -367,7 +313,13 @@ fn from_figment(
     let raw: RawConfig = figment
         .extract()
         .map_err(|e| figment_error(&e, source.clone()))?;
-    let settings = validate(raw, source.clone(), secrets, &mut problems);
+    let settings = validate(
+        raw,
+        &kind_tables(&tree),
+        source.clone(),
+        secrets,
+        &mut problems,
+    );
     if problems.is_empty() {
         Ok(settings)
     } else {
@@ -433,23 +385,103 @@ fn unknown_keys(tree: &Dict) -> Vec<Problem> {
             check_dict(dict, &format!("{section}."), known, &mut problems);
         }
     }
-    if let Some(Value::Array(_, providers)) = tree.get("providers") {
-        for (i, p) in providers.iter().enumerate() {
-            if let Value::Dict(_, dict) = p {
-                let label = match dict.get("name") {
-                    Some(Value::String(_, n)) => n.clone(),
-                    _ => i.to_string(),
-                };
-                check_dict(
-                    dict,
-                    &format!("providers[{label}]."),
-                    PROVIDER_KEYS,
-                    &mut problems,
-                );
-            }
+    for (i, dict) in provider_tables(tree).into_iter().enumerate() {
+        let label = match dict.get("name") {
+            Some(Value::String(_, n)) => n.clone(),
+            _ => i.to_string(),
+        };
+        let prefix = format!("providers[{label}].");
+        let kind = match dict.get("kind") {
+            Some(Value::String(_, k)) => ProviderKind::parse(k),
+            _ => None,
+        };
+        let Some(kind) = kind else {
+            // The kind is reported by validation; accept any kind's keys meanwhile.
+            let known: Vec<&str> = PROVIDER_KEYS
+                .iter()
+                .chain(ProviderKind::ALL.iter().flat_map(|k| k.kind_keys()))
+                .copied()
+                .collect();
+            check_dict(dict, &prefix, &known, &mut problems);
+            continue;
+        };
+        let known: Vec<&str> = PROVIDER_KEYS
+            .iter()
+            .chain(kind.kind_keys())
+            .copied()
+            .collect();
+        for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
+            let owners: Vec<&str> = ProviderKind::ALL
+                .into_iter()
+                .filter(|k| k.kind_keys().contains(&key.as_str()))
+                .map(ProviderKind::as_str)
+                .collect();
+            problems.push(Problem {
+                key: format!("{prefix}{key}"),
+                message: if owners.is_empty() {
+                    suggest(key, &known)
+                } else {
+                    format!(
+                        "`{key}` is a setting of {} providers, not of {kind}; remove it",
+                        owners.join(" and ")
+                    )
+                },
+            });
         }
     }
     problems
+}
+
+/// The `[[providers]]` tables of the merged config tree (non-tables are left to
+/// deserialisation to report).
+fn provider_tables(tree: &Dict) -> Vec<&Dict> {
+    match tree.get("providers") {
+        Some(Value::Array(_, providers)) => providers
+            .iter()
+            .filter_map(|p| match p {
+                Value::Dict(_, dict) => Some(dict),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The keys of each provider table that are not common keys: the kind-specific ones
+/// (unknown keys are refused before this is read), in provider order.
+fn kind_tables(tree: &Dict) -> Vec<KindSettings> {
+    provider_tables(tree)
+        .into_iter()
+        .map(|dict| {
+            dict.iter()
+                .filter(|(k, _)| !PROVIDER_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), setting_value(v)))
+                .collect()
+        })
+        .collect()
+}
+
+/// A config value as the adapters see it.
+fn setting_value(value: &Value) -> SettingValue {
+    match value {
+        Value::String(_, s) => SettingValue::Text(s.clone()),
+        Value::Char(_, c) => SettingValue::Text(c.to_string()),
+        Value::Bool(_, b) => SettingValue::Bool(*b),
+        Value::Num(_, n) => {
+            if let Some(i) = n.to_i128() {
+                i64::try_from(i)
+                    .map_or_else(|_| SettingValue::Text(i.to_string()), SettingValue::Integer)
+            } else if let Some(u) = n.to_u128() {
+                i64::try_from(u)
+                    .map_or_else(|_| SettingValue::Text(u.to_string()), SettingValue::Integer)
+            } else {
+                SettingValue::Float(n.to_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::Empty(..) => SettingValue::Text(String::new()),
+        Value::Dict(..) => SettingValue::Other("a table".to_owned()),
+        Value::Array(..) => SettingValue::Other("an array".to_owned()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -499,6 +531,7 @@ fn is_loopback_host(url: &url::Url) -> bool {
 
 fn validate(
     raw: RawConfig,
+    kind_tables: &[KindSettings],
     source: Option<PathBuf>,
     secrets: Secrets,
     problems: &mut Vec<Problem>,
@@ -592,10 +625,11 @@ fn validate(
             problems.push(Problem {
                 key: key("kind"),
                 message: if shown.is_empty() {
-                    "missing; set kind to one of chatwoot, maiagent, agentalk, dmchamp".into()
+                    format!("missing; set kind to one of {}", ProviderKind::names())
                 } else {
                     format!(
-                        "unknown kind `{shown}`; use one of chatwoot, maiagent, agentalk, dmchamp"
+                        "unknown kind `{shown}`; use one of {}",
+                        ProviderKind::names()
                     )
                 },
             });
@@ -607,9 +641,15 @@ fn validate(
         };
         let base_url = match base_text {
             None => {
+                let example = match kind.base_url() {
+                    BaseUrl::Required { example } => example,
+                    BaseUrl::Default(url) => url,
+                };
                 problems.push(Problem {
                     key: key("base_url"),
-                    message: format!("required for {kind}: the address of your instance, e.g. \"https://app.chatwoot.com\""),
+                    message: format!(
+                        "required for {kind}: the address of your instance, e.g. \"{example}\""
+                    ),
                 });
                 None
             }
@@ -637,45 +677,17 @@ fn validate(
                 }
             },
         };
-        let account_id = match p.account_id.clone().map(StringOrNumber::into_string) {
-            Some(text) => match text.trim().parse::<u64>() {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    problems.push(Problem {
-                        key: key("account_id"),
-                        message: format!("`{text}` is not a positive integer"),
-                    });
-                    None
-                }
-            },
-            None => None,
-        };
-        if kind == ProviderKind::Chatwoot && account_id.is_none() {
-            problems.push(Problem {
-                key: key("account_id"),
-                message: "required for chatwoot: the number in your Chatwoot URL (/app/accounts/<id>/...)".into(),
-            });
-        }
-        let inbox_id = p
-            .inbox_id
-            .clone()
-            .map(StringOrNumber::into_string)
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty());
         let push = p.push.unwrap_or(true);
-        match (kind, &inbox_id) {
-            (ProviderKind::Chatwoot, Some(id)) if id.parse::<u64>().is_err() => {
-                problems.push(Problem {
-                    key: key("inbox_id"),
-                    message: format!("`{id}` is not an integer (chatwoot inbox ids are numbers)"),
-                });
-            }
-            (ProviderKind::Maiagent, None) if push => problems.push(Problem {
-                key: key("inbox_id"),
-                message: "required for maiagent when push = true: new contacts are created in this inbox (its UUID); or set push = false".into(),
-            }),
-            _ => {}
-        }
+        let table = kind_tables.get(index).cloned().unwrap_or_default();
+        let kind_settings = kind
+            .validate_kind_settings(&table, push)
+            .map_err(|found| {
+                problems.extend(found.into_iter().map(|problem| Problem {
+                    key: key(problem.key),
+                    message: problem.message,
+                }));
+            })
+            .ok();
         let api_key = match secrets {
             Secrets::Load => load_secret(&p, &key, &mut warnings, problems),
             Secrets::Skip => Some(SecretString::from(String::new())),
@@ -715,13 +727,14 @@ fn validate(
             retry.base_delay = d;
             retry.max_delay = retry.max_delay.max(d);
         }
-        if let (Some(base_url), Some(api_key)) = (base_url, api_key) {
+        if let (Some(base_url), Some(api_key), Some(kind_settings)) =
+            (base_url, api_key, kind_settings)
+        {
             providers.push(ProviderSettings {
                 name,
                 kind,
                 base_url,
-                account_id,
-                inbox_id,
+                kind_settings,
                 api_key,
                 schedule,
                 push,
@@ -852,10 +865,8 @@ struct EffectiveProvider<'a> {
     name: &'a str,
     kind: &'a str,
     base_url: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    account_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    inbox_id: Option<&'a str>,
+    #[serde(flatten)]
+    kind_settings: &'a KindSettings,
     api_key: &'a str,
     schedule: &'a str,
     push: bool,
@@ -910,8 +921,7 @@ impl Settings {
                 name: &p.name,
                 kind: p.kind.as_str(),
                 base_url: p.base_url.as_str().trim_end_matches('/').to_owned(),
-                account_id: p.account_id,
-                inbox_id: p.inbox_id.as_deref(),
+                kind_settings: &p.kind_settings,
                 api_key: if p.api_key.expose_secret().is_empty() {
                     ""
                 } else {
@@ -1014,7 +1024,13 @@ mod tests {
             jail.set_env("K", "000123");
             jail.set_env("CONTACT_SYNC_SYNC__DEFAULT_REGION", "tw");
             let settings = load(Path::new("c.toml")).map_err(|e| e.to_string())?;
-            assert_eq!(settings.providers[0].inbox_id.as_deref(), Some("42"));
+            assert_eq!(
+                settings.providers[0]
+                    .kind_settings
+                    .text("inbox_id")
+                    .as_deref(),
+                Some("42")
+            );
             assert_eq!(settings.providers[0].api_key.expose_secret(), "000123");
             assert_eq!(settings.default_region_code, "TW");
             Ok(())

@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use contact_sync::config::{ProviderSettings, RetryPolicy};
+use contact_sync::config::{KindSettings, ProviderSettings, RetryPolicy};
 use contact_sync::domain::{Fields, RemoteRecord, Tags};
 use contact_sync::provider::{
     self, AnyProvider, ErrorKind, LookupKey, Provider, ProviderError, ProviderKind, Target,
@@ -34,8 +34,7 @@ fn settings(kind: ProviderKind, base: &str, key: &str) -> ProviderSettings {
         name: format!("contract-{kind}"),
         kind,
         base_url: url::Url::parse(base).unwrap(),
-        account_id: None,
-        inbox_id: None,
+        kind_settings: KindSettings::new(),
         api_key: SecretString::from(key.to_owned()),
         schedule: None,
         push: true,
@@ -108,8 +107,9 @@ async fn chatwoot_fixture(n: usize) -> Fixture<chatwoot::State> {
     state.seed(seeded.into_iter().take(n));
     let server = chatwoot::State::serve(state).await.unwrap();
     let mut s = settings(ProviderKind::Chatwoot, server.base_url(), &creds.api_key);
-    s.account_id = Some(creds.account_id);
-    s.inbox_id = Some(creds.inbox_id.to_string());
+    s.kind_settings = KindSettings::new()
+        .with("account_id", creds.account_id)
+        .with("inbox_id", creds.inbox_id.to_string());
     Fixture {
         client: provider::build(&s).unwrap(),
         settings: s,
@@ -136,7 +136,7 @@ async fn maiagent_fixture(n: usize) -> Fixture<maiagent::State> {
     .await
     .unwrap();
     let mut s = settings(ProviderKind::Maiagent, server.base_url(), key);
-    s.inbox_id = Some(inbox);
+    s.kind_settings = KindSettings::new().with("inbox_id", inbox);
     Fixture {
         client: provider::build(&s).unwrap(),
         settings: s,

@@ -3,7 +3,7 @@
 //! malformed bodies, pagination quirks, query encoding and secret redaction.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use contact_sync::config::{ProviderSettings, RetryPolicy};
+use contact_sync::config::{KindSettings, ProviderSettings, RetryPolicy};
 use contact_sync::domain::{Fields, Tags};
 use contact_sync::provider::{
     self, AnyProvider, ErrorKind, LookupKey, Provider, ProviderKind, Target,
@@ -32,11 +32,12 @@ fn settings(kind: ProviderKind, server: &MockServer) -> ProviderSettings {
         name: format!("test-{kind}"),
         kind,
         base_url: url::Url::parse(&server.uri()).unwrap(),
-        account_id: Some(1),
-        inbox_id: match kind {
-            ProviderKind::Chatwoot => Some("7".to_owned()),
-            ProviderKind::Maiagent => Some("0b6a3c1e-inbox".to_owned()),
-            _ => None,
+        kind_settings: match kind {
+            ProviderKind::Chatwoot => KindSettings::new()
+                .with("account_id", 1u64)
+                .with("inbox_id", "7"),
+            ProviderKind::Maiagent => KindSettings::new().with("inbox_id", "0b6a3c1e-inbox"),
+            _ => KindSettings::new(),
         },
         api_key: SecretString::from(KEY),
         schedule: None,

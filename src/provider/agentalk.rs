@@ -16,13 +16,13 @@
 // `ProviderError` is large by design (context for the human); errors are the cold path.
 #![allow(clippy::result_large_err)]
 
+use super::settings::ProviderSettings;
 use super::http::{self, ApiRequest, AuthStyle, HttpDriver, Idempotency};
 use super::wire::{self, DecodeError};
 use super::{
-    Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider, ProviderError,
+    Adapter, BaseUrl, Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider, ProviderError,
     ProviderKind, TagPage, Target,
 };
-use crate::config::ProviderSettings;
 use crate::domain::{Fields, RemoteRecord, Tags, attr_field, field};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -75,9 +75,12 @@ pub struct Agentalk {
     root: Url,
 }
 
-impl Agentalk {
+impl Adapter for Agentalk {
+    const KIND: &'static str = "agentalk";
+    const BASE_URL: BaseUrl = BaseUrl::Default("https://api.agentalk.io");
+
     /// A client for `settings`.
-    pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
+    fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
         let root = http::api_root(&settings.name, &settings.base_url, &["api"])?;
         let hint = format!(
             "Check api_key_env / api_key_file of provider `{}`: Agentalk wants an API token of the form <organization-uuid>.<secret> (a JWT is not accepted)",
@@ -93,7 +96,9 @@ impl Agentalk {
         )?;
         Ok(Self { http, root })
     }
+}
 
+impl Agentalk {
     fn url(&self, segments: &[&str]) -> Url {
         http::join(&self.root, segments)
     }

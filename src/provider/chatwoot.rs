@@ -20,11 +20,11 @@
 
 use super::http::{self, ApiRequest, AuthStyle, HttpDriver, Idempotency};
 use super::wire::{self, DecodeError};
+use super::settings::{self, KindProblem, KindSettings, ProviderSettings};
 use super::{
-    Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider, ProviderError,
-    ProviderKind, TagPage, Target,
+    Adapter, BaseUrl, Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider,
+    ProviderError, ProviderKind, TagPage, Target,
 };
-use crate::config::ProviderSettings;
 use crate::domain::{Fields, RemoteRecord, Tags, attr_field, field, tag_key};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -64,30 +64,80 @@ pub struct Chatwoot {
     labels: Mutex<Option<BTreeSet<String>>>,
 }
 
-impl Chatwoot {
-    /// A client for the account in `settings` (`account_id` is required).
-    pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
-        let account_id = settings.account_id.ok_or_else(|| {
-            ProviderError::new(
-                &settings.name,
-                "build the client",
-                ErrorKind::Permanent,
-                "account_id is not set",
-            )
-            .with_hint("Set account_id for this chatwoot provider (the number in the app URL /app/accounts/N)")
-        })?;
-        let inbox_id = match settings.inbox_id.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => Some(text.parse::<u64>().map_err(|_| {
-                ProviderError::new(
-                    &settings.name,
-                    "build the client",
-                    ErrorKind::Permanent,
-                    format!("inbox_id `{text}` is not an integer"),
-                )
-                .with_hint("A chatwoot inbox_id is the number in the inbox settings URL")
-            })?),
+/// The Chatwoot-only keys of a provider table, checked.
+struct Ids {
+    /// The account (the number in the app URL `/app/accounts/N`).
+    account_id: u64,
+    /// The inbox new contacts are attached to, if any.
+    inbox_id: Option<u64>,
+}
+
+impl Ids {
+    /// Reads `account_id` (required, a positive integer) and `inbox_id` (optional, an
+    /// integer); every problem is returned.
+    fn read(table: &KindSettings) -> Result<Self, Vec<KindProblem>> {
+        let mut problems = Vec::new();
+        let account_id = match table.text("account_id") {
+            None => {
+                problems.push(KindProblem::new(
+                    "account_id",
+                    "required for chatwoot: the number in your Chatwoot URL (/app/accounts/<id>/...)",
+                ));
+                None
+            }
+            Some(text) => text.parse::<u64>().ok().or_else(|| {
+                problems.push(KindProblem::new(
+                    "account_id",
+                    format!("`{text}` is not a positive integer"),
+                ));
+                None
+            }),
         };
+        let inbox_id = table.text("inbox_id").and_then(|text| {
+            text.parse::<u64>().ok().or_else(|| {
+                problems.push(KindProblem::new(
+                    "inbox_id",
+                    format!("`{text}` is not an integer (chatwoot inbox ids are numbers)"),
+                ));
+                None
+            })
+        });
+        match account_id {
+            Some(account_id) if problems.is_empty() => Ok(Self {
+                account_id,
+                inbox_id,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+impl Adapter for Chatwoot {
+    const KIND: &'static str = "chatwoot";
+    const BASE_URL: BaseUrl = BaseUrl::Required {
+        example: "https://app.chatwoot.com",
+    };
+    const KIND_KEYS: &'static [&'static str] = &["account_id", "inbox_id"];
+
+    fn validate_kind_settings(
+        table: &KindSettings,
+        _push: bool,
+    ) -> Result<KindSettings, Vec<KindProblem>> {
+        let ids = Ids::read(table)?;
+        let mut normalised = KindSettings::new().with("account_id", ids.account_id);
+        if let Some(inbox_id) = ids.inbox_id {
+            normalised.insert("inbox_id", inbox_id.to_string());
+        }
+        Ok(normalised)
+    }
+
+    /// A client for the account in `settings` (`account_id` is required).
+    fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
+        let Ids {
+            account_id,
+            inbox_id,
+        } = Ids::read(&settings.kind_settings)
+            .map_err(|problems| settings::refused(&settings.name, &problems))?;
         let account = http::api_root(
             &settings.name,
             &settings.base_url,
@@ -112,7 +162,9 @@ impl Chatwoot {
             labels: Mutex::new(None),
         })
     }
+}
 
+impl Chatwoot {
     fn url(&self, segments: &[&str]) -> Url {
         http::join(&self.account, segments)
     }
@@ -702,6 +754,29 @@ fn refused_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_settings_need_an_integer_account_and_take_an_integer_inbox() {
+        let missing = Chatwoot::validate_kind_settings(&KindSettings::new(), false).unwrap_err();
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].key, "account_id");
+        assert!(missing[0].message.contains("required for chatwoot"));
+        let bad = KindSettings::new()
+            .with("account_id", "x")
+            .with("inbox_id", "inbox");
+        let keys: Vec<&str> = Chatwoot::validate_kind_settings(&bad, true)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, ["account_id", "inbox_id"]);
+        let ok = KindSettings::new()
+            .with("account_id", " 12 ")
+            .with("inbox_id", 7u64);
+        let normalised = Chatwoot::validate_kind_settings(&ok, true).unwrap();
+        assert_eq!(normalised.get("account_id"), Some(&12u64.into()));
+        assert_eq!(normalised.get("inbox_id"), Some(&"7".into()));
+    }
 
     #[test]
     fn next_page_rules() {

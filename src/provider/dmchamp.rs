@@ -15,13 +15,13 @@
 // `ProviderError` is large by design (context for the human); errors are the cold path.
 #![allow(clippy::result_large_err)]
 
+use super::settings::ProviderSettings;
 use super::http::{self, ApiRequest, ApiResponse, AuthStyle, HttpDriver, Idempotency};
 use super::wire::{self, DecodeError};
 use super::{
-    Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider, ProviderError,
+    Adapter, BaseUrl, Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider, ProviderError,
     ProviderKind, TagPage, Target,
 };
-use crate::config::ProviderSettings;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
 use reqwest::Method;
 use serde_json::{Map, Value};
@@ -59,9 +59,12 @@ pub struct DmChamp {
     root: Url,
 }
 
-impl DmChamp {
+impl Adapter for DmChamp {
+    const KIND: &'static str = "dmchamp";
+    const BASE_URL: BaseUrl = BaseUrl::Default("https://api.dmchamp.com");
+
     /// A client for `settings`.
-    pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
+    fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
         let root = http::api_root(&settings.name, &settings.base_url, &["v1"])?;
         let hint = format!(
             "Check api_key_env / api_key_file of provider `{}`: DM Champ wants an API key from Settings → API Keys (regenerating a key invalidates the old one)",
@@ -70,7 +73,9 @@ impl DmChamp {
         let http = HttpDriver::new(settings, AuthStyle::Query { param: "apiKey" }, hint)?;
         Ok(Self { http, root })
     }
+}
 
+impl DmChamp {
     fn url(&self, segments: &[&str]) -> Url {
         http::join(&self.root, segments)
     }

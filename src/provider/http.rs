@@ -18,8 +18,8 @@
 #![allow(clippy::result_large_err)]
 
 use super::error::{ErrorKind, ProviderError};
+use super::settings::{ProviderSettings, RetryPolicy};
 use super::wire::{self, DecodeError};
-use crate::config::{ProviderSettings, RetryPolicy};
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};

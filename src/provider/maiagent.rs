@@ -19,13 +19,13 @@
 // `ProviderError` is large by design (context for the human); errors are the cold path.
 #![allow(clippy::result_large_err)]
 
+use super::settings::{KindProblem, KindSettings, ProviderSettings};
 use super::http::{self, ApiRequest, AuthStyle, HttpDriver, Idempotency};
 use super::wire::{self, DecodeError};
 use super::{
-    Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider, ProviderError,
+    Adapter, BaseUrl, Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider, ProviderError,
     ProviderKind, TagPage, Target,
 };
-use crate::config::ProviderSettings;
 use crate::domain::{Fields, RemoteRecord, Tags, attr_field, field};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -64,9 +64,27 @@ pub struct MaiAgent {
     inbox_id: Option<String>,
 }
 
-impl MaiAgent {
+impl Adapter for MaiAgent {
+    const KIND: &'static str = "maiagent";
+    const BASE_URL: BaseUrl = BaseUrl::Default("https://api.maiagent.ai");
+    const KIND_KEYS: &'static [&'static str] = &["inbox_id"];
+
+    fn validate_kind_settings(
+        table: &KindSettings,
+        push: bool,
+    ) -> Result<KindSettings, Vec<KindProblem>> {
+        match table.text("inbox_id") {
+            Some(inbox_id) => Ok(KindSettings::new().with("inbox_id", inbox_id)),
+            None if push => Err(vec![KindProblem::new(
+                "inbox_id",
+                "required for maiagent when push = true: new contacts are created in this inbox (its UUID); or set push = false",
+            )]),
+            None => Ok(KindSettings::new()),
+        }
+    }
+
     /// A client for `settings` (`inbox_id` is needed only to create contacts).
-    pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
+    fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
         let base = &settings.base_url;
         let segments: Vec<&str> = base
             .path_segments()
@@ -93,15 +111,12 @@ impl MaiAgent {
             http,
             base: base.clone(),
             root,
-            inbox_id: settings
-                .inbox_id
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
+            inbox_id: settings.kind_settings.text("inbox_id"),
         })
     }
+}
 
+impl MaiAgent {
     fn contacts_url(&self) -> Url {
         http::join(&self.root, &["contacts", ""])
     }
@@ -548,6 +563,26 @@ impl Provider for MaiAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbox_is_required_only_to_push() {
+        let none = KindSettings::new().with("inbox_id", "  ");
+        let refused = MaiAgent::validate_kind_settings(&none, true).unwrap_err();
+        assert_eq!(refused[0].key, "inbox_id");
+        assert!(refused[0].message.contains("required for maiagent"));
+        assert_eq!(
+            MaiAgent::validate_kind_settings(&none, false).unwrap(),
+            KindSettings::new()
+        );
+        let set = KindSettings::new().with("inbox_id", " 3f2c-uuid ");
+        assert_eq!(
+            MaiAgent::validate_kind_settings(&set, true)
+                .unwrap()
+                .text("inbox_id")
+                .as_deref(),
+            Some("3f2c-uuid")
+        );
+    }
 
     #[test]
     fn next_is_moved_onto_the_base() {

@@ -5,71 +5,61 @@
 //! secret redaction and metrics are written once, in [`http`]. The engine (`crate::sync`)
 //! talks to every provider through [`Provider`] and asks [`Capabilities`] what it may do.
 
-pub mod agentalk;
-pub mod chatwoot;
-pub mod dmchamp;
 pub mod error;
 pub mod http;
-pub mod maiagent;
+mod registry;
+pub mod settings;
 pub mod wire;
 
 pub use error::{ErrorKind, ProviderError};
+pub use registry::{Adapter, BaseUrl};
+pub use settings::{KindProblem, KindSettings, ProviderSettings, RetryPolicy, SettingValue};
 
 use crate::domain::{Fields, RemoteRecord, Tags};
 use std::future::Future;
 
-/// The four platforms. A closed set: adding one means a module, a variant and a match arm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
+// The registered platforms: one line per adapter (`Variant => module::Adapter`), the
+// adapter being `src/provider/<module>.rs`. This generates the `mod`s, `ProviderKind`,
+// `AnyProvider`, `build` and the delegation of `Provider` (see `registry.rs`).
+registry::registry! {
     /// Chatwoot (open source; cloud or self-hosted).
-    Chatwoot,
+    Chatwoot => chatwoot::Chatwoot,
     /// MaiAgent.
-    Maiagent,
+    Maiagent => maiagent::MaiAgent,
     /// Agentalk.
-    Agentalk,
+    Agentalk => agentalk::Agentalk,
     /// DM Champ.
-    Dmchamp,
-}
-
-impl ProviderKind {
-    /// Every kind, in a fixed order.
-    pub const ALL: [ProviderKind; 4] = [
-        ProviderKind::Chatwoot,
-        ProviderKind::Maiagent,
-        ProviderKind::Agentalk,
-        ProviderKind::Dmchamp,
-    ];
-
-    /// The config spelling (`kind = "..."`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Chatwoot => "chatwoot",
-            ProviderKind::Maiagent => "maiagent",
-            ProviderKind::Agentalk => "agentalk",
-            ProviderKind::Dmchamp => "dmchamp",
-        }
-    }
-
-    /// Parses the config spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// The default `base_url`, if the kind has one (Chatwoot has none: it is self-hosted).
-    pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Chatwoot => None,
-            ProviderKind::Maiagent => Some("https://api.maiagent.ai"),
-            ProviderKind::Agentalk => Some("https://api.agentalk.io"),
-            ProviderKind::Dmchamp => Some("https://api.dmchamp.com"),
-        }
-    }
+    Dmchamp => dmchamp::DmChamp,
 }
 
 impl std::fmt::Display for ProviderKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ProviderKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ProviderKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown kind `{text}`; use one of {}",
+                Self::names()
+            ))
+        })
+    }
+}
+
+impl ProviderKind {
+    /// The config spellings of every kind, comma-separated (for messages).
+    pub fn names() -> String {
+        Self::ALL.map(ProviderKind::as_str).join(", ")
     }
 }
 
@@ -243,106 +233,4 @@ pub trait Provider: Send + Sync {
     ) -> impl Future<Output = Res<()>> + Send;
     /// Deletes a contact.
     fn delete(&self, remote_id: &str) -> impl Future<Output = Res<()>> + Send;
-}
-
-/// Any of the four adapters, chosen at start-up by [`build`]. Implements [`Provider`] by
-/// delegation (static dispatch, no boxing).
-#[derive(Debug)]
-pub enum AnyProvider {
-    /// A Chatwoot account.
-    Chatwoot(chatwoot::Chatwoot),
-    /// A MaiAgent organisation.
-    Maiagent(maiagent::MaiAgent),
-    /// An Agentalk organisation.
-    Agentalk(agentalk::Agentalk),
-    /// A DM Champ account.
-    Dmchamp(dmchamp::DmChamp),
-}
-
-/// Builds the client of one configured provider instance: the one `match` over
-/// [`ProviderKind`]. Fails (before any request) when the settings cannot make a client:
-/// no TLS roots, a key that cannot travel in a header, a Chatwoot instance without
-/// `account_id`.
-#[allow(clippy::result_large_err)] // `ProviderError` carries context for the human.
-pub fn build(settings: &crate::config::ProviderSettings) -> Result<AnyProvider, ProviderError> {
-    Ok(match settings.kind {
-        ProviderKind::Chatwoot => AnyProvider::Chatwoot(chatwoot::Chatwoot::new(settings)?),
-        ProviderKind::Maiagent => AnyProvider::Maiagent(maiagent::MaiAgent::new(settings)?),
-        ProviderKind::Agentalk => AnyProvider::Agentalk(agentalk::Agentalk::new(settings)?),
-        ProviderKind::Dmchamp => AnyProvider::Dmchamp(dmchamp::DmChamp::new(settings)?),
-    })
-}
-
-/// Calls `$call` on whichever adapter `$self` holds.
-macro_rules! delegate {
-    ($self:ident, $p:ident => $call:expr) => {
-        match $self {
-            AnyProvider::Chatwoot($p) => $call,
-            AnyProvider::Maiagent($p) => $call,
-            AnyProvider::Agentalk($p) => $call,
-            AnyProvider::Dmchamp($p) => $call,
-        }
-    };
-}
-
-impl Provider for AnyProvider {
-    fn name(&self) -> &str {
-        delegate!(self, p => p.name())
-    }
-
-    fn kind(&self) -> ProviderKind {
-        delegate!(self, p => p.kind())
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        delegate!(self, p => p.capabilities())
-    }
-
-    async fn list_page(&self, cursor: Option<&str>) -> Res<Page> {
-        delegate!(self, p => p.list_page(cursor).await)
-    }
-
-    fn page_cursor(&self, number: u64) -> Option<String> {
-        delegate!(self, p => p.page_cursor(number))
-    }
-
-    async fn list_tag_names(&self) -> Res<Vec<String>> {
-        delegate!(self, p => p.list_tag_names().await)
-    }
-
-    async fn list_tag_page(&self, tag: &str, cursor: Option<&str>) -> Res<TagPage> {
-        delegate!(self, p => p.list_tag_page(tag, cursor).await)
-    }
-
-    fn tag_page_cursor(&self, tag: &str, number: u64) -> Option<String> {
-        delegate!(self, p => p.tag_page_cursor(tag, number))
-    }
-
-    async fn lookup(&self, key: LookupKey<'_>) -> Res<Option<RemoteRecord>> {
-        delegate!(self, p => p.lookup(key).await)
-    }
-
-    async fn create(&self, fields: &Fields, tags: &Tags) -> Res<Created> {
-        delegate!(self, p => p.create(fields, tags).await)
-    }
-
-    async fn update(&self, target: Target<'_>, changes: &Fields) -> Res<()> {
-        delegate!(self, p => p.update(target, changes).await)
-    }
-
-    async fn read_tags(&self, remote_id: &str) -> Res<Tags> {
-        delegate!(self, p => p.read_tags(remote_id).await)
-    }
-
-    async fn add_tags(&self, target: Target<'_>, add: &[String]) -> Res<()> {
-        delegate!(self, p => p.add_tags(target, add).await)
-    }
-
-    async fn remove_tags(&self, target: Target<'_>, remove: &[String]) -> Res<()> {
-        delegate!(self, p => p.remove_tags(target, remove).await)
-    }
-
-    async fn delete(&self, remote_id: &str) -> Res<()> {
-        delegate!(self, p => p.delete(remote_id).await)
-    }
 }
