@@ -2,16 +2,13 @@
 //! (0 everything synced, 1 something failed, 2 bad usage or invalid config).
 
 use crate::cli::{Cli, Command};
-use crate::config::{self, ConfigError, Secrets, Settings};
+use crate::config::{self, Secrets, Settings};
+use crate::slots::{Slots, report_config_error};
 use crate::store;
 use std::process::ExitCode;
 
-/// Exit code: everything synced / the command succeeded.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: the cycle ran but something failed, or a runtime error.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code: bad usage or invalid config; nothing was done.
-pub const EXIT_USAGE: u8 = 2;
+pub use crate::exit::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+pub use crate::slots::build_slots;
 
 /// Runs the parsed command line.
 pub fn run(cli: &Cli) -> ExitCode {
@@ -44,11 +41,6 @@ fn healthcheck(cli: &Cli) -> u8 {
         Ok(settings) => crate::daemon::healthcheck(&settings),
         Err(code) => code,
     }
-}
-
-fn report_config_error(err: &ConfigError) -> u8 {
-    eprintln!("error: {err}");
-    EXIT_USAGE
 }
 
 fn load_settings(cli: &Cli, secrets: Secrets) -> Result<Settings, u8> {
@@ -203,36 +195,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
 
 /// The settings with their secrets, and the slots of the selected providers (an exit
 /// code once the problem is printed).
-type Slots = Vec<crate::sync::ProviderSlot<crate::provider::AnyProvider>>;
-
 fn settings_and_slots(cli: &Cli) -> Result<(Settings, Slots), u8> {
     let settings = load_settings(cli, Secrets::Load)?;
     let slots = build_slots(&settings, &cli.providers)?;
     Ok((settings, slots))
-}
-
-/// Builds the engine's provider slots for the selected providers.
-pub fn build_slots(
-    settings: &Settings,
-    names: &[String],
-) -> Result<Vec<crate::sync::ProviderSlot<crate::provider::AnyProvider>>, u8> {
-    let selected = settings
-        .select_providers(names)
-        .map_err(|e| report_config_error(&e))?;
-    let mut slots = Vec::new();
-    for p in selected {
-        match crate::provider::build(p) {
-            Ok(client) => slots.push(crate::sync::ProviderSlot {
-                settings: p.clone(),
-                client,
-            }),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(EXIT_FAILED);
-            }
-        }
-    }
-    Ok(slots)
 }
 
 fn sync_now(cli: &Cli) -> u8 {

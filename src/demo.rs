@@ -100,7 +100,7 @@ pub async fn run(contacts: u64) -> Result<String, String> {
             p.base_url
         );
     }
-    let slots = crate::app::build_slots(&settings, &[])
+    let slots = crate::slots::build_slots(&settings, &[])
         .map_err(|_| "cannot build the provider clients".to_owned())?;
     let store = Store::open(&store_path).await.map_err(|e| e.to_string())?;
     let mut engine = Engine::new(store, slots, settings.default_region);

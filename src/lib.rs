@@ -23,20 +23,27 @@
 //! ## Layers
 //!
 //! - [`domain`]: pure rules (normalisation, matching, merging, planning); no I/O.
-//! - [`provider`]: one trait, one adapter per platform, one HTTP driver.
+//! - [`provider`]: one trait, one adapter per platform (registered on one line in
+//!   `provider/mod.rs`), one HTTP driver, the settings a client is built from.
+//! - [`config`]: the config file into validated [`config::Settings`]; kind-specific keys
+//!   are checked by the provider adapters.
 //! - [`store`]: the only module with SQL.
 //! - [`sync`]: the cycle; the only module that sees both HTTP and SQL.
 //! - [`daemon`]: schedules, signals, systemd, health and metrics endpoint; the only
 //!   module that knows clocks and signals.
 //! - [`simulator`]: simulated providers for the demo, the tests and the benchmarks.
+//! - [`app`]: the CLI commands, above [`daemon`] and [`demo`]; both use [`slots`] (settings
+//!   → provider clients) and [`exit`] (exit codes), which use neither.
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod domain;
+pub mod exit;
 pub mod provider;
 pub mod simulator;
+pub mod slots;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -14,8 +14,8 @@ pub mod progress;
 pub mod schedule;
 pub mod systemd;
 
-use crate::app::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::Settings;
+use crate::exit::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::provider::Provider;
 use crate::store::Store;
 use crate::sync::{Engine, ProviderSlot};
