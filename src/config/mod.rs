@@ -55,6 +55,9 @@ pub struct Settings {
     pub propagate_deletes: bool,
     /// How long the daemon waits for work in flight on SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How long one cycle keeps retrying transient failures before leaving them for the
+    /// next cycle (`sync.retry_budget`, default 2 min, always > 0).
+    pub retry_budget: Duration,
     /// Health/metrics endpoint address, if enabled.
     pub http_listen: Option<SocketAddr>,
     /// `/readyz` turns unready when a provider has been failing for longer than this.
@@ -220,6 +223,24 @@ mod tests {
     }
 
     const AGENTALK: &str = "[[providers]]\nname = \"a\"\nkind = \"agentalk\"\napi_key = \"k\"\n";
+
+    #[test]
+    fn retry_budget_defaults_to_two_minutes_and_must_be_positive() {
+        assert_eq!(
+            from_toml_str(AGENTALK).unwrap().retry_budget,
+            Duration::from_mins(2)
+        );
+        let set = from_toml_str(&format!("[sync]\nretry_budget = \"90s\"\n{AGENTALK}")).unwrap();
+        assert_eq!(set.retry_budget, Duration::from_secs(90));
+        assert!(set.to_redacted_toml().contains("retry_budget = \"1m 30s\""));
+        for bad in ["0s", "soon"] {
+            let err = from_toml_str(&format!("[sync]\nretry_budget = \"{bad}\"\n{AGENTALK}"))
+                .unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert_eq!(err.problems[0].key, "sync.retry_budget");
+            assert!(err.problems[0].message.contains(bad), "{err}");
+        }
+    }
 
     #[test]
     fn kind_specific_keys_belong_to_their_kind() {

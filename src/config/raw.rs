@@ -47,6 +47,7 @@ pub(super) struct RawSync {
     pub(super) default_region: String,
     pub(super) propagate_deletes: bool,
     pub(super) shutdown_timeout: String,
+    pub(super) retry_budget: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,6 +83,7 @@ pub(super) fn defaults() -> RawConfig {
             default_region: "US".to_owned(),
             propagate_deletes: false,
             shutdown_timeout: "30s".to_owned(),
+            retry_budget: "2m".to_owned(),
         },
         http: None,
         providers: Vec::new(),
@@ -95,6 +97,7 @@ pub(super) const SYNC_KEYS: &[&str] = &[
     "default_region",
     "propagate_deletes",
     "shutdown_timeout",
+    "retry_budget",
 ];
 pub(super) const HTTP_KEYS: &[&str] = &["listen", "unready_after"];
 /// The keys every provider table takes; each kind adds its own

@@ -50,6 +50,12 @@ impl Settings {
                 .to_string()
                 .into(),
         );
+        sync.insert(
+            "retry_budget".into(),
+            humantime::format_duration(self.retry_budget)
+                .to_string()
+                .into(),
+        );
         let http = self.http_listen.map(|addr| {
             let mut d = Dict::new();
             d.insert("listen".into(), addr.to_string().into());

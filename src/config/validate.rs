@@ -35,6 +35,7 @@ pub(super) fn validate(
         default_region: sync.default_region,
         propagate_deletes: raw.sync.propagate_deletes,
         shutdown_timeout: sync.shutdown_timeout,
+        retry_budget: sync.retry_budget,
         http_listen,
         unready_after,
         providers,
@@ -58,6 +59,7 @@ struct SyncKeys {
     default_region_code: String,
     default_region: DefaultRegion,
     shutdown_timeout: Duration,
+    retry_budget: Duration,
 }
 
 fn sync_section(sync: &RawSync, problems: &mut Vec<Problem>) -> SyncKeys {
@@ -79,11 +81,14 @@ fn sync_section(sync: &RawSync, problems: &mut Vec<Problem>) -> SyncKeys {
     let shutdown_timeout =
         parse_duration(&sync.shutdown_timeout, "sync.shutdown_timeout", problems)
             .unwrap_or(Duration::from_secs(30));
+    let retry_budget = positive_duration(&sync.retry_budget, "sync.retry_budget", problems)
+        .unwrap_or(Duration::from_mins(2));
     SyncKeys {
         schedule,
         default_region_code,
         default_region,
         shutdown_timeout,
+        retry_budget,
     }
 }
 
@@ -393,6 +398,19 @@ fn parse_duration(value: &str, key: &str, problems: &mut Vec<Problem>) -> Option
             None
         }
     }
+}
+
+/// A duration longer than zero; a problem under `key` otherwise.
+fn positive_duration(value: &str, key: &str, problems: &mut Vec<Problem>) -> Option<Duration> {
+    let d = parse_duration(value, key, problems)?;
+    if d.is_zero() {
+        problems.push(problem(
+            key,
+            format!("`{value}` must be longer than zero; write e.g. \"90s\" or \"2m\""),
+        ));
+        return None;
+    }
+    Some(d)
 }
 
 fn is_loopback_host(url: &url::Url) -> bool {
