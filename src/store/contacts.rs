@@ -2,7 +2,8 @@
 
 use super::StoreError;
 use crate::domain::matching::{ContactId, KeyKind};
-use crate::domain::plan::{GoldenRecord, join_name, split_name};
+use crate::domain::names::{join as join_name, split as split_name};
+use crate::domain::plan::GoldenRecord;
 use crate::domain::{Fields, Tags, field};
 use rusqlite::{Connection, OptionalExtension, params};
 

@@ -9,7 +9,7 @@ use crate::domain::matching::{
     Candidate, ConflictReason, ContactId, KeyKind, MatchOutcome, match_batch,
 };
 use crate::domain::merge::{NormalizedRecord, changed_fields, tag_changes};
-use crate::domain::plan::{join_name, split_name};
+use crate::domain::names::{join as join_name, split as split_name};
 use crate::domain::{Fields, Tags, field};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
