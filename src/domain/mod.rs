@@ -3,6 +3,7 @@
 
 pub mod matching;
 pub mod merge;
+pub mod names;
 pub mod normalize;
 pub mod plan;
 pub mod record;

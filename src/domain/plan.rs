@@ -2,6 +2,7 @@
 //! holds (its link snapshot) to the writes that bring the provider up to date. The same
 //! code serves `--dry-run` (printed) and the real cycle (persisted as intents, then sent).
 
+use super::names;
 use super::record::{Fields, Tags, field};
 use serde::{Deserialize, Serialize};
 
@@ -161,48 +162,17 @@ pub struct ContactPlan {
     pub skipped: Vec<Skip>,
 }
 
-/// Splits a display name into (first, last): the first word and the rest.
-pub fn split_name(name: &str) -> (String, String) {
-    let name = name.trim();
-    match name.split_once(char::is_whitespace) {
-        Some((first, rest)) => (first.to_owned(), rest.trim().to_owned()),
-        None => (name.to_owned(), String::new()),
-    }
-}
-
-/// Joins first and last name into a display name.
-pub fn join_name(first: &str, last: &str) -> String {
-    match (first.trim(), last.trim()) {
-        ("", l) => l.to_owned(),
-        (f, "") => f.to_owned(),
-        (f, l) => format!("{f} {l}"),
-    }
-}
-
 /// The contact as `shape` would hold it: only fields the provider holds; names adapted
-/// (display name ↔ first/last); phone only when valid E.164.
+/// (display name ↔ first/last, by [`names::completed`]); phone only when valid E.164.
 pub fn project(contact: &GoldenRecord, shape: &ProviderShape) -> Fields {
     let get = |k: &str| contact.fields.get(k).cloned().unwrap_or_default();
+    let name = names::completed(&contact.fields);
     let mut out = Fields::new();
     for f in &shape.fields {
         let value = match f.as_str() {
-            field::NAME => {
-                let name = get(field::NAME);
-                if name.is_empty() {
-                    join_name(&get(field::FIRST_NAME), &get(field::LAST_NAME))
-                } else {
-                    name
-                }
-            }
-            field::FIRST_NAME | field::LAST_NAME => {
-                let (first, last) =
-                    if get(field::FIRST_NAME).is_empty() && get(field::LAST_NAME).is_empty() {
-                        split_name(&get(field::NAME))
-                    } else {
-                        (get(field::FIRST_NAME), get(field::LAST_NAME))
-                    };
-                if f == field::FIRST_NAME { first } else { last }
-            }
+            field::NAME => name.name.to_string(),
+            field::FIRST_NAME => name.first.to_string(),
+            field::LAST_NAME => name.last.to_string(),
             field::PHONE => {
                 if contact.phone_valid {
                     get(field::PHONE)

@@ -34,6 +34,17 @@ pub fn attr_field(key: &str) -> String {
 /// Field name → value. Absent key: not held by the provider; `""`: held and empty.
 pub type Fields = BTreeMap<String, String>;
 
+/// Sets field `name` to `value`; an empty value removes it (the golden record keeps no
+/// empty fields).
+pub fn set_field(fields: &mut Fields, name: &str, value: impl Into<String>) {
+    let value = value.into();
+    if value.is_empty() {
+        fields.remove(name);
+    } else {
+        fields.insert(name.to_owned(), value);
+    }
+}
+
 /// A set of tags, compared case-insensitively after trimming.
 ///
 /// The map key is the comparison key ([`tag_key`]); the value is the spelling first seen.

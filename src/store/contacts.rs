@@ -2,7 +2,8 @@
 
 use super::StoreError;
 use crate::domain::matching::{ContactId, KeyKind};
-use crate::domain::plan::{GoldenRecord, join_name, split_name};
+use crate::domain::merge::HeldContact;
+use crate::domain::plan::GoldenRecord;
 use crate::domain::{Fields, Tags, field};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -53,6 +54,36 @@ pub fn attrs_json(fields: &Fields) -> String {
 
 /// Loads one golden record with its tags.
 pub fn load(conn: &Connection, id: ContactId) -> Result<Option<GoldenRecord>, StoreError> {
+    let Some((fields, phone_valid, deleted)) = load_row(conn, id)? else {
+        return Ok(None);
+    };
+    let has_key = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM match_keys WHERE contact_id = ?1)")?
+        .query_row([id], |r| r.get(0))?;
+    Ok(Some(GoldenRecord {
+        id,
+        fields,
+        phone_valid,
+        has_key,
+        deleted,
+        tags: load_tags(conn, id)?,
+    }))
+}
+
+/// Loads a contact as the pull's merge needs it: fields, phone validity and tags.
+pub fn load_held(conn: &Connection, id: ContactId) -> Result<Option<HeldContact>, StoreError> {
+    let Some((fields, phone_valid, _)) = load_row(conn, id)? else {
+        return Ok(None);
+    };
+    Ok(Some(HeldContact {
+        fields,
+        phone_valid,
+        tags: load_tags(conn, id)?,
+    }))
+}
+
+/// A contact's row: `(fields, phone_valid, deleted)`.
+fn load_row(conn: &Connection, id: ContactId) -> Result<Option<(Fields, bool, bool)>, StoreError> {
     let row = conn
         .prepare_cached(
             "SELECT name, first_name, last_name, email, phone, source_id, attrs, phone_valid, deleted
@@ -74,20 +105,10 @@ pub fn load(conn: &Connection, id: ContactId) -> Result<Option<GoldenRecord>, St
             ))
         })
         .optional()?;
-    let Some((values, attrs, phone_valid, deleted)) = row else {
-        return Ok(None);
-    };
-    let has_key = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM match_keys WHERE contact_id = ?1)")?
-        .query_row([id], |r| r.get(0))?;
-    Ok(Some(GoldenRecord {
-        id,
-        fields: fields_from_row(values, &attrs)?,
-        phone_valid,
-        has_key,
-        deleted,
-        tags: load_tags(conn, id)?,
-    }))
+    row.map(|(values, attrs, phone_valid, deleted)| {
+        Ok((fields_from_row(values, &attrs)?, phone_valid, deleted))
+    })
+    .transpose()
 }
 
 /// A contact's tags.
@@ -99,7 +120,8 @@ pub fn load_tags(conn: &Connection, id: ContactId) -> Result<Tags, StoreError> {
     Ok(tags.into_iter().collect())
 }
 
-/// Inserts a new contact with `fields` and returns its id.
+/// Inserts a new contact with `fields` (names already completed, see
+/// [`crate::domain::names`]) and returns its id.
 pub fn insert(
     conn: &Connection,
     fields: &Fields,
@@ -108,19 +130,14 @@ pub fn insert(
     now: i64,
 ) -> Result<ContactId, StoreError> {
     let get = |k: &str| fields.get(k).map_or("", String::as_str);
-    let (name, first, last) = complete_names(
-        get(field::NAME),
-        get(field::FIRST_NAME),
-        get(field::LAST_NAME),
-    );
     conn.prepare_cached(
         "INSERT INTO contacts (name, first_name, last_name, email, phone, phone_valid, source_id, attrs, seq, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
     )?
     .execute(params![
-        name,
-        first,
-        last,
+        get(field::NAME),
+        get(field::FIRST_NAME),
+        get(field::LAST_NAME),
         get(field::EMAIL),
         get(field::PHONE),
         phone_valid,
@@ -130,18 +147,6 @@ pub fn insert(
         now
     ])?;
     Ok(conn.last_insert_rowid())
-}
-
-/// Fills in the missing one of (display name, first/last) from the other.
-pub fn complete_names(name: &str, first: &str, last: &str) -> (String, String, String) {
-    match (name.is_empty(), first.is_empty() && last.is_empty()) {
-        (false, true) => {
-            let (f, l) = split_name(name);
-            (name.to_owned(), f, l)
-        }
-        (true, false) => (join_name(first, last), first.to_owned(), last.to_owned()),
-        _ => (name.to_owned(), first.to_owned(), last.to_owned()),
-    }
 }
 
 /// Writes the whole field map of a contact and bumps its change sequence.
@@ -193,21 +198,14 @@ pub fn key_owner(
         .optional()?)
 }
 
-/// Points `kind` of contact `id` at `value` (removing its old key of that kind). Returns
-/// the other contact holding the value, if it is taken (then nothing changes).
-pub fn set_key(
+/// Points `kind` of contact `id` at `value`, dropping its old key of that kind (`None`:
+/// drops it only). The value must be free (the merge looked its owner up first).
+pub fn move_key(
     conn: &Connection,
     id: ContactId,
     kind: KeyKind,
     value: Option<&str>,
-) -> Result<Option<ContactId>, StoreError> {
-    if let Some(v) = value {
-        match key_owner(conn, kind, v)? {
-            Some(owner) if owner == id => return Ok(None),
-            Some(owner) => return Ok(Some(owner)),
-            None => {}
-        }
-    }
+) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM match_keys WHERE contact_id = ?1 AND kind = ?2")?
         .execute(params![id, kind.as_str()])?;
     if let Some(v) = value {
@@ -216,7 +214,7 @@ pub fn set_key(
         )?
         .execute(params![kind.as_str(), v, id])?;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Adds a key if nobody holds it yet (never moves a key). Returns whether it is ours now.

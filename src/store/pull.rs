@@ -1,37 +1,23 @@
 //! Applying what a provider shows to the store (DESIGN §5.1–5.2, §5.6): one transaction
-//! per page; only what changed in that provider since its snapshot reaches the contact;
-//! unlinked records are matched, linked, created, or held as conflicts; deletions are
-//! marked only after a complete listing, with the 20 % guard.
+//! per page, in three steps: read what the store holds for the page's records, let
+//! [`crate::domain::merge`] decide what changes (only what changed in that provider since
+//! its snapshot reaches the contact; unlinked records are matched, linked, created, or held
+//! as conflicts), and apply that. Deletions are marked only after a complete listing, with
+//! the 20 % guard.
 
 use super::contacts;
 use super::{Seq, StoreError};
-use crate::domain::matching::{
-    Candidate, ConflictReason, ContactId, KeyKind, MatchOutcome, match_batch,
+use crate::domain::matching::ContactId;
+use crate::domain::merge::{
+    ContactWrite, Held, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched, NewContact,
+    NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
 };
-use crate::domain::merge::{NormalizedRecord, changed_fields, tag_changes};
-use crate::domain::plan::{join_name, split_name};
-use crate::domain::{Fields, Tags, field};
+use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::collections::hash_map::Entry;
 
-/// Which provider changed which field of which contact in this cycle, by config order:
-/// changes to the same field by two providers in one cycle resolve to the provider listed
-/// first (DESIGN §5 merge policy).
-#[derive(Debug, Default)]
-pub struct FieldOwners(HashMap<(ContactId, String), usize>);
-
-impl FieldOwners {
-    /// Whether provider `order` may set `field` of `contact`; records it if so.
-    fn claim(&mut self, contact: ContactId, field: &str, order: usize) -> bool {
-        match self.0.get(&(contact, field.to_owned())) {
-            Some(&owner) if owner < order => false,
-            _ => {
-                self.0.insert((contact, field.to_owned()), order);
-                true
-            }
-        }
-    }
-}
+pub use crate::domain::merge::FieldOwners;
 
 /// What one page did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -218,23 +204,6 @@ fn resolve_conflict(
     Ok(())
 }
 
-fn key_kind_of(field_name: &str) -> Option<KeyKind> {
-    match field_name {
-        field::PHONE => Some(KeyKind::Phone),
-        field::EMAIL => Some(KeyKind::Email),
-        field::SOURCE_ID => Some(KeyKind::SourceId),
-        _ => None,
-    }
-}
-
-fn key_value(rec: &NormalizedRecord, kind: KeyKind) -> Option<&str> {
-    match kind {
-        KeyKind::Phone => rec.keys.phone.as_deref(),
-        KeyKind::Email => rec.keys.email.as_deref(),
-        KeyKind::SourceId => rec.keys.source_id.as_deref(),
-    }
-}
-
 /// Applies one page of normalised records from provider `provider_id` (config position
 /// `order`) in one transaction.
 pub fn apply_page(
@@ -247,270 +216,212 @@ pub fn apply_page(
     now: i64,
 ) -> Result<PageOutcome, StoreError> {
     let tx = conn.transaction()?;
+    let held = read_held(&tx, provider_id, records)?;
+    let merge = merge_page(records, held, owners, order);
     let mut out = PageOutcome {
         pulled: records.len() as u64,
         ..PageOutcome::default()
     };
-    let mut unlinked: Vec<&NormalizedRecord> = Vec::new();
-    for rec in records {
-        match find_link(&tx, provider_id, &rec.remote_id)? {
-            Some(link) => {
-                out.seen.push(link.id);
-                if link.state != "active" {
-                    tx.prepare_cached("UPDATE links SET state = 'active' WHERE id = ?1")?
-                        .execute([link.id])?;
-                } else if link.hash == rec.hash {
-                    continue;
-                }
-                if apply_linked(&tx, seq, owners, provider_id, order, &link, rec, now)? {
+    for step in merge.steps {
+        match step {
+            Step::Unchanged { link } => out.seen.push(link),
+            Step::Update(update) => {
+                out.seen.push(update.link);
+                if update.contact_changed() {
                     out.changed += 1;
                 }
+                apply_update(&tx, seq, provider_id, &records[update.record], &update, now)?;
             }
-            None => unlinked.push(rec),
+            Step::Create(new) => {
+                out.seen.push(apply_create(
+                    &tx,
+                    seq,
+                    provider_id,
+                    &records[new.record],
+                    &new,
+                    now,
+                )?);
+                out.new_contacts += 1;
+            }
+            Step::Match(matched) => {
+                let rec = &records[matched.record];
+                out.seen
+                    .push(apply_match(&tx, seq, provider_id, rec, &matched, now)?);
+                resolve_conflict(&tx, provider_id, &rec.remote_id, now)?;
+                out.matched += 1;
+            }
+            Step::Conflict(conflict) => {
+                let remote_id = &records[conflict.record].remote_id;
+                let text = conflict.cause.describe();
+                record_conflict(&tx, provider_id, remote_id, &text, &conflict.contacts, now)?;
+                tracing::warn!(provider_id, %remote_id, contacts = ?conflict.contacts, "conflict: {text}");
+                out.conflicts += 1;
+            }
         }
-    }
-    if !unlinked.is_empty() {
-        link_or_create(&tx, seq, provider_id, &unlinked, now, &mut out)?;
     }
     tx.commit()?;
     Ok(out)
 }
 
-/// Applies a linked record's changes since its snapshot. Returns whether the contact
-/// changed.
-#[allow(clippy::too_many_arguments)]
-fn apply_linked(
+/// Reads what the merge of `records` needs (see [`Held`]): each record's link; for a link
+/// to merge, its contact and the owners of its changed keys; for an unlinked record, the
+/// owners of its keys, their links in this provider, and those that could be matched.
+fn read_held(
     conn: &Connection,
-    seq: &Seq,
-    owners: &mut FieldOwners,
     provider_id: i64,
-    order: usize,
-    link: &LinkRow,
-    rec: &NormalizedRecord,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let snapshot = parse_fields(&link.snapshot)?;
-    let snap_tags = parse_tags(link.tags.as_deref())?;
-    let changes = changed_fields(Some(&snapshot), &rec.fields);
-    let mut contact_changed = false;
-    if let Some(mut contact) = contacts::load(conn, link.contact_id)? {
-        let before = contact.fields.clone();
-        let mut phone_valid = contact.phone_valid;
-        for (f, v) in &changes {
-            if !owners.claim(contact.id, f, order) {
-                continue;
-            }
-            if let Some(kind) = key_kind_of(f) {
-                let key = key_value(rec, kind);
-                if let Some(other) = contacts::set_key(conn, contact.id, kind, key)? {
-                    record_conflict(
-                        conn,
-                        provider_id,
-                        &rec.remote_id,
-                        &format!(
-                            "its {} now equals that of another contact; the key was not moved",
-                            kind.as_str()
-                        ),
-                        &[contact.id, other],
-                        now,
-                    )?;
-                }
-                if kind == KeyKind::Phone {
-                    phone_valid = key.is_some();
-                }
-            }
-            set_field(&mut contact.fields, f, v);
-            match f.as_str() {
-                field::NAME => {
-                    let (first, last) = split_name(v);
-                    set_field(&mut contact.fields, field::FIRST_NAME, &first);
-                    set_field(&mut contact.fields, field::LAST_NAME, &last);
-                }
-                field::FIRST_NAME | field::LAST_NAME => {
-                    let name = join_name(
-                        contact
-                            .fields
-                            .get(field::FIRST_NAME)
-                            .map_or("", String::as_str),
-                        contact
-                            .fields
-                            .get(field::LAST_NAME)
-                            .map_or("", String::as_str),
-                    );
-                    set_field(&mut contact.fields, field::NAME, &name);
-                }
-                _ => {}
-            }
-        }
-        let mut tags_changed = false;
-        if let Some(tags) = &rec.tags {
-            let (added, removed) = tag_changes(snap_tags.as_ref(), tags, None);
-            tags_changed |= contacts::add_tags(conn, contact.id, &added)? > 0;
-            tags_changed |= contacts::remove_tags(conn, contact.id, &removed)? > 0;
-        }
-        if contact.fields != before || phone_valid != contact.phone_valid {
-            contacts::save_fields(
-                conn,
-                contact.id,
-                &contact.fields,
-                phone_valid,
-                seq.next(),
-                now,
-            )?;
-            contact_changed = true;
-        } else if tags_changed {
-            contacts::bump(conn, contact.id, seq.next())?;
-            contact_changed = true;
-        }
-    }
-    let mut merged = snapshot;
-    for (k, v) in &rec.fields {
-        merged.insert(k.clone(), v.clone());
-    }
-    let tags_text = match &rec.tags {
-        Some(t) => Some(tags_json(t)),
-        None => link.tags.clone(),
+    records: &[NormalizedRecord],
+) -> Result<Held, StoreError> {
+    let mut held = Held {
+        records: Vec::with_capacity(records.len()),
+        ..Held::default()
     };
-    conn.prepare_cached("UPDATE links SET snapshot = ?2, tags = ?3, hash = ?4, seen_at = ?5, updated_at = ?5 WHERE id = ?1")?
-        .execute(params![link.id, fields_json(&merged), tags_text, rec.hash, now])?;
-    Ok(contact_changed)
-}
-
-fn set_field(fields: &mut Fields, name: &str, value: &str) {
-    if value.is_empty() {
-        fields.remove(name);
-    } else {
-        fields.insert(name.to_owned(), value.to_owned());
+    // Key owners whose link here was looked up.
+    let mut owners_seen = HashSet::new();
+    for rec in records {
+        let Some(link) = find_link(conn, provider_id, &rec.remote_id)? else {
+            for (kind, value) in rec.keys.iter() {
+                let Some(owner) = contacts::key_owner(conn, kind, value)? else {
+                    continue;
+                };
+                held.keys.insert(kind, value, owner);
+                if !owners_seen.insert(owner) {
+                    continue;
+                }
+                let here = link_state_of(conn, provider_id, owner)?.map(|(link_id, state)| {
+                    if state == "creating" {
+                        LinkHere::Creating(link_id)
+                    } else {
+                        LinkHere::Held
+                    }
+                });
+                if let Some(here) = here {
+                    held.links_here.insert(owner, here);
+                }
+                if here != Some(LinkHere::Held)
+                    && !held.contacts.contains_key(&owner)
+                    && let Some(contact) = contacts::load_held(conn, owner)?
+                {
+                    held.contacts.insert(owner, contact);
+                }
+            }
+            held.records.push(HeldRecord::Unlinked);
+            continue;
+        };
+        let active = link.state == "active";
+        if !needs_merge(active, link.hash, rec) {
+            held.records.push(HeldRecord::Unchanged { link: link.id });
+            continue;
+        }
+        let snapshot = parse_fields(&link.snapshot)?;
+        for (kind, value) in keys_to_read(rec, &snapshot) {
+            if let Some(owner) = contacts::key_owner(conn, kind, value)? {
+                held.keys.insert(kind, value, owner);
+            }
+        }
+        if let Entry::Vacant(slot) = held.contacts.entry(link.contact_id)
+            && let Some(contact) = contacts::load_held(conn, link.contact_id)?
+        {
+            slot.insert(contact);
+        }
+        held.records.push(HeldRecord::Linked(HeldLink {
+            id: link.id,
+            contact: link.contact_id,
+            active,
+            snapshot,
+            tags: parse_tags(link.tags.as_deref())?,
+        }));
     }
+    Ok(held)
 }
 
-fn link_or_create(
+/// Applies a linked record's merge: its contact's keys, conflicts, tags and row, then the
+/// link's snapshot.
+fn apply_update(
     conn: &Connection,
     seq: &Seq,
     provider_id: i64,
-    records: &[&NormalizedRecord],
+    rec: &NormalizedRecord,
+    update: &LinkUpdate,
     now: i64,
-    out: &mut PageOutcome,
 ) -> Result<(), StoreError> {
-    let mut candidates = Vec::with_capacity(records.len());
-    let mut hit_contacts = HashSet::new();
-    for rec in records {
-        let mut hits = Vec::new();
-        for (kind, value) in rec.keys.iter() {
-            if let Some(c) = contacts::key_owner(conn, kind, value)? {
-                hits.push((kind, c));
-                hit_contacts.insert(c);
-            }
-        }
-        candidates.push(Candidate {
-            remote_id: rec.remote_id.clone(),
-            keys: rec.keys.clone(),
-            hits,
-        });
+    if update.reactivate {
+        conn.prepare_cached("UPDATE links SET state = 'active' WHERE id = ?1")?
+            .execute([update.link])?;
     }
-    // Links of hit contacts in this provider: active/gone ones make a duplicate; a
-    // `creating` one is the answer to our own create that a crash left unrecorded.
-    let mut taken = HashSet::new();
-    let mut creating = HashMap::new();
-    for c in &hit_contacts {
-        match link_state_of(conn, provider_id, *c)? {
-            Some((link_id, state)) if state == "creating" => {
-                creating.insert(*c, link_id);
-            }
-            Some(_) => {
-                taken.insert(*c);
-            }
-            None => {}
-        }
+    for moved in &update.keys {
+        contacts::move_key(conn, update.contact, moved.kind, moved.value.as_deref())?;
     }
-    let outcomes = match_batch(&candidates, &|c| taken.contains(&c));
-    for (rec, outcome) in records.iter().zip(outcomes) {
-        match outcome {
-            MatchOutcome::New => {
-                let phone_valid = rec.keys.phone.is_some();
-                let fields: Fields = rec
-                    .fields
-                    .iter()
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let id = contacts::insert(conn, &fields, phone_valid, seq.next(), now)?;
-                for (kind, value) in rec.keys.iter() {
-                    contacts::add_key_if_free(conn, id, kind, value)?;
-                }
-                if let Some(tags) = &rec.tags {
-                    let names: Vec<String> = tags.names().map(str::to_owned).collect();
-                    contacts::add_tags(conn, id, &names)?;
-                }
-                out.seen.push(insert_link(conn, provider_id, id, rec, now)?);
-                out.new_contacts += 1;
-            }
-            MatchOutcome::Existing { contact, .. } => {
-                if let Some(mut golden) = contacts::load(conn, contact)? {
-                    // A newly linked record only fills the contact's gaps; the values
-                    // the contact already has are then pushed to this provider.
-                    let mut phone_valid = golden.phone_valid;
-                    for (k, v) in &rec.fields {
-                        if !v.is_empty() && !golden.fields.contains_key(k) {
-                            golden.fields.insert(k.clone(), v.clone());
-                            if k == field::PHONE {
-                                phone_valid = rec.keys.phone.is_some();
-                            }
-                        }
-                    }
-                    let (name, first, last) = contacts::complete_names(
-                        golden.fields.get(field::NAME).map_or("", String::as_str),
-                        golden
-                            .fields
-                            .get(field::FIRST_NAME)
-                            .map_or("", String::as_str),
-                        golden
-                            .fields
-                            .get(field::LAST_NAME)
-                            .map_or("", String::as_str),
-                    );
-                    set_field(&mut golden.fields, field::NAME, &name);
-                    set_field(&mut golden.fields, field::FIRST_NAME, &first);
-                    set_field(&mut golden.fields, field::LAST_NAME, &last);
-                    contacts::save_fields(
-                        conn,
-                        contact,
-                        &golden.fields,
-                        phone_valid,
-                        seq.next(),
-                        now,
-                    )?;
-                    for (kind, value) in rec.keys.iter() {
-                        contacts::add_key_if_free(conn, contact, kind, value)?;
-                    }
-                    if let Some(tags) = &rec.tags {
-                        let names: Vec<String> = tags.names().map(str::to_owned).collect();
-                        contacts::add_tags(conn, contact, &names)?;
-                    }
-                }
-                let link_id = if let Some(link_id) = creating.remove(&contact) {
-                    adopt_link(conn, link_id, rec, now)?;
-                    link_id
-                } else {
-                    insert_link(conn, provider_id, contact, rec, now)?
-                };
-                out.seen.push(link_id);
-                resolve_conflict(conn, provider_id, &rec.remote_id, now)?;
-                out.matched += 1;
-            }
-            MatchOutcome::Conflict { contacts, reason } => {
-                let text = match reason {
-                    ConflictReason::Ambiguous | ConflictReason::DuplicateInProvider => {
-                        reason.describe()
-                    }
-                };
-                record_conflict(conn, provider_id, &rec.remote_id, text, &contacts, now)?;
-                tracing::warn!(provider_id, remote_id = %rec.remote_id, contacts = ?contacts, "conflict: {text}");
-                out.conflicts += 1;
-            }
-        }
+    for conflict in &update.conflicts {
+        record_conflict(
+            conn,
+            provider_id,
+            &rec.remote_id,
+            &conflict.cause.describe(),
+            &conflict.contacts,
+            now,
+        )?;
     }
+    contacts::add_tags(conn, update.contact, &update.tags_add)?;
+    contacts::remove_tags(conn, update.contact, &update.tags_remove)?;
+    match &update.write {
+        ContactWrite::Unchanged => {}
+        ContactWrite::Fields {
+            fields,
+            phone_valid,
+        } => contacts::save_fields(conn, update.contact, fields, *phone_valid, seq.next(), now)?,
+        ContactWrite::Bump => contacts::bump(conn, update.contact, seq.next())?,
+    }
+    conn.prepare_cached("UPDATE links SET snapshot = ?2, tags = coalesce(?3, tags), hash = ?4, seen_at = ?5, updated_at = ?5 WHERE id = ?1")?
+        .execute(params![
+            update.link,
+            fields_json(&update.snapshot),
+            update.snapshot_tags.as_ref().map(tags_json),
+            rec.hash,
+            now
+        ])?;
     Ok(())
+}
+
+/// Creates a new contact and links the record to it; returns the link id.
+fn apply_create(
+    conn: &Connection,
+    seq: &Seq,
+    provider_id: i64,
+    rec: &NormalizedRecord,
+    new: &NewContact,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let id = contacts::insert(conn, &new.fields, new.phone_valid, seq.next(), now)?;
+    for (kind, value) in &new.keys {
+        contacts::add_key_if_free(conn, id, *kind, value)?;
+    }
+    contacts::add_tags(conn, id, &new.tags)?;
+    insert_link(conn, provider_id, id, rec, now)
+}
+
+/// Fills a matched contact's gaps and links the record to it; returns the link id.
+fn apply_match(
+    conn: &Connection,
+    seq: &Seq,
+    provider_id: i64,
+    rec: &NormalizedRecord,
+    matched: &Matched,
+    now: i64,
+) -> Result<i64, StoreError> {
+    if let Some((fields, phone_valid)) = &matched.write {
+        contacts::save_fields(conn, matched.contact, fields, *phone_valid, seq.next(), now)?;
+    }
+    for (kind, value) in &matched.keys {
+        contacts::add_key_if_free(conn, matched.contact, *kind, value)?;
+    }
+    contacts::add_tags(conn, matched.contact, &matched.tags)?;
+    match matched.adopt {
+        Some(link_id) => {
+            adopt_link(conn, link_id, rec, now)?;
+            Ok(link_id)
+        }
+        None => insert_link(conn, provider_id, matched.contact, rec, now),
+    }
 }
 
 fn insert_link(

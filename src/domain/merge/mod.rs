@@ -1,6 +1,15 @@
-//! From what a provider shows to what changes in the golden record (DESIGN §5.1):
-//! normalisation of a whole record, the content hash used to skip unchanged records, and
-//! the per-field change detection against the link snapshot.
+//! From what a provider shows to what changes in the golden record (DESIGN §5.1–5.2):
+//! normalisation of a whole record, the content hash used to skip unchanged records, the
+//! per-field change detection against the link snapshot, and ([`page`]) the merge of one
+//! page into the golden records.
+
+mod page;
+
+pub use page::{
+    Conflict, ConflictCause, ContactWrite, FieldOwners, Held, HeldContact, HeldLink, HeldRecord,
+    KeyMove, KeyOwners, LinkHere, LinkUpdate, Matched, NewContact, PageMerge, Step, keys_to_read,
+    merge_page, needs_merge,
+};
 
 use super::matching::Keys;
 use super::normalize::{DefaultRegion, Email, Phone, normalize_email, normalize_phone};
@@ -107,12 +116,15 @@ impl Hasher for Fnv {
 pub fn changed_fields(snapshot: Option<&Fields>, current: &Fields) -> Fields {
     current
         .iter()
-        .filter(|(k, v)| match snapshot {
-            Some(s) => s.get(*k).map_or(!v.is_empty(), |old| old != *v),
-            None => !v.is_empty(),
-        })
+        .filter(|(k, v)| is_change(snapshot.and_then(|s| s.get(*k)), v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// Whether a field the provider shows as `current` changed since the snapshot value `old`
+/// (`None`: the snapshot lacks the field, so only a non-empty value is news).
+fn is_change(old: Option<&String>, current: &str) -> bool {
+    old.map_or(!current.is_empty(), |old| old != current)
 }
 
 /// Tag changes a provider made since its tag snapshot: `(added, removed)`. Without a
