@@ -1,4 +1,4 @@
-//! Simulated MaiAgent contacts API (`reference/providers.md` §1 and §6.4).
+//! Simulated MaiAgent contacts API.
 //!
 //! Owns the in-memory state of one MaiAgent workspace (inboxes and contacts) and the axum
 //! router that serves it: `/api/contacts/` and `/api/v1/contacts/` (Django style, trailing
@@ -7,10 +7,10 @@
 //! string timestamps, and DRF-shaped errors. Fault injection and the request log are
 //! middleware the simulator core wraps around [`router`]; this module does neither.
 //!
-//! Written from the reference alone; it shares no types with the client in
-//! `src/provider/`.
+//! Written from what is known of MaiAgent's API alone; it shares no types with the
+//! client in `src/provider/`.
 //!
-//! Choices of ours where the reference leaves a gap (not MaiAgent facts):
+//! Choices of ours where MaiAgent's behaviour is not known (not MaiAgent facts):
 //! - Page size: default [`DEFAULT_PAGE_SIZE`], maximum [`MAX_PAGE_SIZE`]. `pageSize` is read
 //!   first, then `page_size`; an invalid value falls back to the default silently, a larger
 //!   one is clamped silently.
@@ -36,12 +36,17 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{self, OriginalUri, Path, RawQuery, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use super::seed::Person;
+use super::SimulatedProvider;
+use super::http::{
+    Guarded, Reject, Reply, authorization, contains_ci, credential, detail, first, guard,
+    query_pairs, respond,
+};
+use super::seed::{self, Dice, Person, PhoneStyle, TagStyle};
 
 /// Page size when the request gives none or an invalid one (our choice; undocumented).
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -326,7 +331,7 @@ impl Inner {
             .map(|i| json!({"id": fmt_uuid(i.id), "name": i.name}))
     }
 
-    /// The contact as the API shows it (providers.md §1.2).
+    /// The contact as the API shows it.
     fn contact_json(&self, c: &Contact) -> Value {
         let inboxes: Vec<Value> = c
             .inboxes
@@ -705,33 +710,13 @@ pub fn router(state: Arc<State>) -> Router {
     }
     r.route_layer(middleware::from_fn_with_state(
         state.clone(),
-        require_api_key,
+        guard::<State>,
     ))
     .fallback(not_found)
     .with_state(state)
 }
 
 type Shared = extract::State<Arc<State>>;
-
-/// An answer other than success: status and JSON body (kept small so `Result`s are cheap).
-struct Reject(StatusCode, Value);
-
-impl IntoResponse for Reject {
-    fn into_response(self) -> Response {
-        respond(self.0, self.1)
-    }
-}
-
-type Reply = Result<Response, Reject>;
-
-fn respond(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-/// `{"detail": "..."}`.
-fn detail(status: StatusCode, msg: &str) -> Reject {
-    Reject(status, json!({ "detail": msg }))
-}
 
 fn not_found_detail() -> Reject {
     detail(StatusCode::NOT_FOUND, "Not found.")
@@ -751,36 +736,21 @@ fn unauthorized(msg: &str) -> Response {
 }
 
 /// `Authorization: Api-Key KEY` (keyword case-insensitive, as djangorestframework-api-key).
-async fn require_api_key(extract::State(st): Shared, req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let key = header.and_then(|h| {
-        let (keyword, key) = h.split_once(' ')?;
-        keyword.eq_ignore_ascii_case("Api-Key").then_some(key)
-    });
-    match key {
-        None => unauthorized("Authentication credentials were not provided."),
-        Some(k) if k == st.api_key => next.run(req).await,
-        Some(_) => unauthorized("Invalid API key."),
+impl Guarded for State {
+    fn refuse(&self, req: &Request) -> Option<Response> {
+        let key = authorization(req.headers()).and_then(|h| credential(h, "Api-Key"));
+        match key {
+            None => Some(unauthorized(
+                "Authentication credentials were not provided.",
+            )),
+            Some(k) if k == self.api_key => None,
+            Some(_) => Some(unauthorized("Invalid API key.")),
+        }
     }
 }
 
-fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .into_owned()
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    first(params, key)
 }
 
 /// DRF `_positive_int(strict=True, cutoff=max)`, falling back to the default.
@@ -838,19 +808,6 @@ fn page_link(base: &str, params: &[(String, String)], page: Option<usize>) -> St
     } else {
         format!("{base}?{q}")
     }
-}
-
-/// Case-insensitive substring test. `needle` is already lower-case; `buf` is scratch
-/// space reused across calls so a scan over a million contacts does not allocate.
-fn contains_ci(buf: &mut String, hay: &str, needle: &str) -> bool {
-    buf.clear();
-    if hay.is_ascii() {
-        buf.push_str(hay);
-        buf.make_ascii_lowercase();
-    } else {
-        buf.extend(hay.chars().flat_map(char::to_lowercase));
-    }
-    buf.contains(needle)
 }
 
 /// The hyphenated lower-case form of a UUID, without allocating.
@@ -963,7 +920,7 @@ async fn list(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Reply {
-    let params = parse_query(raw.as_deref());
+    let params = query_pairs(raw.as_deref());
     let size = page_size(&params);
     let inner = st.lock();
     let filter = Filter::from_params(&params, &inner)?;
@@ -1144,6 +1101,64 @@ fn parse_uuid(s: &str) -> Option<u128> {
         return None;
     }
     u128::from_str_radix(&hex, 16).ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Registry
+
+impl SimulatedProvider for State {
+    const KIND: &'static str = "maiagent";
+    const DEMO_NAME: &'static str = "sales-bot";
+    const SEED: seed::Provider = seed::Provider {
+        kind: Self::KIND,
+        share: 60,
+        needs_phone: false,
+        listable: true,
+        // The phone is free text.
+        phone: PhoneStyle::FreeText,
+        stray_spaces: true,
+        tags: TagStyle::AnySpelling,
+        salt: 0x22,
+    };
+    type Credentials = Credentials;
+
+    fn credentials(dice: &mut Dice) -> Credentials {
+        // `prefix.secret`, djangorestframework-api-key style.
+        let prefix = seed::token(dice, seed::ALNUM, 8);
+        let secret = seed::token(dice, seed::ALNUM, 32);
+        Credentials {
+            api_key: format!("{prefix}.{secret}"),
+            inbox_id: seed::uuid(dice),
+        }
+    }
+    fn new(credentials: Credentials) -> Self {
+        State::new(credentials)
+    }
+    fn router(state: Arc<Self>) -> Router {
+        router(state)
+    }
+    fn seed(&self, people: Box<dyn Iterator<Item = Person> + Send>) {
+        State::seed(self, people);
+    }
+    fn dump(&self) -> Value {
+        State::dump(self)
+    }
+    fn contact_count(&self) -> usize {
+        State::contact_count(self)
+    }
+    fn info(credentials: &Credentials, base_url: &str) -> Value {
+        json!({
+            "base_url": base_url,
+            "inbox_id": credentials.inbox_id,
+            "api_key": credentials.api_key,
+        })
+    }
+    fn config_lines(info: &Value) -> Vec<String> {
+        vec![format!(
+            "inbox_id = \"{}\"",
+            info["inbox_id"].as_str().unwrap_or_default()
+        )]
+    }
 }
 
 #[cfg(test)]
