@@ -98,3 +98,16 @@ pub fn contains_ci(buf: &mut String, hay: &str, needle: &str) -> bool {
 pub fn detail(status: StatusCode, msg: &str) -> Reject {
     Reject(status, serde_json::json!({ "detail": msg }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contains_ci_handles_unicode() {
+        let mut buf = String::new();
+        assert!(contains_ci(&mut buf, "Ada LOVELACE", "lovelace"));
+        assert!(contains_ci(&mut buf, "Zoë ÄRGER", "ärger"));
+        assert!(!contains_ci(&mut buf, "Ada", "bob"));
+    }
+}
