@@ -25,7 +25,9 @@
 use contact_sync::demo::{KeyStyle, config_for};
 use contact_sync::domain::RemoteRecord;
 use contact_sync::provider::Provider;
-use contact_sync::simulator::{SimCredentials, SimServer, maiagent, seed};
+use contact_sync::simulator::{
+    PROVIDERS, SimCredentials, SimServer, SimulatedProvider, maiagent, seed,
+};
 use contact_sync::store::Store;
 use contact_sync::sync::listing::Listing;
 use contact_sync::sync::{CycleOptions, Engine};
@@ -222,16 +224,14 @@ async fn ceiling<P: Provider>(client: &P, db: &Path) -> Value {
 fn sim_one_child(people: u64, seed_value: u64) {
     let rt = runtime();
     rt.block_on(async {
-        let creds = SimCredentials::from_seed(seed_value);
-        let state = Arc::new(maiagent::State::new(maiagent::Credentials {
-            api_key: creds.maiagent_api_key.clone(),
-            inbox_id: creds.maiagent_inbox_id.clone(),
-        }));
+        let all = SimCredentials::from_seed(seed_value);
+        let creds = all.of::<maiagent::State>().unwrap().clone();
+        let state = Arc::new(maiagent::State::new(creds.clone()));
         let seeded = Arc::clone(&state);
         tokio::task::spawn_blocking(move || {
             seeded.seed(
                 seed::people(seed_value, people)
-                    .map(|p| seed::written_for(seed_value, &p, seed::Provider::MaiAgent)),
+                    .map(|p| seed::written_for(seed_value, &p, maiagent::State::SEED)),
             );
         })
         .await
@@ -246,7 +246,7 @@ fn sim_one_child(people: u64, seed_value: u64) {
         let info = json!({"maiagent": {
             "base_url": server.base_url(),
             "inbox_id": state.inbox_id(),
-            "api_key": creds.maiagent_api_key,
+            "api_key": creds.api_key,
         }});
         println!("{info}");
         std::io::stdout().flush().unwrap();
@@ -1093,7 +1093,7 @@ fn report(results: &Results, sizes: &[u64]) -> String {
         "peak RSS of the engine (MiB)",
         cells("four", "peak_rss_mib"),
     );
-    for kind in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
+    for kind in PROVIDERS.iter().map(|e| e.kind) {
         for stage in ["fetch", "store", "pull", "plan", "push"] {
             row(
                 &mut out,
@@ -1103,7 +1103,8 @@ fn report(results: &Results, sizes: &[u64]) -> String {
         }
     }
 
-    for kind in ["chatwoot", "maiagent"] {
+    // Only providers that can be listed are read in a no-change cycle.
+    for kind in PROVIDERS.iter().filter(|e| e.seed.listable).map(|e| e.kind) {
         for stage in ["fetch", "normalize", "store", "pull"] {
             row(
                 &mut out,
@@ -1130,7 +1131,7 @@ fn report(results: &Results, sizes: &[u64]) -> String {
         ("four.nochange", "four: no change"),
         ("four.change", "four: 1% changed"),
     ] {
-        for p in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
+        for p in PROVIDERS.iter().map(|e| e.kind) {
             let r = format!("api.{p}.reads");
             if sizes.iter().all(|s| results.get(*s, sc, &r).is_none()) {
                 continue;

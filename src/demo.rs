@@ -1,69 +1,73 @@
-//! `contact-sync demo`: the four simulated providers in-process, seeded with overlapping
+//! `contact-sync demo`: every simulated provider in-process, seeded with overlapping
 //! people, synced twice into a temporary store — the first cycle merges and propagates,
 //! the second shows that nothing is left to write.
 
 use crate::config;
-use crate::simulator::{SimOptions, Simulation};
+use crate::simulator::{PROVIDERS, SimOptions, Simulation};
 use crate::store::{self, Store};
 use crate::sync::{CycleOptions, Engine};
 use serde_json::Value;
 use std::fmt::Write;
 
-/// The config a user would write for the simulation described by `info` (DESIGN §2's
-/// `simulate` object), with literal keys and the store at `store_path`.
+/// The config a user would write for the simulation described by `info` (the object
+/// `contact-sync simulate` prints), with the store at `store_path`: one `[[providers]]`
+/// block for every registered simulated provider `info` describes, named as the demo
+/// names it, its key written as `key_style` says (`SIM_<KIND>_KEY` for
+/// [`KeyStyle::Env`]).
 pub fn config_for(info: &Value, store_path: &std::path::Path, key_style: KeyStyle) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let key = |name: &str, value: &Value| match key_style {
-        KeyStyle::Literal => format!("api_key = \"{}\"", s(value)),
-        KeyStyle::Env => format!("api_key_env = \"{name}\""),
-    };
+    let mut out = config_header(store_path);
+    for e in PROVIDERS {
+        if let Some(described) = info.get(e.kind) {
+            out.push_str(&provider_block(
+                e.demo_name,
+                e.kind,
+                described,
+                key_style,
+                &e.key_env(),
+            ));
+        }
+    }
+    out
+}
+
+/// The `[store]` and `[sync]` tables of a config for simulated providers.
+pub fn config_header(store_path: &std::path::Path) -> String {
     format!(
-        r#"[store]
-path = "{store}"
-
-[sync]
-default_region = "US"
-
-[[providers]]
-name = "support"
-kind = "chatwoot"
-base_url = "{cw_url}"
-account_id = {cw_account}
-inbox_id = {cw_inbox}
-{cw_key}
-
-[[providers]]
-name = "sales-bot"
-kind = "maiagent"
-base_url = "{mai_url}"
-inbox_id = "{mai_inbox}"
-{mai_key}
-
-[[providers]]
-name = "whatsapp"
-kind = "agentalk"
-base_url = "{ata_url}"
-{ata_key}
-
-[[providers]]
-name = "campaigns"
-kind = "dmchamp"
-base_url = "{dmc_url}"
-{dmc_key}
-"#,
-        store = store_path.display(),
-        cw_url = s(&info["chatwoot"]["base_url"]),
-        cw_account = info["chatwoot"]["account_id"],
-        cw_inbox = info["chatwoot"]["inbox_id"],
-        cw_key = key("SIM_CHATWOOT_KEY", &info["chatwoot"]["api_key"]),
-        mai_url = s(&info["maiagent"]["base_url"]),
-        mai_inbox = s(&info["maiagent"]["inbox_id"]),
-        mai_key = key("SIM_MAIAGENT_KEY", &info["maiagent"]["api_key"]),
-        ata_url = s(&info["agentalk"]["base_url"]),
-        ata_key = key("SIM_AGENTALK_KEY", &info["agentalk"]["api_key"]),
-        dmc_url = s(&info["dmchamp"]["base_url"]),
-        dmc_key = key("SIM_DMCHAMP_KEY", &info["dmchamp"]["api_key"]),
+        "[store]\npath = \"{}\"\n\n[sync]\ndefault_region = \"US\"\n",
+        store_path.display()
     )
+}
+
+/// One `[[providers]]` block (with a blank line before it) for the simulated provider of
+/// `kind` that `described` describes (its entry of the `simulate` object), named `name`;
+/// with [`KeyStyle::Env`] the key is read from `key_env`.
+pub fn provider_block(
+    name: &str,
+    kind: &str,
+    described: &Value,
+    key_style: KeyStyle,
+    key_env: &str,
+) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut out = format!(
+        "\n[[providers]]\nname = \"{name}\"\nkind = \"{kind}\"\nbase_url = \"{}\"\n",
+        s(&described["base_url"])
+    );
+    if let Some(e) = crate::simulator::entry_of(kind) {
+        for line in (e.config_lines)(described) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    match key_style {
+        KeyStyle::Literal => {
+            let _ = writeln!(out, "api_key = \"{}\"", s(&described["api_key"]));
+        }
+        KeyStyle::Env => {
+            let _ = writeln!(out, "api_key_env = \"{key_env}\"");
+        }
+    }
+    out
 }
 
 /// How [`config_for`] writes API keys.
@@ -73,6 +77,16 @@ pub enum KeyStyle {
     Literal,
     /// `api_key_env = "SIM_<PROVIDER>_KEY"` (the environment must hold them).
     Env,
+}
+
+/// `four` for 4 (up to ten), else the digits.
+fn number_word(n: usize) -> String {
+    const WORDS: [&str; 11] = [
+        "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    ];
+    WORDS
+        .get(n)
+        .map_or_else(|| n.to_string(), |w| (*w).to_owned())
 }
 
 /// Runs the demo and returns its text, or an error message.
@@ -88,8 +102,9 @@ pub async fn run(contacts: u64) -> Result<String, String> {
     let settings = config::from_toml_str(&text).map_err(|e| e.to_string())?;
     let _ = writeln!(
         out,
-        "Started four simulated providers on loopback, seeded with {contacts} people spread over them\n\
-         (the same person written differently in each: local phone formats, mixed-case emails):"
+        "Started {} simulated providers on loopback, seeded with {contacts} people spread over them\n\
+         (the same person written differently in each: local phone formats, mixed-case emails):",
+        number_word(PROVIDERS.len())
     );
     for p in &settings.providers {
         let _ = writeln!(

@@ -17,13 +17,8 @@ async fn sigkill_mid_push_then_rerun_loses_nothing_and_duplicates_nothing() {
     for kill_after in [1u64, 6, 25] {
         let world = World::new(30).await;
         // Slow every write down so the kill lands between sending and recording.
-        for faults in [
-            world.sim.chatwoot.faults(),
-            world.sim.maiagent.faults(),
-            world.sim.agentalk.faults(),
-            world.sim.dmchamp.faults(),
-        ] {
-            faults.add(
+        for instance in world.sim.instances() {
+            instance.server.faults().add(
                 FaultRule::new(FaultAction::Delay { millis: 40 }).method(reqwest::Method::POST),
             );
         }
@@ -58,6 +53,6 @@ async fn sigkill_mid_push_then_rerun_loses_nothing_and_duplicates_nothing() {
             "kill after {kill_after} writes"
         );
         let status = world.status().await;
-        assert_eq!(status["contacts"], world.expected().0, "{status}");
+        assert_eq!(status["contacts"], world.known(), "{status}");
     }
 }

@@ -460,7 +460,7 @@ fn observe(sim: &Simulation) -> [Vec<Seen>; 4] {
             raw_text(&c["lastName"])
         ))
     };
-    let cw = list(&sim.chatwoot.state().dump())
+    let cw = list(&sim.provider("chatwoot").unwrap().dump())
         .iter()
         .map(|c| Seen {
             id: raw_text(&c["id"]),
@@ -470,7 +470,7 @@ fn observe(sim: &Simulation) -> [Vec<Seen>; 4] {
             tags: tag_set(&arr(&c["labels"])),
         })
         .collect();
-    let mai = list(&sim.maiagent.state().dump())
+    let mai = list(&sim.provider("maiagent").unwrap().dump())
         .iter()
         .map(|c| Seen {
             id: raw_text(&c["id"]),
@@ -480,7 +480,7 @@ fn observe(sim: &Simulation) -> [Vec<Seen>; 4] {
             tags: BTreeSet::new(),
         })
         .collect();
-    let ata = list(&sim.agentalk.state().dump())
+    let ata = list(&sim.provider("agentalk").unwrap().dump())
         .iter()
         .map(|c| Seen {
             id: raw_text(&c["id"]),
@@ -490,7 +490,7 @@ fn observe(sim: &Simulation) -> [Vec<Seen>; 4] {
             tags: tag_set(&arr(&c["tags"])),
         })
         .collect();
-    // DM Champ fills a blank first or last name with "Unknown" (providers.md §4.2): that
+    // DM Champ fills a blank first or last name with "Unknown": that
     // is how it holds a one-word name.
     let dmc_name = |c: &Value| {
         let part = |k: &str| match raw_text(&c[k]) {
@@ -499,7 +499,7 @@ fn observe(sim: &Simulation) -> [Vec<Seen>; 4] {
         };
         norm_name(&format!("{} {}", part("firstName"), part("lastName")))
     };
-    let dmc = list(&sim.dmchamp.state().dump())
+    let dmc = list(&sim.provider("dmchamp").unwrap().dump())
         .iter()
         .map(|c| Seen {
             id: raw_text(&c["contactId"]),
@@ -779,15 +779,11 @@ impl Case {
     }
 
     fn writes(&self) -> u64 {
-        let s = &self.sim;
-        [
-            s.chatwoot.log().counters().writes,
-            s.maiagent.log().counters().writes,
-            s.agentalk.log().counters().writes,
-            s.dmchamp.log().counters().writes,
-        ]
-        .iter()
-        .sum()
+        self.sim
+            .instances()
+            .iter()
+            .map(|i| i.server.log().counters().writes)
+            .sum()
     }
 
     /// One engine cycle; every cycle must succeed without conflicts or warnings.

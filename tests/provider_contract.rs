@@ -17,7 +17,9 @@ use contact_sync::provider::{
 };
 use contact_sync::simulator::faults::{FaultAction, FaultRule, RetryAfter};
 use contact_sync::simulator::seed::{self, Person};
-use contact_sync::simulator::{SimServer, agentalk, chatwoot, dmchamp, maiagent};
+use contact_sync::simulator::{
+    SimServer, SimulatedProvider, agentalk, chatwoot, dmchamp, maiagent,
+};
 use reqwest::Method;
 use secrecy::SecretString;
 use std::collections::BTreeSet;
@@ -98,7 +100,7 @@ async fn chatwoot_fixture(n: usize) -> Fixture<chatwoot::State> {
         api_key: "cw-contract-token-0123456789".to_owned(),
     };
     let state = Arc::new(chatwoot::State::new(creds.clone()));
-    let seeded = people(seed::Provider::Chatwoot, n.max(1));
+    let seeded = people(chatwoot::State::SEED, n.max(1));
     let known = seeded
         .iter()
         .find(|p| p.phone_e164.is_some() && p.email.is_some())
@@ -124,7 +126,7 @@ async fn maiagent_fixture(n: usize) -> Fixture<maiagent::State> {
         api_key: key.to_owned(),
         inbox_id: "0b9f2a44-6a1e-4d8e-9a55-3c2f1e0d9b7a".to_owned(),
     }));
-    let seeded = people(seed::Provider::MaiAgent, n.max(1));
+    let seeded = people(maiagent::State::SEED, n.max(1));
     let known = seeded[0].clone();
     state.seed(seeded.into_iter().take(n));
     let inbox = state.inbox_id();
@@ -152,7 +154,7 @@ async fn agentalk_fixture(n: usize) -> Fixture<agentalk::State> {
     };
     let token = creds.token();
     let state = Arc::new(agentalk::State::new(creds));
-    let seeded = people(seed::Provider::Agentalk, n.max(1));
+    let seeded = people(agentalk::State::SEED, n.max(1));
     let known = seeded[0].clone();
     state.seed(seeded.into_iter().take(n));
     let server = SimServer::start(
@@ -176,7 +178,7 @@ async fn dmchamp_fixture(n: usize) -> Fixture<dmchamp::State> {
     let state = Arc::new(dmchamp::State::new(dmchamp::Credentials {
         api_key: key.to_owned(),
     }));
-    let seeded = people(seed::Provider::DmChamp, n.max(1));
+    let seeded = people(dmchamp::State::SEED, n.max(1));
     let known = seeded.iter().find(|p| p.email.is_some()).cloned().unwrap();
     state.seed(seeded.into_iter().take(n));
     let server = SimServer::start(

@@ -1,5 +1,5 @@
 //! The simulated Chatwoot account API over real HTTP on loopback, checked against the
-//! behaviour `reference/providers.md` §3 describes. Tests seed state; the server decides
+//! behaviour of Chatwoot's account API (v4.9.1). Tests seed state; the server decides
 //! every answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use contact_sync::simulator::SimServer;
 use contact_sync::simulator::chatwoot::{self, Credentials, PAGE_SIZE};
 use contact_sync::simulator::seed::{self, Person};
+use contact_sync::simulator::{SimServer, SimulatedProvider};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -811,7 +811,7 @@ async fn create_update_and_delete() {
 
 #[tokio::test]
 async fn seeded_contacts_look_like_chatwoot_s() {
-    let cw = Cw::start(seed::people_for(8, 200, seed::Provider::Chatwoot).collect()).await;
+    let cw = Cw::start(seed::people_for(8, 200, chatwoot::State::SEED).collect()).await;
     let (_, v) = cw
         .get("/contacts", &[("sort", "created_at"), ("page", "1")])
         .await;

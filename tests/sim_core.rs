@@ -11,7 +11,9 @@ use contact_sync::domain::normalize::{DefaultRegion, normalize_phone};
 use contact_sync::simulator::chatwoot::{self, Credentials};
 use contact_sync::simulator::faults::{FaultAction, FaultRule, RetryAfter, TEN_MB};
 use contact_sync::simulator::seed::{self, HOME_REGION, Provider};
-use contact_sync::simulator::{SimCredentials, SimServer};
+use contact_sync::simulator::{
+    PROVIDERS, SimCredentials, SimServer, SimulatedProvider, dmchamp, maiagent,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -32,7 +34,7 @@ async fn chatwoot_server(n: u64) -> SimServer<chatwoot::State> {
         inbox_id: 5,
         api_key: TOKEN.to_owned(),
     }));
-    state.seed(seed::people_for(11, n, Provider::Chatwoot));
+    state.seed(seed::people_for(11, n, chatwoot::State::SEED));
     chatwoot::State::serve(state).await.unwrap()
 }
 
@@ -440,17 +442,17 @@ fn seeding_is_deterministic() {
     assert_ne!(a, other);
     for i in 0..300 {
         assert_eq!(seed::placement(42, i), seed::placement(42, i));
-        for p in Provider::ALL {
+        for p in Provider::all() {
             assert_eq!(
                 seed::written_for(42, &a[i as usize], p),
                 seed::written_for(42, &a[i as usize], p)
             );
         }
     }
-    let via_stream: Vec<_> = seed::people_for(42, 300, Provider::MaiAgent).collect();
+    let via_stream: Vec<_> = seed::people_for(42, 300, maiagent::State::SEED).collect();
     let by_hand: Vec<_> = (0..300)
-        .filter(|&i| seed::placement(42, i).maiagent)
-        .map(|i| seed::written_for(42, &seed::person(42, i), Provider::MaiAgent))
+        .filter(|&i| seed::placement(42, i).contains(maiagent::State::SEED))
+        .map(|i| seed::written_for(42, &seed::person(42, i), maiagent::State::SEED))
         .collect();
     assert_eq!(via_stream, by_hand);
 }
@@ -460,7 +462,7 @@ fn generation_streams() {
     // Nothing is materialised: a population of 2^64 people yields its first ones at once.
     let first: Vec<_> = seed::people(5, u64::MAX).take(3).collect();
     assert_eq!(first.len(), 3);
-    let first: Vec<_> = seed::people_for(5, u64::MAX, Provider::DmChamp)
+    let first: Vec<_> = seed::people_for(5, u64::MAX, dmchamp::State::SEED)
         .take(3)
         .collect();
     assert_eq!(first.len(), 3);
@@ -503,7 +505,7 @@ fn seeded_phones_are_valid_and_normalise_as_written() {
         let at_home = normalize_phone(typed, DefaultRegion::parse(region).unwrap()).unwrap();
         assert_eq!(at_home.key(), Some(e164.as_str()), "{typed} in {region}");
         // In every provider, it normalises with the default region.
-        for provider in Provider::ALL {
+        for provider in Provider::all() {
             let written = seed::written_for(9, &person, provider);
             let typed = written.phone.as_deref().unwrap();
             let got = normalize_phone(typed, us).unwrap();
@@ -544,7 +546,7 @@ fn population_is_realistic() {
         "{:?}",
         &phones[..20]
     );
-    let mai: Vec<String> = seed::people_for(3, 5_000, Provider::MaiAgent)
+    let mai: Vec<String> = seed::people_for(3, 5_000, maiagent::State::SEED)
         .filter_map(|p| p.phone)
         .collect();
     assert!(mai.iter().any(|p| p.starts_with("00")));
@@ -562,16 +564,11 @@ fn overlap_plan() {
         if p.count() >= 2 {
             two_or_more += 1;
         }
-        for (name, yes) in [
-            ("chatwoot", p.chatwoot),
-            ("maiagent", p.maiagent),
-            ("agentalk", p.agentalk),
-            ("dmchamp", p.dmchamp),
-        ] {
-            *in_provider.entry(name).or_default() += u64::from(yes);
+        for name in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
+            *in_provider.entry(name).or_default() += u64::from(p.contains_kind(name));
         }
         let person = seed::person(77, i);
-        if p.agentalk || p.dmchamp {
+        if p.contains_kind("agentalk") || p.contains_kind("dmchamp") {
             assert!(person.phone.is_some(), "Agentalk and DM Champ need a phone");
         }
     }
@@ -586,8 +583,8 @@ fn overlap_plan() {
     let mut differs = 0;
     for i in 0..2_000 {
         let person = seed::person(77, i);
-        let cw = seed::written_for(77, &person, Provider::Chatwoot);
-        let mai = seed::written_for(77, &person, Provider::MaiAgent);
+        let cw = seed::written_for(77, &person, chatwoot::State::SEED);
+        let mai = seed::written_for(77, &person, maiagent::State::SEED);
         assert_eq!(cw.index, mai.index);
         if cw.phone != mai.phone || cw.email != mai.email {
             differs += 1;
@@ -607,12 +604,10 @@ fn simulation_info_shape() {
     let creds = SimCredentials::from_seed(17);
     assert_eq!(creds, SimCredentials::from_seed(17));
     assert_ne!(creds, SimCredentials::from_seed(18));
-    let info = creds.info(
-        "http://127.0.0.1:1",
-        "http://127.0.0.1:2",
-        "http://127.0.0.1:3",
-        "http://127.0.0.1:4",
-    );
+    let info = creds.info(|kind| {
+        let port = PROVIDERS.iter().position(|e| e.kind == kind).unwrap() + 1;
+        format!("http://127.0.0.1:{port}")
+    });
     let keys = |v: &Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
@@ -659,32 +654,22 @@ async fn whole_simulation_starts_seeds_and_serves() {
     let info = sim.info();
     assert_eq!(
         info,
-        SimCredentials::from_seed(21).info(
-            sim.chatwoot.base_url(),
-            sim.maiagent.base_url(),
-            sim.agentalk.base_url(),
-            sim.dmchamp.base_url()
-        )
+        SimCredentials::from_seed(21).info(|kind| sim
+            .provider(kind)
+            .unwrap()
+            .base_url()
+            .to_owned())
     );
-    for p in Provider::ALL {
+    assert_eq!(sim.instances().len(), PROVIDERS.len());
+    for p in Provider::all() {
         let expected = (0..500)
             .filter(|&i| seed::placement(21, i).contains(p))
             .count();
-        let got = match p {
-            Provider::Chatwoot => sim.chatwoot.state().contact_count(),
-            Provider::MaiAgent => sim.maiagent.state().contact_count(),
-            Provider::Agentalk => sim.agentalk.state().contact_count(),
-            Provider::DmChamp => sim.dmchamp.state().contact_count(),
-        };
+        let got = sim.provider(p.kind).unwrap().contact_count();
         assert_eq!(got, expected, "{p:?}");
     }
     // Every server answers its control endpoint on loopback.
-    for url in [
-        sim.chatwoot.base_url(),
-        sim.maiagent.base_url(),
-        sim.agentalk.base_url(),
-        sim.dmchamp.base_url(),
-    ] {
+    for url in sim.instances().iter().map(|i| i.server.base_url()) {
         assert!(url.starts_with("http://127.0.0.1:"));
         let r = client()
             .get(format!("{url}/__sim/counters"))
@@ -694,4 +679,19 @@ async fn whole_simulation_starts_seeds_and_serves() {
         assert_eq!(r.status(), StatusCode::OK);
     }
     sim.shutdown().await;
+}
+
+#[test]
+fn every_provider_kind_is_simulated_once() {
+    use contact_sync::provider::ProviderKind;
+    let mut kinds: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+    let mut simulated: Vec<&str> = PROVIDERS.iter().map(|e| e.kind).collect();
+    kinds.sort_unstable();
+    simulated.sort_unstable();
+    assert_eq!(kinds, simulated);
+    // Each entry's seed profile is its own.
+    for e in PROVIDERS {
+        assert_eq!(e.seed.kind, e.kind);
+        assert_eq!(Provider::of(e.kind), Some(e.seed));
+    }
 }

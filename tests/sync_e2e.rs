@@ -25,7 +25,7 @@ async fn first_sync_converges_and_second_sends_nothing() {
     let status = world.status().await;
     assert_eq!(
         status["contacts"],
-        world.expected().0,
+        world.known(),
         "one golden record per person: {status}"
     );
     assert_eq!(status["pending"], 0);
@@ -38,7 +38,10 @@ async fn first_sync_converges_and_second_sends_nothing() {
             .map(|c| (text(c, "email").trim().to_lowercase(), text(c, "name")))
             .collect()
     };
-    let (cw, mai) = (by_email(world.chatwoot()), by_email(world.maiagent()));
+    let (cw, mai) = (
+        by_email(world.contacts("chatwoot")),
+        by_email(world.contacts("maiagent")),
+    );
     for (email, name) in &cw {
         if !email.is_empty() {
             assert_eq!(mai.get(email), Some(name), "{email}");
@@ -58,7 +61,7 @@ async fn human_edits_reach_the_others_with_one_write_each() {
     assert_eq!(world.sync().await.status.code(), Some(0));
     // Pick someone held everywhere: with a phone and an email.
     let person = world
-        .chatwoot()
+        .contacts("chatwoot")
         .into_iter()
         .find(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
         .expect("someone with a phone and an email");
@@ -84,13 +87,13 @@ async fn human_edits_reach_the_others_with_one_write_each() {
     assert_eq!(after[2] - before[2], 1, "one write to agentalk");
     assert_eq!(after[3] - before[3], 1, "one write to dm champ");
     let mai = world
-        .maiagent()
+        .contacts("maiagent")
         .into_iter()
         .find(|c| text(c, "email").eq_ignore_ascii_case(&email))
         .unwrap();
     assert_eq!(text(&mai, "name"), "Renata Quintero-Vale");
     let ata = world
-        .agentalk()
+        .contacts("agentalk")
         .into_iter()
         .find(|c| text(c, "email").eq_ignore_ascii_case(&email))
         .unwrap();
@@ -138,7 +141,7 @@ async fn human_edits_reach_the_others_with_one_write_each() {
     assert_eq!(after[2] - before[2], 1, "one tag write to agentalk");
     assert_eq!(after[3] - before[3], 1, "one tag write to dm champ");
     let ata = world
-        .agentalk()
+        .contacts("agentalk")
         .into_iter()
         .find(|c| text(c, "email").eq_ignore_ascii_case(&email))
         .unwrap();
@@ -159,7 +162,7 @@ async fn human_edits_reach_the_others_with_one_write_each() {
     assert_eq!(after[2] - before[2], 1, "one tag removal in agentalk");
     assert_eq!(after[3] - before[3], 0, "dm champ cannot remove tags");
     let ata = world
-        .agentalk()
+        .contacts("agentalk")
         .into_iter()
         .find(|c| text(c, "email").eq_ignore_ascii_case(&email))
         .unwrap();
@@ -167,7 +170,7 @@ async fn human_edits_reach_the_others_with_one_write_each() {
 
     // Email change in MaiAgent reaches Chatwoot.
     let mai = world
-        .maiagent()
+        .contacts("maiagent")
         .into_iter()
         .find(|c| text(c, "email").eq_ignore_ascii_case(&email))
         .unwrap();
@@ -193,7 +196,7 @@ async fn human_edits_reach_the_others_with_one_write_each() {
     assert_eq!(after[0] - before[0], 1, "one write to chatwoot");
     assert_eq!(after[1] - before[1], 0, "nothing written back to maiagent");
     let cw = world
-        .chatwoot()
+        .contacts("chatwoot")
         .into_iter()
         .find(|c| text(c, "id") == id)
         .unwrap();
@@ -206,24 +209,24 @@ async fn faults_still_converge_to_the_same_end_state() {
     assert_eq!(clean.sync().await.status.code(), Some(0));
 
     let faulty = World::new(25).await;
-    let s = &faulty.sim;
-    s.chatwoot.faults().add(
+    let s = |kind: &str| faulty.server(kind);
+    s("chatwoot").faults().add(
         FaultRule::new(FaultAction::chatwoot_throttled())
             .every_nth(3)
             .count(4),
     );
-    s.maiagent
+    s("maiagent")
         .faults()
         .add(FaultRule::new(FaultAction::too_many_requests(RetryAfter::Seconds(1))).count(2));
-    s.agentalk.faults().add(
+    s("agentalk").faults().add(
         FaultRule::new(FaultAction::status(503))
             .every_nth(4)
             .count(3),
     );
-    s.dmchamp
+    s("dmchamp")
         .faults()
         .add(FaultRule::new(FaultAction::too_many_requests(RetryAfter::HttpDate(1))).count(1));
-    s.dmchamp
+    s("dmchamp")
         .faults()
         .add(FaultRule::new(FaultAction::Delay { millis: 300 }).count(5));
     let out = faulty.sync().await;
@@ -234,13 +237,13 @@ async fn faults_still_converge_to_the_same_end_state() {
     }
     assert_converged(&faulty);
     assert_eq!(end_state(&faulty), end_state(&clean));
-    assert!(s.chatwoot.faults().fired() > 0 && s.agentalk.faults().fired() > 0);
+    assert!(s("chatwoot").faults().fired() > 0 && s("agentalk").faults().fired() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_page_fails_that_provider_only_and_loses_nothing() {
     let world = World::new(40).await;
-    world.sim.maiagent.faults().add(
+    world.server("maiagent").faults().add(
         FaultRule::new(FaultAction::InvalidJson)
             .method(reqwest::Method::GET)
             .count(1),
@@ -276,7 +279,7 @@ async fn a_person_deleted_in_chatwoot_is_not_recreated_nor_deleted_elsewhere() {
     let world = World::new(30).await;
     assert_eq!(world.sync().await.status.code(), Some(0));
     let victim = world
-        .chatwoot()
+        .contacts("chatwoot")
         .into_iter()
         .find(|c| !text(c, "email").is_empty())
         .unwrap();
@@ -294,17 +297,20 @@ async fn a_person_deleted_in_chatwoot_is_not_recreated_nor_deleted_elsewhere() {
         assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     }
     assert!(
-        !world.chatwoot().iter().any(|c| text(c, "email") == email),
+        !world
+            .contacts("chatwoot")
+            .iter()
+            .any(|c| text(c, "email") == email),
         "not re-created in chatwoot"
     );
     assert!(
         world
-            .maiagent()
+            .contacts("maiagent")
             .iter()
             .any(|c| text(c, "email").eq_ignore_ascii_case(&email)),
         "kept in maiagent"
     );
-    assert_eq!(world.chatwoot().len(), world.expected().0 - 1);
+    assert_eq!(world.contacts("chatwoot").len(), world.known() - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +319,7 @@ async fn an_empty_listing_once_deletes_and_unlinks_nothing() {
     assert_eq!(world.sync().await.status.code(), Some(0));
     let linked_before = world.status().await["providers"][0]["linked"].clone();
     // A proxy answers the listing with an empty page once.
-    world.sim.chatwoot.faults().add(
+    world.server("chatwoot").faults().add(
         FaultRule::new(FaultAction::Status {
             status: 200,
             retry_after: None,
@@ -363,7 +369,7 @@ async fn dry_run_writes_nothing_and_the_real_run_does_what_it_printed() {
 
     // A human renames someone in Chatwoot; the dry run shows the update per provider.
     let person = world
-        .chatwoot()
+        .contacts("chatwoot")
         .into_iter()
         .find(|c| !text(c, "phone_number").is_empty() && !text(c, "email").is_empty())
         .unwrap();
@@ -409,7 +415,7 @@ async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
     let world = World::new(30).await;
     assert_eq!(world.sync().await.status.code(), Some(0));
     let people: Vec<Value> = world
-        .chatwoot()
+        .contacts("chatwoot")
         .into_iter()
         .filter(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
         .take(2)
@@ -448,7 +454,7 @@ async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
         "nothing merged, nothing created"
     );
     // A and B are untouched in Chatwoot.
-    let cw = world.chatwoot();
+    let cw = world.contacts("chatwoot");
     for p in [a, b] {
         let now = cw.iter().find(|c| text(c, "id") == text(p, "id")).unwrap();
         assert_eq!(
@@ -494,7 +500,7 @@ async fn provider_flag_limits_the_cycle_to_the_named_providers() {
     );
     assert!(writes[2] > 0, "whatsapp was pushed to");
     assert_eq!(
-        world.sim.maiagent.log().counters().reads,
+        world.server("maiagent").log().counters().reads,
         0,
         "maiagent not even read"
     );
@@ -583,7 +589,7 @@ async fn with_propagate_deletes_a_deletion_reaches_the_providers_that_can_delete
     .unwrap();
     assert_eq!(world.sync().await.status.code(), Some(0));
     let victim = world
-        .chatwoot()
+        .contacts("chatwoot")
         .into_iter()
         .find(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
         .unwrap();
@@ -593,7 +599,8 @@ async fn with_propagate_deletes_a_deletion_reaches_the_providers_that_can_delete
             .any(|c| text(c, key).trim().eq_ignore_ascii_case(value))
     };
     assert!(
-        held(world.agentalk(), "phone", &phone) && held(world.dmchamp(), "phoneNumber", &phone)
+        held(world.contacts("agentalk"), "phone", &phone)
+            && held(world.contacts("dmchamp"), "phoneNumber", &phone)
     );
     let http = reqwest::Client::builder().build().unwrap();
     let r = http
@@ -611,25 +618,25 @@ async fn with_propagate_deletes_a_deletion_reaches_the_providers_that_can_delete
         stdout(&out)
     );
     assert!(
-        !held(world.chatwoot(), "email", &email),
+        !held(world.contacts("chatwoot"), "email", &email),
         "gone from chatwoot"
     );
     assert!(
-        !held(world.maiagent(), "email", &email),
+        !held(world.contacts("maiagent"), "email", &email),
         "deleted in maiagent"
     );
     assert!(
-        !held(world.agentalk(), "phone", &phone),
+        !held(world.contacts("agentalk"), "phone", &phone),
         "deleted in agentalk: {}",
         stdout(&out)
     );
     assert!(
-        held(world.dmchamp(), "phoneNumber", &phone),
+        held(world.contacts("dmchamp"), "phoneNumber", &phone),
         "dm champ cannot delete: kept"
     );
     // Nothing comes back, and the next cycle has nothing left to write.
     let before = world.writes();
     assert_eq!(world.sync().await.status.code(), Some(0));
     assert_eq!(world.writes(), before);
-    assert!(!held(world.maiagent(), "email", &email));
+    assert!(!held(world.contacts("maiagent"), "email", &email));
 }

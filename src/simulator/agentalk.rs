@@ -1,4 +1,4 @@
-//! Simulated Agentalk contacts API (`reference/providers.md` §2 and §6.4).
+//! Simulated Agentalk contacts API.
 //!
 //! Owns the in-memory state of one Agentalk organization (contacts and the organization's
 //! tags) and the axum router that serves it: `POST /api/contacts` (upsert keyed on the
@@ -9,11 +9,11 @@
 //! id (a GET on `/api/contacts/{id}` answers 405). Fault injection and the request log are
 //! middleware the simulator core wraps around [`router`]; this module does neither.
 //!
-//! Written from the reference alone; it shares no types with the client in
-//! `src/provider/`.
+//! Written from what is known of Agentalk's API alone; it shares no types with the
+//! client in `src/provider/`.
 //!
 //! The published spec types every response body as an untyped object, so **all response
-//! shapes here are guesses** (providers.md §2.3), as are these choices of ours:
+//! shapes here are guesses** (the spec leaves them open), as are these choices of ours:
 //! - Contact JSON: `{"id", "phone" ("+digits"), "firstName", "lastName", "email",
 //!   "tags": [{"id", "name"}], "fields": {}, "createdAt", "updatedAt"}` with RFC 3339
 //!   timestamps. Tags are objects so a client can learn tag ids for removal.
@@ -42,13 +42,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{self, Path, RawQuery, Request};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use serde_json::{Map, Value, json};
 
-use super::seed::Person;
+use super::SimulatedProvider;
+use super::http::{
+    Guarded, Reject, Reply, authorization, contains_ci, credential, detail, first, guard,
+    query_pairs, respond,
+};
+use super::seed::{self, Dice, Person, PhoneStyle, TagStyle};
 
 /// Default `limit` of the search endpoint (documented).
 pub const DEFAULT_LIMIT: usize = 50;
@@ -442,32 +447,15 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/contacts/{id}/fields/{key}", delete(clear_field))
         .route("/api/contacts/{id}/tags", post(add_tags))
         .route("/api/contacts/{id}/tags/{tag}", delete(remove_tag))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::<State>,
+        ))
         .fallback(not_found)
         .with_state(state)
 }
 
 type Shared = extract::State<Arc<State>>;
-
-/// An answer other than success: status and JSON body (kept small so `Result`s are cheap).
-struct Reject(StatusCode, Value);
-
-impl IntoResponse for Reject {
-    fn into_response(self) -> Response {
-        respond(self.0, self.1)
-    }
-}
-
-type Reply = Result<Response, Reject>;
-
-fn respond(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-/// `{"detail": "..."}`.
-fn detail(status: StatusCode, msg: &str) -> Reject {
-    Reject(status, json!({ "detail": msg }))
-}
 
 fn contact_not_found() -> Reject {
     detail(StatusCode::NOT_FOUND, "Not found.")
@@ -504,13 +492,9 @@ fn looks_like_jwt(token: &str) -> bool {
 /// The reason a request is not authorised, or `None` if it is.
 fn auth_failure(st: &State, headers: &HeaderMap) -> Option<Reject> {
     let unauthorized = |msg: &str| Some(detail(StatusCode::UNAUTHORIZED, msg));
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = header.and_then(|h| {
-        let (scheme, token) = h.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
-    });
+    let token = authorization(headers)
+        .and_then(|h| credential(h.trim(), "Bearer"))
+        .map(str::trim);
     let Some(token) = token else {
         return unauthorized("Authentication credentials were not provided.");
     };
@@ -537,10 +521,9 @@ fn auth_failure(st: &State, headers: &HeaderMap) -> Option<Reject> {
     }
 }
 
-async fn require_token(extract::State(st): Shared, req: Request, next: Next) -> Response {
-    match auth_failure(&st, req.headers()) {
-        Some(reject) => reject.into_response(),
-        None => next.run(req).await,
+impl Guarded for State {
+    fn refuse(&self, req: &Request) -> Option<Response> {
+        auth_failure(self, req.headers()).map(IntoResponse::into_response)
     }
 }
 
@@ -619,38 +602,13 @@ async fn upsert(extract::State(st): Shared, body: Bytes) -> Reply {
     ))
 }
 
-fn query_params(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .into_owned()
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
+/// First value of a query parameter, trimmed, if not empty.
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-/// Case-insensitive substring test. `needle` is already lower-case; `buf` is scratch
-/// space reused across calls so a scan over a million contacts does not allocate.
-fn contains_ci(buf: &mut String, hay: &str, needle: &str) -> bool {
-    buf.clear();
-    if hay.is_ascii() {
-        buf.push_str(hay);
-        buf.make_ascii_lowercase();
-    } else {
-        buf.extend(hay.chars().flat_map(char::to_lowercase));
-    }
-    buf.contains(needle)
+    first(params, key).map(str::trim).filter(|v| !v.is_empty())
 }
 
 async fn search(extract::State(st): Shared, RawQuery(raw): RawQuery) -> Reply {
-    let params = query_params(raw.as_deref());
+    let params = query_pairs(raw.as_deref());
     let phone = param(&params, "phone");
     let name = param(&params, "name").map(str::to_lowercase);
     if phone.is_none() && name.is_none() {
@@ -824,6 +782,54 @@ fn parse_uuid(s: &str) -> Option<u128> {
         return None;
     }
     u128::from_str_radix(&hex, 16).ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Registry
+
+impl SimulatedProvider for State {
+    const KIND: &'static str = "agentalk";
+    const DEMO_NAME: &'static str = "whatsapp";
+    const SEED: seed::Provider = seed::Provider {
+        kind: Self::KIND,
+        share: 30,
+        // Contacts are keyed by phone.
+        needs_phone: true,
+        // There is no list endpoint, only search.
+        listable: false,
+        phone: PhoneStyle::E164,
+        stray_spaces: true,
+        tags: TagStyle::AnySpelling,
+        salt: 0x33,
+    };
+    type Credentials = Credentials;
+
+    fn credentials(dice: &mut Dice) -> Credentials {
+        let org_id = seed::uuid(dice);
+        let secret = seed::token(dice, seed::ALNUM, 32);
+        Credentials { org_id, secret }
+    }
+    fn new(credentials: Credentials) -> Self {
+        State::new(credentials)
+    }
+    fn router(state: Arc<Self>) -> Router {
+        router(state)
+    }
+    fn seed(&self, people: Box<dyn Iterator<Item = Person> + Send>) {
+        State::seed(self, people);
+    }
+    fn dump(&self) -> Value {
+        State::dump(self)
+    }
+    fn contact_count(&self) -> usize {
+        State::contact_count(self)
+    }
+    fn info(credentials: &Credentials, base_url: &str) -> Value {
+        json!({"base_url": base_url, "api_key": credentials.token()})
+    }
+    fn config_lines(_info: &Value) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

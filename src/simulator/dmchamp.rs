@@ -1,4 +1,4 @@
-//! Simulated DM Champ contacts API (`reference/providers.md` §4 and §6.4).
+//! Simulated DM Champ contacts API.
 //!
 //! Owns the in-memory state of one DM Champ account (contacts with their hidden fields,
 //! tags, lists, and the duplicate-create behaviour) and the axum router that serves it
@@ -10,10 +10,10 @@
 //! as in the real API. Fault injection and the request log are middleware the simulator
 //! core wraps around [`router`]; this module does neither.
 //!
-//! Written from the reference alone; it shares no types with the client in
-//! `src/provider/`.
+//! Written from what is known of DM Champ's API alone; it shares no types with the
+//! client in `src/provider/`.
 //!
-//! Choices of ours where the reference leaves a gap (not DM Champ facts):
+//! Choices of ours where DM Champ's behaviour is not known (not DM Champ facts):
 //! - Contact ids: 24 lower-case hex digits (opaque to clients).
 //! - Phones are stored in strict E.164 (`+` then 1–15 digits, first not 0); create refuses
 //!   anything else with 400. Lookup compares the decoded `phoneNumber` with that string
@@ -41,12 +41,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{self, Path, RawQuery, Request};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
 
-use super::seed::Person;
+use super::SimulatedProvider;
+use super::http::{Guarded, Reject, Reply, first, guard, query_pairs, respond};
+use super::seed::{self, Dice, Person, PhoneStyle, TagStyle};
 
 /// Create-time fields stored as sent and shown only by [`State::dump`], with their
 /// defaults.
@@ -69,7 +71,7 @@ pub struct Credentials {
 }
 
 /// What `POST /v1/contacts` does when the phone already belongs to a contact (the
-/// reference documents both behaviours).
+/// API is documented to do either).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DuplicateMode {
     /// 200 `{"success": true, "data": {"message": "Contact already exists", "contactId"}}`
@@ -379,28 +381,13 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/tags", get(all_tags).post(tag_contact))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            require_api_key,
+            guard::<State>,
         ))
         .fallback(not_found)
         .with_state(state)
 }
 
 type Shared = extract::State<Arc<State>>;
-
-/// An answer other than success: status and JSON body (kept small so `Result`s are cheap).
-struct Reject(StatusCode, Value);
-
-impl IntoResponse for Reject {
-    fn into_response(self) -> Response {
-        respond(self.0, self.1)
-    }
-}
-
-type Reply = Result<Response, Reject>;
-
-fn respond(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
 
 fn success(body: Value) -> Response {
     respond(StatusCode::OK, body)
@@ -424,44 +411,27 @@ async fn not_found() -> Reject {
     failure(StatusCode::NOT_FOUND, "Not found")
 }
 
-fn query_params(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .into_owned()
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
 /// First value of a query parameter, if present and not empty (not trimmed: a `+` that
 /// arrived raw is a space and stays one).
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
+    first(params, key).filter(|v| !v.is_empty())
 }
 
-async fn require_api_key(
-    extract::State(st): Shared,
-    RawQuery(raw): RawQuery,
-    req: Request,
-    next: Next,
-) -> Response {
-    let params = query_params(raw.as_deref());
-    if param(&params, "apiKey") == Some(st.api_key.as_str()) {
-        next.run(req).await
-    } else {
-        respond(
-            StatusCode::UNAUTHORIZED,
-            Value::String("Unauthorized: invalid or missing apiKey".into()),
-        )
+/// The `apiKey` query parameter.
+impl Guarded for State {
+    fn refuse(&self, req: &Request) -> Option<Response> {
+        let params = query_pairs(req.uri().query());
+        (param(&params, "apiKey") != Some(self.api_key.as_str())).then(|| {
+            respond(
+                StatusCode::UNAUTHORIZED,
+                Value::String("Unauthorized: invalid or missing apiKey".into()),
+            )
+        })
     }
 }
 
 async fn lookup(extract::State(st): Shared, RawQuery(raw): RawQuery) -> Reply {
-    let params = query_params(raw.as_deref());
+    let params = query_pairs(raw.as_deref());
     let inner = st.lock();
     let found = match (param(&params, "phoneNumber"), param(&params, "email")) {
         (Some(phone), _) => inner.find_by_e164(phone),
@@ -676,7 +646,7 @@ async fn all_tags(extract::State(st): Shared) -> Reply {
 
 /// `POST /v1/tags?tag=…&phoneNumber=<digits without +>` or `&email=…`.
 async fn tag_contact(extract::State(st): Shared, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
-    let params = query_params(raw.as_deref());
+    let params = query_pairs(raw.as_deref());
     let body: Map<String, Value> = serde_json::from_slice(&body).unwrap_or_default();
     let get = |key: &str| -> Option<String> {
         param(&params, key).map(str::to_owned).or_else(|| {
@@ -762,6 +732,54 @@ fn parse_id(s: &str) -> Option<u128> {
     (s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| u128::from_str_radix(s, 16).ok())
         .flatten()
+}
+
+// ---------------------------------------------------------------------------------------
+// Registry
+
+impl SimulatedProvider for State {
+    const KIND: &'static str = "dmchamp";
+    const DEMO_NAME: &'static str = "campaigns";
+    const SEED: seed::Provider = seed::Provider {
+        kind: Self::KIND,
+        share: 30,
+        // Contacts are keyed by phone.
+        needs_phone: true,
+        // There is no listing, only lookup by phone or email.
+        listable: false,
+        phone: PhoneStyle::E164,
+        stray_spaces: true,
+        tags: TagStyle::AnySpelling,
+        salt: 0x44,
+    };
+    type Credentials = Credentials;
+
+    fn credentials(dice: &mut Dice) -> Credentials {
+        Credentials {
+            api_key: seed::token(dice, seed::HEX, 32),
+        }
+    }
+    fn new(credentials: Credentials) -> Self {
+        State::new(credentials)
+    }
+    fn router(state: Arc<Self>) -> Router {
+        router(state)
+    }
+    fn seed(&self, people: Box<dyn Iterator<Item = Person> + Send>) {
+        State::seed(self, people);
+    }
+    fn dump(&self) -> Value {
+        State::dump(self)
+    }
+    fn contact_count(&self) -> usize {
+        State::contact_count(self)
+    }
+    fn info(credentials: &Credentials, base_url: &str) -> Value {
+        json!({"base_url": base_url, "api_key": credentials.api_key})
+    }
+    fn config_lines(_info: &Value) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

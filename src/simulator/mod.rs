@@ -1,17 +1,11 @@
 //! Simulated providers: stateful HTTP servers that behave like the real APIs.
 //!
-//! One module per provider ([`chatwoot`], and `maiagent`, `agentalk`, `dmchamp`) owns that
-//! provider's in-memory state and its axum router, written from `reference/providers.md`
-//! alone (no code shared with the clients in `src/provider/`). Each follows one interface:
-//!
-//! ```text
-//! pub struct State;                  // contacts behind a lock
-//! State::new(Credentials) -> State   // Credentials: provider-specific, pub fields
-//! State::seed(&self, people)         // insert seed::Person values as a human typed them
-//! State::dump(&self) -> Value        // the whole state in the provider's JSON shape
-//! State::contact_count(&self) -> usize
-//! router(Arc<State>) -> Router       // the documented paths, auth checked
-//! ```
+//! One module per provider ([`chatwoot`], [`maiagent`], [`agentalk`], [`dmchamp`]) owns
+//! that provider's in-memory state and its axum router, written from what is known of the
+//! real API alone (no code shared with the clients in `src/provider/`; the HTTP plumbing
+//! the simulators share is [`http`]). Each implements [`SimulatedProvider`] on its `State`
+//! and has one line in [`PROVIDERS`], the registry: adding a simulated provider is its
+//! module, its `mod` line and that one line.
 //!
 //! This module is the shared machinery around them:
 //! - [`SimServer`]: one provider served on `127.0.0.1:<port chosen by the OS>`, wrapped in
@@ -20,17 +14,37 @@
 //!   `GET /__sim/state` (the dump), `GET /__sim/log`, `GET /__sim/counters`,
 //!   `GET /__sim/faults`, `POST /__sim/faults` (a JSON [`faults::FaultRule`]),
 //!   `DELETE /__sim/faults`, `POST /__sim/reset-log`.
-//! - [`Simulation`]: the four providers started together and seeded with overlapping
-//!   people ([`seed`]); [`Simulation::info`] is the object `contact-sync simulate` prints.
+//! - [`Simulation`]: every registered provider started together and seeded with
+//!   overlapping people ([`seed`]); [`Simulation::info`] is the object `contact-sync
+//!   simulate` prints. [`Simulation::start_instances`] starts any set of named instances
+//!   (two accounts of one platform, say).
 //! - [`SimCredentials`]: every provider's credentials, deterministic from the seed.
 
 pub mod agentalk;
 pub mod chatwoot;
 pub mod dmchamp;
 pub mod faults;
+pub mod http;
 pub mod log;
 pub mod maiagent;
+pub mod registry;
 pub mod seed;
+
+pub use self::registry::{Entry, RunningProvider, Seeding, SimulatedProvider, entry};
+
+/// The registry: every simulated provider, one line each, in a fixed order (the order
+/// credentials are drawn and people placed in: append, never reorder).
+pub static PROVIDERS: &[Entry] = &[
+    entry::<chatwoot::State>(),
+    entry::<maiagent::State>(),
+    entry::<agentalk::State>(),
+    entry::<dmchamp::State>(),
+];
+
+/// The registry entry of `kind`.
+pub fn entry_of(kind: &str) -> Option<&'static Entry> {
+    PROVIDERS.iter().find(|e| e.kind == kind)
+}
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -42,13 +56,14 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use self::faults::{FaultAction, FaultRule, Faults};
 use self::log::RequestLog;
+use self::registry::AnyCredentials;
 use self::seed::Dice;
 
 /// One running simulated provider.
@@ -227,84 +242,76 @@ fn control_router(core: Arc<Core>) -> Router {
 // ---------------------------------------------------------------------------------------
 // Credentials
 
-/// Every simulated provider's credentials, deterministic from the simulation seed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every simulated provider's credentials, deterministic from the simulation seed (drawn
+/// in registry order from one dice, so adding a provider changes no other's).
 pub struct SimCredentials {
-    /// Chatwoot account id, API inbox id and access token.
-    pub chatwoot: chatwoot::Credentials,
-    /// MaiAgent `Api-Key` (`prefix.secret`, djangorestframework-api-key style).
-    pub maiagent_api_key: String,
-    /// MaiAgent inbox UUID.
-    pub maiagent_inbox_id: String,
-    /// Agentalk organization UUID (the token is `{org uuid}.{secret}`).
-    pub agentalk_org_id: String,
-    /// Agentalk token secret.
-    pub agentalk_secret: String,
-    /// DM Champ `apiKey`.
-    pub dmchamp_api_key: String,
+    drawn: Vec<(&'static Entry, AnyCredentials)>,
 }
 
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-const HEX: &[u8] = b"0123456789abcdef";
-
-fn token(d: &mut Dice, alphabet: &[u8], len: usize) -> String {
-    (0..len).map(|_| char::from(*d.pick(alphabet))).collect()
-}
-
-fn uuid(d: &mut Dice) -> String {
-    let a = d.next();
-    seed::uuid_from(a, d.next())
-}
+/// The dice stream credentials are drawn from.
+const CREDENTIALS_STREAM: u64 = 0x6372_6564;
 
 impl SimCredentials {
-    /// The credentials of the simulation with `seed`.
+    /// The credentials of the simulation with `seed` (instance 0 of every provider).
     pub fn from_seed(seed: u64) -> Self {
-        let mut d = Dice::new(seed, 0, 0x6372_6564);
-        let account_id = 1 + d.below(999);
-        let inbox_id = 1 + d.below(99);
-        let chatwoot_token = token(&mut d, BASE58, 24);
-        let maiagent_api_key = format!("{}.{}", token(&mut d, ALNUM, 8), token(&mut d, ALNUM, 32));
-        let maiagent_inbox_id = uuid(&mut d);
-        let agentalk_org_id = uuid(&mut d);
-        let agentalk_secret = token(&mut d, ALNUM, 32);
-        let dmchamp_api_key = token(&mut d, HEX, 32);
+        let mut d = Dice::new(seed, 0, CREDENTIALS_STREAM);
         SimCredentials {
-            chatwoot: chatwoot::Credentials {
-                account_id,
-                inbox_id,
-                api_key: chatwoot_token,
-            },
-            maiagent_api_key,
-            maiagent_inbox_id,
-            agentalk_org_id,
-            agentalk_secret,
-            dmchamp_api_key,
+            drawn: PROVIDERS
+                .iter()
+                .map(|e| (e, (e.credentials)(&mut d)))
+                .collect(),
         }
     }
 
-    /// Agentalk's bearer token: `{org uuid}.{secret}`.
-    pub fn agentalk_api_key(&self) -> String {
-        format!("{}.{}", self.agentalk_org_id, self.agentalk_secret)
+    /// Credentials of instance `instance` of `entry`'s kind: those of [`Self::from_seed`]
+    /// for instance 0, an independent draw for the others.
+    pub fn for_instance(seed: u64, entry: &'static Entry, instance: u64) -> AnyCredentials {
+        if instance == 0 {
+            let mut d = Dice::new(seed, 0, CREDENTIALS_STREAM);
+            for e in PROVIDERS {
+                let drawn = (e.credentials)(&mut d);
+                if e.kind == entry.kind {
+                    return drawn;
+                }
+            }
+        }
+        let mut d = Dice::new(seed, instance, CREDENTIALS_STREAM);
+        (entry.credentials)(&mut d)
     }
 
-    /// The `contact-sync simulate` object (DESIGN §2) for servers at these base URLs.
-    pub fn info(&self, chatwoot: &str, maiagent: &str, agentalk: &str, dmchamp: &str) -> Value {
-        json!({
-            "chatwoot": {
-                "base_url": chatwoot,
-                "account_id": self.chatwoot.account_id,
-                "inbox_id": self.chatwoot.inbox_id,
-                "api_key": self.chatwoot.api_key,
-            },
-            "maiagent": {
-                "base_url": maiagent,
-                "inbox_id": self.maiagent_inbox_id,
-                "api_key": self.maiagent_api_key,
-            },
-            "agentalk": {"base_url": agentalk, "api_key": self.agentalk_api_key()},
-            "dmchamp": {"base_url": dmchamp, "api_key": self.dmchamp_api_key},
-        })
+    /// The typed credentials of `P`.
+    pub fn of<P: SimulatedProvider>(&self) -> Option<&P::Credentials> {
+        self.drawn
+            .iter()
+            .find(|(e, _)| e.kind == P::KIND)
+            .and_then(|(_, c)| c.downcast_ref())
+    }
+
+    /// The `contact-sync simulate` object for servers at `base_url(kind)`: one entry per
+    /// provider, keyed by kind (see [`Simulation::info`]).
+    pub fn info(&self, base_url: impl Fn(&str) -> String) -> Value {
+        let mut out = Map::new();
+        for (e, c) in &self.drawn {
+            out.insert(e.kind.to_owned(), (e.info)(c, &base_url(e.kind)));
+        }
+        Value::Object(out)
+    }
+}
+
+impl PartialEq for SimCredentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.info(|_| String::new()) == other.info(|_| String::new())
+    }
+}
+
+impl Eq for SimCredentials {}
+
+impl std::fmt::Debug for SimCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<&str> = self.drawn.iter().map(|(e, _)| e.kind).collect();
+        f.debug_struct("SimCredentials")
+            .field("kinds", &kinds)
+            .finish_non_exhaustive()
     }
 }
 
@@ -338,118 +345,141 @@ where
         .map_err(std::io::Error::other)
 }
 
-/// The four simulated providers, started together and seeded with overlapping people.
+/// One named instance of a simulated provider, to start with
+/// [`Simulation::start_instances`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// The name a config gives it (`[[providers]] name`).
+    pub name: String,
+    /// Its kind (a registry entry's).
+    pub kind: String,
+    /// Which instance of its kind: 0 has the credentials and people of a plain
+    /// [`Simulation`]; others draw their own credentials and their own share of the
+    /// population (see [`Seeding::instance`]).
+    pub instance: u64,
+}
+
+impl InstanceSpec {
+    /// Instance `instance` of `kind`, named `name`.
+    pub fn new(name: &str, kind: &str, instance: u64) -> Self {
+        InstanceSpec {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            instance,
+        }
+    }
+}
+
+/// One running named instance.
+pub struct Instance {
+    /// Its name.
+    pub name: String,
+    /// Which instance of its kind it is.
+    pub instance: u64,
+    /// The server.
+    pub server: Box<dyn RunningProvider>,
+}
+
+/// Simulated providers started together and seeded with overlapping people: by default
+/// ([`Simulation::start`]) one instance of every registered provider.
 pub struct Simulation {
     /// The seed it was started with.
     pub seed: u64,
-    /// Its credentials.
+    /// Its credentials (instance 0 of every registered provider).
     pub credentials: SimCredentials,
-    /// Chatwoot.
-    pub chatwoot: SimServer<chatwoot::State>,
-    /// MaiAgent.
-    pub maiagent: SimServer<maiagent::State>,
-    /// Agentalk.
-    pub agentalk: SimServer<agentalk::State>,
-    /// DM Champ.
-    pub dmchamp: SimServer<dmchamp::State>,
+    instances: Vec<Instance>,
 }
 
 impl Simulation {
-    /// Starts the four servers on loopback ports chosen by the OS and seeds them with the
-    /// first `options.contacts` people of `options.seed` ([`seed::people_for`]).
+    /// Starts one instance of every registered provider, named as the demo names them, on
+    /// loopback ports chosen by the OS, seeded with the first `options.contacts` people of
+    /// `options.seed` ([`seed::people_for`]).
     pub async fn start(options: SimOptions) -> std::io::Result<Simulation> {
+        let specs: Vec<InstanceSpec> = PROVIDERS
+            .iter()
+            .map(|e| InstanceSpec::new(e.demo_name, e.kind, 0))
+            .collect();
+        Simulation::start_instances(options, &specs).await
+    }
+
+    /// Starts the instances of `specs`, in that order, seeded concurrently.
+    pub async fn start_instances(
+        options: SimOptions,
+        specs: &[InstanceSpec],
+    ) -> std::io::Result<Simulation> {
         let SimOptions { contacts, seed } = options;
-        let credentials = SimCredentials::from_seed(seed);
-
-        let cw = Arc::new(chatwoot::State::new(credentials.chatwoot.clone()));
-        let mai = Arc::new(maiagent::State::new(maiagent::Credentials {
-            api_key: credentials.maiagent_api_key.clone(),
-            inbox_id: credentials.maiagent_inbox_id.clone(),
-        }));
-        let ata = Arc::new(agentalk::State::new(agentalk::Credentials {
-            org_id: credentials.agentalk_org_id.clone(),
-            secret: credentials.agentalk_secret.clone(),
-        }));
-        let dmc = Arc::new(dmchamp::State::new(dmchamp::Credentials {
-            api_key: credentials.dmchamp_api_key.clone(),
-        }));
-
-        if contacts > 0 {
-            use seed::{Provider, people_for};
-            let (a, b, c, d) = tokio::join!(
-                seed_blocking(&cw, move |s| s.seed(people_for(
-                    seed,
-                    contacts,
-                    Provider::Chatwoot
-                ))),
-                seed_blocking(&mai, move |s| s.seed(people_for(
-                    seed,
-                    contacts,
-                    Provider::MaiAgent
-                ))),
-                seed_blocking(&ata, move |s| s.seed(people_for(
-                    seed,
-                    contacts,
-                    Provider::Agentalk
-                ))),
-                seed_blocking(&dmc, move |s| s.seed(people_for(
-                    seed,
-                    contacts,
-                    Provider::DmChamp
-                ))),
-            );
-            a?;
-            b?;
-            c?;
-            d?;
+        let mut starting = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let entry = entry_of(&spec.kind).ok_or_else(|| {
+                std::io::Error::other(format!("no simulated provider of kind {}", spec.kind))
+            })?;
+            let credentials = SimCredentials::for_instance(seed, entry, spec.instance);
+            let seeding = Seeding {
+                seed,
+                contacts,
+                instance: spec.instance,
+            };
+            starting.push(tokio::spawn((entry.start)(&credentials, seeding)));
         }
-
-        let chatwoot =
-            SimServer::start(Arc::clone(&cw), chatwoot::router(cw), chatwoot::State::dump).await?;
-        let maiagent = SimServer::start(
-            Arc::clone(&mai),
-            maiagent::router(mai),
-            maiagent::State::dump,
-        )
-        .await?;
-        let agentalk = SimServer::start(
-            Arc::clone(&ata),
-            agentalk::router(ata),
-            agentalk::State::dump,
-        )
-        .await?;
-        let dmchamp =
-            SimServer::start(Arc::clone(&dmc), dmchamp::router(dmc), dmchamp::State::dump).await?;
+        let mut instances = Vec::with_capacity(specs.len());
+        for (spec, task) in specs.iter().zip(starting) {
+            let server = task.await.map_err(std::io::Error::other)??;
+            instances.push(Instance {
+                name: spec.name.clone(),
+                instance: spec.instance,
+                server,
+            });
+        }
         Ok(Simulation {
             seed,
-            credentials,
-            chatwoot,
-            maiagent,
-            agentalk,
-            dmchamp,
+            credentials: SimCredentials::from_seed(seed),
+            instances,
         })
     }
 
-    /// The object `contact-sync simulate` prints (DESIGN §2): `{"chatwoot": {"base_url",
-    /// "account_id", "inbox_id", "api_key"}, "maiagent": {"base_url", "inbox_id",
-    /// "api_key"}, "agentalk": {"base_url", "api_key"}, "dmchamp": {"base_url",
-    /// "api_key"}}`.
+    /// The object `contact-sync simulate` prints: one entry per kind, keyed by kind, for
+    /// instance 0 of each: `{"chatwoot": {"base_url", "account_id", "inbox_id",
+    /// "api_key"}, "maiagent": {"base_url", "inbox_id", "api_key"}, "agentalk":
+    /// {"base_url", "api_key"}, "dmchamp": {"base_url", "api_key"}}` (`base_url` is what a
+    /// config's `base_url` takes).
     pub fn info(&self) -> Value {
-        self.credentials.info(
-            self.chatwoot.base_url(),
-            self.maiagent.base_url(),
-            self.agentalk.base_url(),
-            self.dmchamp.base_url(),
-        )
+        let mut out = Map::new();
+        for i in self.instances.iter().filter(|i| i.instance == 0) {
+            out.insert(i.server.kind().to_owned(), i.server.info());
+        }
+        Value::Object(out)
     }
 
-    /// Stops the four servers.
+    /// Every running instance, in the order started.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// The running instance named `name`.
+    pub fn instance(&self, name: &str) -> Option<&dyn RunningProvider> {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| &*i.server)
+    }
+
+    /// The first running instance of `kind`.
+    pub fn provider(&self, kind: &str) -> Option<&dyn RunningProvider> {
+        self.instances
+            .iter()
+            .find(|i| i.server.kind() == kind)
+            .map(|i| &*i.server)
+    }
+
+    /// The first running instance of `P`, typed (its state, its credentials' effects).
+    pub fn server<P: SimulatedProvider>(&self) -> Option<&SimServer<P>> {
+        self.instances
+            .iter()
+            .find_map(|i| i.server.as_any().downcast_ref::<SimServer<P>>())
+    }
+
+    /// Stops every instance.
     pub async fn shutdown(self) {
-        tokio::join!(
-            self.chatwoot.shutdown(),
-            self.maiagent.shutdown(),
-            self.agentalk.shutdown(),
-            self.dmchamp.shutdown(),
-        );
+        futures::future::join_all(self.instances.into_iter().map(|i| i.server.shutdown())).await;
     }
 }

@@ -17,7 +17,7 @@
 //!   national format there; others carry their country code (`+44 20 …`, `0044 20 …`).
 //!   The canonical person ([`person`]) writes every phone the way it is written at home
 //!   (national format, parse with [`Person::phone_region`]).
-//! - Agentalk and DM Champ only hold people with a phone (they cannot store others).
+//! - Providers that need a phone ([`Provider::needs_phone`]) only hold people with one.
 
 /// The default region a sync config should use with simulated data (`default_region`).
 pub const HOME_REGION: &str = "US";
@@ -83,65 +83,91 @@ fn is_cjk(c: char) -> bool {
     matches!(c, '\u{3040}'..='\u{30ff}' | '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}')
 }
 
-/// The simulated providers a person can be seeded into.
+/// How people are placed into one simulated provider and typed there: each provider
+/// module states its own ([`super::SimulatedProvider::SEED`]); [`Provider::all`] lists
+/// those of the registry, in its order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Provider {
-    /// Chatwoot.
-    Chatwoot,
-    /// MaiAgent.
-    MaiAgent,
-    /// Agentalk.
-    Agentalk,
-    /// DM Champ.
-    DmChamp,
+pub struct Provider {
+    /// The provider's kind (`chatwoot`, …).
+    pub kind: &'static str,
+    /// Percentage of the population seeded into it.
+    pub share: u64,
+    /// It can only store people with a phone.
+    pub needs_phone: bool,
+    /// Its contacts can be listed, so a sync learns everyone in it (otherwise it can only
+    /// look people up, and a sync only writes to it the people it learnt elsewhere).
+    pub listable: bool,
+    /// How phones are typed into it.
+    pub phone: PhoneStyle,
+    /// Emails sometimes carry a stray leading or trailing space (its UI allows it).
+    pub stray_spaces: bool,
+    /// How tags are spelled in it.
+    pub tags: TagStyle,
+    /// Varies how people are typed into this provider (distinct per provider).
+    pub salt: u64,
+}
+
+/// How phones are typed into a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PhoneStyle {
+    /// E.164 (the provider insists on a country code).
+    E164,
+    /// Free text: US numbers mostly in a national format (`(415) 555-0123`), others with
+    /// their country code (`+44 20 7946 0958`, `0044 20 7946 0958`, `+886-912-345-678`).
+    FreeText,
+}
+
+/// How tags are spelled in a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TagStyle {
+    /// Lower-case (the provider lower-cases labels).
+    LowerCase,
+    /// Any of the tag's usual spellings.
+    AnySpelling,
 }
 
 impl Provider {
-    /// All four, in a fixed order.
-    pub const ALL: [Provider; 4] = [
-        Provider::Chatwoot,
-        Provider::MaiAgent,
-        Provider::Agentalk,
-        Provider::DmChamp,
-    ];
+    /// The seed profiles of every registered simulated provider, in registry order.
+    pub fn all() -> impl Iterator<Item = Provider> {
+        super::PROVIDERS.iter().map(|e| e.seed)
+    }
 
-    fn salt(self) -> u64 {
-        match self {
-            Provider::Chatwoot => 0x11,
-            Provider::MaiAgent => 0x22,
-            Provider::Agentalk => 0x33,
-            Provider::DmChamp => 0x44,
-        }
+    /// The seed profile of `kind`, if it is a registered simulated provider.
+    pub fn of(kind: &str) -> Option<Provider> {
+        Provider::all().find(|p| p.kind == kind)
+    }
+
+    /// Its position in the registry (the bit of [`Placement`]).
+    fn position(self) -> Option<usize> {
+        super::PROVIDERS.iter().position(|e| e.kind == self.kind)
     }
 }
 
-/// Which providers hold one person.
+/// Which providers hold one person (one bit per registered provider).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Placement {
-    /// Seeded into Chatwoot (about 70% of people).
-    pub chatwoot: bool,
-    /// Seeded into MaiAgent (about 60%).
-    pub maiagent: bool,
-    /// Seeded into Agentalk (about 30%; only people with a phone).
-    pub agentalk: bool,
-    /// Seeded into DM Champ (about 30%; only people with a phone).
-    pub dmchamp: bool,
-}
+pub struct Placement(u64);
 
 impl Placement {
     /// Whether `provider` holds the person.
     pub fn contains(self, provider: Provider) -> bool {
-        match provider {
-            Provider::Chatwoot => self.chatwoot,
-            Provider::MaiAgent => self.maiagent,
-            Provider::Agentalk => self.agentalk,
-            Provider::DmChamp => self.dmchamp,
-        }
+        provider
+            .position()
+            .is_some_and(|i| i < 64 && self.0 & (1 << i) != 0)
+    }
+
+    /// Whether the provider of `kind` holds the person.
+    pub fn contains_kind(self, kind: &str) -> bool {
+        Provider::of(kind).is_some_and(|p| self.contains(p))
     }
 
     /// How many providers hold the person (at least 1).
     pub fn count(self) -> usize {
-        Provider::ALL.iter().filter(|p| self.contains(**p)).count()
+        self.0.count_ones() as usize
+    }
+
+    /// The providers holding the person, in registry order.
+    pub fn providers(self) -> impl Iterator<Item = Provider> {
+        Provider::all().filter(move |p| self.contains(*p))
     }
 }
 
@@ -202,37 +228,53 @@ pub fn people(seed: u64, n: u64) -> impl Iterator<Item = Person> {
     (0..n).map(move |index| person(seed, index))
 }
 
-/// Which providers hold person `index` (deterministic from `seed` and `index`).
-/// Everyone is in at least one provider; about half are in two or more.
+/// Which providers hold person `index` (deterministic from `seed` and `index`): each
+/// registered provider, in registry order, with its [`Provider::share`] chance (only
+/// people with a phone where [`Provider::needs_phone`]). Everyone is in at least one
+/// provider (the registry's first when the dice chose none); about half are in two or
+/// more.
 pub fn placement(seed: u64, index: u64) -> Placement {
     let mut d = Dice::new(seed, index, STREAM_PLACEMENT);
     let (_, has_phone) = presence(seed, index);
-    let mut p = Placement {
-        chatwoot: d.chance(70),
-        maiagent: d.chance(60),
-        agentalk: d.chance(30) && has_phone,
-        dmchamp: d.chance(30) && has_phone,
-    };
-    if p.count() == 0 {
-        p.chatwoot = true;
+    let mut bits = 0u64;
+    for (i, p) in Provider::all().enumerate().take(64) {
+        // The dice is thrown for every provider, so adding one never moves the others.
+        if d.chance(p.share) && (has_phone || !p.needs_phone) {
+            bits |= 1 << i;
+        }
     }
-    p
+    if bits == 0 {
+        bits = 1;
+    }
+    Placement(bits)
+}
+
+/// Whether instance `instance` (> 0) of `provider` holds person `index`: its own throw
+/// of the provider's [`Provider::share`], independent of [`placement`] (a second
+/// account of one platform holds a different, overlapping share of the population).
+fn placed_in_instance(seed: u64, index: u64, provider: Provider, instance: u64) -> bool {
+    let mut d = Dice::new(
+        seed,
+        index,
+        STREAM_PLACEMENT ^ mix(provider.salt ^ instance),
+    );
+    let (_, has_phone) = presence(seed, index);
+    d.chance(provider.share) && (has_phone || !provider.needs_phone)
 }
 
 /// How `person` was typed into `provider` (`seed` picks the variations):
-/// - phone: E.164 in Chatwoot, Agentalk and DM Champ (they insist on a country code);
-///   in MaiAgent (free text) US numbers in a national format (`(415) 555-0123`), others
-///   with their country code (`+44 20 7946 0958`, `0044 20 7946 0958`, `+886-912-345-678`);
-/// - email: case changed in some providers, stray spaces in some, sometimes left out;
-/// - tags: lower-case in Chatwoot (its labels are), other spellings elsewhere, and each tag
-///   is missing from a provider now and then (it was only added in some of them).
+/// - phone: as the provider's [`PhoneStyle`] says;
+/// - email: case changed in some providers, stray spaces where
+///   [`Provider::stray_spaces`], sometimes left out;
+/// - tags: as the provider's [`TagStyle`] says, and each tag is missing from a provider
+///   now and then (it was only added in some of them).
 pub fn written_for(seed: u64, person: &Person, provider: Provider) -> Person {
-    let mut d = Dice::new(seed, person.index, STREAM_WRITTEN ^ provider.salt());
+    let mut d = Dice::new(seed, person.index, STREAM_WRITTEN ^ provider.salt);
     let mut out = person.clone();
 
-    out.phone = match (&person.phone_e164, provider) {
+    out.phone = match (&person.phone_e164, provider.phone) {
         (None, _) => None,
-        (Some(e164), Provider::MaiAgent) => {
+        (Some(e164), PhoneStyle::FreeText) => {
             let plan = person.phone_region().and_then(plan_of);
             match plan {
                 Some(plan) => {
@@ -262,8 +304,8 @@ pub fn written_for(seed: u64, person: &Person, provider: Provider) -> Person {
             8 => capitalise_parts(base),
             _ => base.to_uppercase(),
         };
-        Some(match (provider, d.below(12)) {
-            (Provider::Chatwoot, _) => recased,
+        Some(match (provider.stray_spaces, d.below(12)) {
+            (false, _) => recased,
             (_, 0) => format!(" {recased}"),
             (_, 1) => format!("{recased} "),
             _ => recased,
@@ -280,10 +322,10 @@ pub fn written_for(seed: u64, person: &Person, provider: Provider) -> Person {
             .find(|s| s.iter().any(|t| t.eq_ignore_ascii_case(tag)))
             .copied()
             .unwrap_or(&[]);
-        tags.push(match provider {
-            Provider::Chatwoot => tag.to_lowercase(),
+        tags.push(match provider.tags {
+            TagStyle::LowerCase => tag.to_lowercase(),
             _ if spellings.is_empty() => tag.clone(),
-            _ => (*d.pick(spellings)).to_owned(),
+            TagStyle::AnySpelling => (*d.pick(spellings)).to_owned(),
         });
     }
     out.tags = tags;
@@ -295,6 +337,26 @@ pub fn written_for(seed: u64, person: &Person, provider: Provider) -> Person {
 pub fn people_for(seed: u64, n: u64, provider: Provider) -> impl Iterator<Item = Person> {
     (0..n)
         .filter(move |&index| placement(seed, index).contains(provider))
+        .map(move |index| written_for(seed, &person(seed, index), provider))
+}
+
+/// The people instance `instance` of `provider` holds: [`people_for`] for instance 0
+/// (the one a [`super::Simulation`] starts), an independent share of the same population
+/// for the others (typed the same way), streamed in index order.
+pub fn people_for_instance(
+    seed: u64,
+    n: u64,
+    provider: Provider,
+    instance: u64,
+) -> impl Iterator<Item = Person> {
+    (0..n)
+        .filter(move |&index| {
+            if instance == 0 {
+                placement(seed, index).contains(provider)
+            } else {
+                placed_in_instance(seed, index, provider, instance)
+            }
+        })
         .map(move |index| written_for(seed, &person(seed, index), provider))
 }
 
@@ -329,29 +391,34 @@ pub(crate) fn uuid_from(a: u64, b: u64) -> String {
 }
 
 /// A small deterministic dice: successive values of SplitMix64 from `(seed, index, stream)`.
-pub(crate) struct Dice(u64);
+#[derive(Debug, Clone)]
+pub struct Dice(u64);
 
 impl Dice {
-    pub(crate) fn new(seed: u64, index: u64, stream: u64) -> Self {
+    /// The dice of `(seed, index, stream)`.
+    pub fn new(seed: u64, index: u64, stream: u64) -> Self {
         Dice(mix(mix(seed ^ mix(stream)) ^ index))
     }
 
-    pub(crate) fn next(&mut self) -> u64 {
+    /// The next value.
+    #[allow(clippy::should_implement_trait)] // an endless stream, not an `Iterator`
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         mix(self.0)
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 
     /// True with `percent`% probability.
-    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+    pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 
-    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    /// One of `items` (not empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
 }
@@ -931,6 +998,27 @@ const TAGS: &[&[&str]] = &[
 /// labels are created from these).
 pub fn tag_vocabulary() -> impl Iterator<Item = String> {
     TAGS.iter().map(|s| s[0].to_lowercase())
+}
+
+// ---------------------------------------------------------------------------------------
+// Credentials
+
+/// Letters and digits (API keys).
+pub const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// Base58 (Rails `has_secure_token`).
+pub const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+/// Lower-case hex digits.
+pub const HEX: &[u8] = b"0123456789abcdef";
+
+/// `len` characters of `alphabet` drawn from `d` (a credential).
+pub fn token(d: &mut Dice, alphabet: &[u8], len: usize) -> String {
+    (0..len).map(|_| char::from(*d.pick(alphabet))).collect()
+}
+
+/// A UUID drawn from `d`.
+pub fn uuid(d: &mut Dice) -> String {
+    let a = d.next();
+    uuid_from(a, d.next())
 }
 
 #[cfg(test)]

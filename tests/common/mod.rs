@@ -1,9 +1,13 @@
-//! Shared fixtures of the end-to-end tests: the four simulated providers, a config
-//! pointing at them, the real binary, and views of what each provider holds.
+//! Shared fixtures of the end-to-end tests: the simulated providers (every registered
+//! one, or named instances such as two Chatwoot accounts), a config pointing at them,
+//! the real binary, and views of what each provider holds. Nothing here names a kind
+//! except the Chatwoot URL helpers: the kinds come from `simulator::PROVIDERS`.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use contact_sync::demo::{KeyStyle, config_for};
-use contact_sync::simulator::{SimOptions, Simulation, seed};
+use contact_sync::demo::{KeyStyle, config_for, config_header, provider_block};
+use contact_sync::simulator::{
+    InstanceSpec, PROVIDERS, RunningProvider, SimOptions, Simulation, seed,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +24,8 @@ pub struct World {
 }
 
 impl World {
+    /// Every registered simulated provider (one instance each, named as the demo names
+    /// them), seeded with `people`, and a config pointing at them.
     pub async fn new(people: u64) -> World {
         let sim = Simulation::start(SimOptions {
             contacts: people,
@@ -29,18 +35,65 @@ impl World {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let info = sim.info();
-        let mut text = config_for(&info, &dir.path().join("contacts.db"), KeyStyle::Env);
+        let text = config_for(&info, &dir.path().join("contacts.db"), KeyStyle::Env);
+        let keys = PROVIDERS
+            .iter()
+            .map(|e| {
+                let key = info[e.kind]["api_key"].as_str().unwrap().to_owned();
+                (e.key_env(), key)
+            })
+            .collect();
+        World::finish(sim, dir, &text, keys, people)
+    }
+
+    /// The named instances of `instances` (e.g. two Chatwoot accounts and a MaiAgent
+    /// workspace), seeded with `people` (instance 0 of a kind holds what it holds in
+    /// [`World::new`], other instances their own share), and a config with one
+    /// `[[providers]]` block per instance, its key read from `SIM_<NAME>_KEY`.
+    pub async fn with_instances(people: u64, instances: &[InstanceSpec]) -> World {
+        let sim = Simulation::start_instances(
+            SimOptions {
+                contacts: people,
+                seed: SEED,
+            },
+            instances,
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = config_header(&dir.path().join("contacts.db"));
+        let mut keys = Vec::new();
+        for i in sim.instances() {
+            let env = format!(
+                "SIM_{}_KEY",
+                i.name
+                    .to_ascii_uppercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            let info = i.server.info();
+            text.push_str(&provider_block(
+                &i.name,
+                i.server.kind(),
+                &info,
+                KeyStyle::Env,
+                &env,
+            ));
+            keys.push((env, info["api_key"].as_str().unwrap().to_owned()));
+        }
+        World::finish(sim, dir, &text, keys, people)
+    }
+
+    fn finish(
+        sim: Simulation,
+        dir: tempfile::TempDir,
+        text: &str,
+        keys: Vec<(String, String)>,
+        people: u64,
+    ) -> World {
         // Fast retries so fault tests stay quick (the policy itself is the default one).
-        text = text.replace("\nkind = ", "\nretry_base_delay = \"20ms\"\nkind = ");
+        let text = text.replace("\nkind = ", "\nretry_base_delay = \"20ms\"\nkind = ");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).unwrap();
-        let key = |p: &str| info[p]["api_key"].as_str().unwrap().to_owned();
-        let keys = vec![
-            ("SIM_CHATWOOT_KEY".to_owned(), key("chatwoot")),
-            ("SIM_MAIAGENT_KEY".to_owned(), key("maiagent")),
-            ("SIM_AGENTALK_KEY".to_owned(), key("agentalk")),
-            ("SIM_DMCHAMP_KEY".to_owned(), key("dmchamp")),
-        ];
         World {
             sim,
             _dir: dir,
@@ -92,44 +145,73 @@ impl World {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    pub fn writes(&self) -> [u64; 4] {
-        [
-            self.sim.chatwoot.log().counters().writes,
-            self.sim.maiagent.log().counters().writes,
-            self.sim.agentalk.log().counters().writes,
-            self.sim.dmchamp.log().counters().writes,
-        ]
+    /// The first running instance of `kind`.
+    pub fn server(&self, kind: &str) -> &dyn RunningProvider {
+        self.sim
+            .provider(kind)
+            .unwrap_or_else(|| panic!("no simulated {kind} running"))
     }
 
-    /// Expected sizes after convergence: `(known, in agentalk, in dm champ)`. Only people
-    /// seeded into an enumerable provider (Chatwoot, MaiAgent) can be known to the sync;
-    /// people only in Agentalk or DM Champ stay where they are.
-    pub fn expected(&self) -> (usize, usize, usize) {
-        let (mut known, mut ata, mut dmc) = (0, 0, 0);
+    /// The running instance named `name`.
+    pub fn instance(&self, name: &str) -> &dyn RunningProvider {
+        self.sim
+            .instance(name)
+            .unwrap_or_else(|| panic!("no simulated provider named {name}"))
+    }
+
+    /// Write requests each instance received, in the order they were started (for
+    /// [`World::new`]: registry order, as `simulator::PROVIDERS` lists the kinds).
+    pub fn writes(&self) -> Vec<u64> {
+        self.sim
+            .instances()
+            .iter()
+            .map(|i| i.server.log().counters().writes)
+            .collect()
+    }
+
+    /// How many people a sync can know: those seeded into a provider it can list.
+    pub fn known(&self) -> usize {
+        seed::people(SEED, self.people)
+            .filter(|p| {
+                seed::placement(SEED, p.index)
+                    .providers()
+                    .any(|at| at.listable)
+            })
+            .count()
+    }
+
+    /// Expected contacts per kind after convergence (instance 0 of each). Only people
+    /// seeded into a listable provider can be known to the sync; a provider that can
+    /// only look people up holds those it was seeded with plus everyone known it can
+    /// store (with a phone, where it needs one); a listable one holds everyone known.
+    pub fn expected(&self) -> Vec<(&'static str, usize)> {
+        let kinds: Vec<seed::Provider> = seed::Provider::all()
+            .filter(|p| self.sim.provider(p.kind).is_some())
+            .collect();
+        let mut held = vec![0usize; kinds.len()];
         for p in seed::people(SEED, self.people) {
             let at = seed::placement(SEED, p.index);
-            let is_known = at.chatwoot || at.maiagent;
+            let known = at.providers().any(|q| q.listable);
             let phone = p.phone_e164.is_some();
-            known += usize::from(is_known);
-            ata += usize::from((is_known && phone) || at.agentalk);
-            dmc += usize::from((is_known && phone) || at.dmchamp);
+            for (n, kind) in held.iter_mut().zip(&kinds) {
+                let storable = phone || !kind.needs_phone;
+                let holds = if kind.listable {
+                    known
+                } else {
+                    (known && storable) || at.contains(*kind)
+                };
+                *n += usize::from(holds);
+            }
         }
-        (known, ata, dmc)
+        kinds.iter().map(|k| k.kind).zip(held).collect()
     }
 
-    pub fn chatwoot(&self) -> Vec<Value> {
-        contacts(&self.sim.chatwoot.state().dump())
-    }
-    pub fn maiagent(&self) -> Vec<Value> {
-        contacts(&self.sim.maiagent.state().dump())
-    }
-    pub fn agentalk(&self) -> Vec<Value> {
-        contacts(&self.sim.agentalk.state().dump())
-    }
-    pub fn dmchamp(&self) -> Vec<Value> {
-        contacts(&self.sim.dmchamp.state().dump())
+    /// The contacts instance 0 of `kind` holds (its dump's `contacts`).
+    pub fn contacts(&self, kind: &str) -> Vec<Value> {
+        contacts(&self.server(kind).dump())
     }
 
+    /// Chatwoot's API URL of `path` (instance 0).
     pub fn chatwoot_url(&self, path: &str) -> String {
         let info = self.sim.info();
         format!(
@@ -139,6 +221,7 @@ impl World {
         )
     }
 
+    /// Chatwoot's API token (instance 0).
     pub fn chatwoot_token(&self) -> String {
         self.sim.info()["chatwoot"]["api_key"]
             .as_str()
@@ -173,32 +256,16 @@ pub fn assert_no_duplicate_emails(provider: &str, contacts: &[Value]) {
 }
 
 pub fn assert_converged(world: &World) {
-    let (known, in_ata, in_dmc) = world.expected();
-    let (cw, mai, ata, dmc) = (
-        world.chatwoot(),
-        world.maiagent(),
-        world.agentalk(),
-        world.dmchamp(),
-    );
-    assert_eq!(cw.len(), known, "chatwoot holds everyone known once");
-    assert_eq!(mai.len(), known, "maiagent holds everyone known once");
-    assert_eq!(
-        ata.len(),
-        in_ata,
-        "agentalk holds everyone known with a phone once"
-    );
-    assert_eq!(
-        dmc.len(),
-        in_dmc,
-        "dm champ holds everyone known with a phone once"
-    );
-    for (name, list) in [
-        ("chatwoot", &cw),
-        ("maiagent", &mai),
-        ("agentalk", &ata),
-        ("dmchamp", &dmc),
-    ] {
-        assert_no_duplicate_emails(name, list);
+    for (kind, expected) in world.expected() {
+        let list = world.contacts(kind);
+        let profile = seed::Provider::of(kind).unwrap();
+        let who = if !profile.listable && profile.needs_phone {
+            "everyone known with a phone"
+        } else {
+            "everyone known"
+        };
+        assert_eq!(list.len(), expected, "{kind} holds {who} once");
+        assert_no_duplicate_emails(kind, &list);
     }
 }
 
@@ -209,27 +276,25 @@ pub fn stdout(out: &Output) -> String {
 /// The end state of a converged world, for comparing runs: per provider, the sorted
 /// (email, name) pairs.
 pub fn end_state(world: &World) -> Vec<Vec<(String, String)>> {
-    [
-        world.chatwoot(),
-        world.maiagent(),
-        world.agentalk(),
-        world.dmchamp(),
-    ]
-    .into_iter()
-    .map(|list| {
-        let mut v: Vec<(String, String)> = list
-            .iter()
-            .map(|c| {
-                let name = if c.get("firstName").is_some() {
-                    format!("{} {}", text(c, "firstName"), text(c, "lastName"))
-                } else {
-                    text(c, "name")
-                };
-                (text(c, "email").trim().to_lowercase(), name)
-            })
-            .collect();
-        v.sort();
-        v
-    })
-    .collect()
+    world
+        .sim
+        .instances()
+        .iter()
+        .map(|i| contacts(&i.server.dump()))
+        .map(|list| {
+            let mut v: Vec<(String, String)> = list
+                .iter()
+                .map(|c| {
+                    let name = if c.get("firstName").is_some() {
+                        format!("{} {}", text(c, "firstName"), text(c, "lastName"))
+                    } else {
+                        text(c, "name")
+                    };
+                    (text(c, "email").trim().to_lowercase(), name)
+                })
+                .collect();
+            v.sort();
+            v
+        })
+        .collect()
 }
