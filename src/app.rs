@@ -240,7 +240,9 @@ fn sync_now(cli: &Cli) -> u8 {
         };
         let names: Vec<String> = slots.iter().map(|s| s.settings.name.clone()).collect();
         let mut engine = crate::sync::Engine::new(store, slots, settings.default_region)
-            .with_propagate_deletes(settings.propagate_deletes);
+            .with_propagate_deletes(settings.propagate_deletes)
+            .with_retry_budget(settings.retry_budget)
+            .with_clock(crate::clock::Clock::system());
         let display = crate::daemon::progress::Display::new(&names);
         let opts = crate::sync::CycleOptions {
             dry_run: cli.dry_run,
@@ -248,6 +250,7 @@ fn sync_now(cli: &Cli) -> u8 {
             cancel,
             pull_only: None,
             progress: Some(display.hook()),
+            record_steps: false,
         };
         let result = engine.run_cycle(&opts).await;
         display.finish();

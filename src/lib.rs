@@ -36,7 +36,9 @@
 //!   → provider clients) and [`exit`] (exit codes), which use neither.
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod crash;
 pub mod daemon;
 pub mod demo;
 pub mod domain;

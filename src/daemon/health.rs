@@ -93,11 +93,10 @@ impl Health {
                 let was_selected = selected.is_none_or(|s| s.iter().any(|n| n == &p.name));
                 if !p.ok() {
                     h.failing_since.get_or_insert(started);
-                    h.last_error = Some(
-                        p.error
-                            .clone()
-                            .unwrap_or_else(|| format!("{} write(s) failed", p.counts.failed)),
-                    );
+                    h.last_error = Some(p.error.as_ref().map_or_else(
+                        || format!("{} write(s) failed", p.counts.failed),
+                        ToString::to_string,
+                    ));
                 } else if was_selected {
                     h.failing_since = None;
                     h.last_error = None;
@@ -173,7 +172,9 @@ mod tests {
     fn report(ok: bool) -> CycleReport {
         let mut p = ProviderReport::new("a", "chatwoot");
         if !ok {
-            p.error = Some("boom".into());
+            p.error = Some(crate::sync::ProviderFailure::Pull(
+                crate::sync::pull::PullFailure::Store("boom".into()),
+            ));
         }
         CycleReport {
             providers: vec![p, ProviderReport::new("b", "agentalk")],

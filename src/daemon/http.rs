@@ -37,7 +37,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(e): State<Endpoint>) -> Response {
-    let readiness = e.health.readiness(crate::sync::now_secs());
+    let readiness = e.health.readiness(crate::clock::Clock::system().now_secs());
     let code = if readiness.ready {
         StatusCode::OK
     } else {

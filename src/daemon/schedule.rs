@@ -14,7 +14,12 @@ use super::health::Health;
 use super::{metrics, systemd};
 use crate::provider::Provider;
 use crate::store::Store;
-use crate::sync::{CycleOptions, Engine, now_secs};
+use crate::sync::{CycleOptions, Engine};
+
+/// The daemon's wall clock (the engine gets the same one).
+fn now_secs() -> i64 {
+    crate::clock::Clock::system().now_secs()
+}
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -347,6 +352,7 @@ mod tests {
         lookup_returns_fields: true,
         tags_read: false,
         tags_add: false,
+        tags_on_create: false,
         tags_remove: false,
         tags_by_listing: false,
         needs_phone: false,

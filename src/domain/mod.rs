@@ -1,6 +1,7 @@
 //! Pure contact rules: the shared record vocabulary, normalisation, matching, merging and
 //! planning. No I/O, no clocks, no async.
 
+pub mod cycle_plan;
 pub mod matching;
 pub mod merge;
 pub mod names;

@@ -51,6 +51,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     lookup_returns_fields: true,
     tags_read: true,
     tags_add: true,
+    tags_on_create: true,
     tags_remove: true,
     tags_by_listing: false,
     needs_phone: true,
@@ -290,6 +291,10 @@ impl Provider for Agentalk {
 
     fn capabilities(&self) -> &Capabilities {
         &CAPABILITIES
+    }
+
+    fn health(&self) -> Option<&super::http::Health> {
+        Some(self.http.health())
     }
 
     async fn list_page(&self, _cursor: Option<&str>) -> Result<Page, ProviderError> {

@@ -42,6 +42,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     lookup_returns_fields: true,
     tags_read: true,
     tags_add: true,
+    tags_on_create: true,
     tags_remove: true,
     tags_by_listing: true,
     needs_phone: false,
@@ -513,6 +514,10 @@ impl Provider for Chatwoot {
 
     fn capabilities(&self) -> &Capabilities {
         &CAPABILITIES
+    }
+
+    fn health(&self) -> Option<&super::http::Health> {
+        Some(self.http.health())
     }
 
     async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {

@@ -34,6 +34,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     lookup_returns_fields: false,
     tags_read: true,
     tags_add: true,
+    tags_on_create: false,
     tags_remove: false,
     tags_by_listing: false,
     needs_phone: true,
@@ -286,6 +287,10 @@ impl Provider for DmChamp {
 
     fn capabilities(&self) -> &Capabilities {
         &CAPABILITIES
+    }
+
+    fn health(&self) -> Option<&super::http::Health> {
+        Some(self.http.health())
     }
 
     async fn list_page(&self, _cursor: Option<&str>) -> Result<Page, ProviderError> {

@@ -23,6 +23,10 @@ pub enum ErrorKind {
     /// contacts were deleted during a scan): the cursor is dead, restart the scan from the
     /// first page. Nothing is wrong with the provider or the config.
     ListingChanged,
+    /// Not sent: the provider kept failing (a streak of timeouts, broken connections or
+    /// 5xx after their retries) and was cut off for the rest of this cycle. Its remaining
+    /// work is kept for the next cycle.
+    CutOff,
 }
 
 /// A failed provider call, with the provider instance name, the operation, the HTTP status
@@ -145,6 +149,9 @@ pub fn default_hint(kind: ErrorKind) -> &'static str {
         }
         ErrorKind::Malformed => {
             "The provider sent a response contact-sync cannot read; nothing was changed for this page. Check base_url points at the API, then rerun"
+        }
+        ErrorKind::CutOff => {
+            "The provider did not answer or kept failing; its remaining work is kept for the next cycle. Check that it is up and reachable (base_url, network), and its status page"
         }
         ErrorKind::ListingChanged => {
             "Contacts were removed while the listing was being read; the scan restarts from the first page"

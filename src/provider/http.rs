@@ -342,9 +342,69 @@ impl Attempt {
     }
 }
 
+/// Consecutive failures (after their retries) that cut a provider off for the rest of a
+/// cycle.
+pub const CUT_OFF_STREAK: u32 = 5;
+
+/// How one provider instance is faring in the current cycle: the streak of consecutive
+/// failed attempts (timeouts, broken connections, 5xx — not 429, which is an answer), the
+/// cycle's retry deadline, and whether the provider was cut off. Reset by the engine at
+/// the start of each cycle ([`Health::begin_cycle`]).
+#[derive(Debug, Default)]
+pub struct Health {
+    streak: AtomicU32,
+    cut_off: std::sync::atomic::AtomicBool,
+    deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Health {
+    /// Starts a cycle: no streak, not cut off, retries allowed until `deadline`.
+    pub fn begin_cycle(&self, deadline: tokio::time::Instant) {
+        self.streak.store(0, Ordering::Relaxed);
+        self.cut_off.store(false, Ordering::Relaxed);
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Some(deadline);
+        }
+    }
+
+    /// Whether the provider was cut off for the rest of this cycle.
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off.load(Ordering::Relaxed)
+    }
+
+    /// The current streak of consecutive failures.
+    pub fn streak(&self) -> u32 {
+        self.streak.load(Ordering::Relaxed)
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline.lock().ok().and_then(|d| *d)
+    }
+
+    /// Records the outcome of one attempt: an answer resets the streak; a failure that
+    /// says nothing about the provider being alive extends it (and cuts it off at
+    /// [`CUT_OFF_STREAK`]).
+    fn record(&self, failed: bool) {
+        if failed {
+            let n = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= CUT_OFF_STREAK {
+                self.cut_off.store(true, Ordering::Relaxed);
+            }
+        } else {
+            self.streak.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Cuts the provider off now (the engine does when its budget is spent).
+    pub fn cut_off(&self) {
+        self.cut_off.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The HTTP side of one provider instance. Cheap to share by reference; never prints its
 /// secret (`Debug` is redacted).
 pub struct HttpDriver {
+    health: Health,
     client: reqwest::Client,
     provider: String,
     auth: Auth,
@@ -428,7 +488,13 @@ impl HttpDriver {
             retry: settings.retry,
             auth_hint: auth_hint.into(),
             max_body: MAX_BODY_BYTES,
+            health: Health::default(),
         })
+    }
+
+    /// How this provider instance fares in the current cycle.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The provider instance name.
@@ -450,6 +516,16 @@ impl HttpDriver {
         request: ApiRequest,
         idempotency: Idempotency,
     ) -> Result<ApiResponse, ProviderError> {
+        if self.health.is_cut_off() {
+            return Err(ProviderError::new(
+                &self.provider,
+                &request.operation,
+                ErrorKind::CutOff,
+                format!(
+                    "not sent: the provider was cut off for the rest of this cycle after {CUT_OFF_STREAK} consecutive failures"
+                ),
+            ));
+        }
         let attempts = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
         let policy = self.retry;
@@ -462,11 +538,18 @@ impl HttpDriver {
         let result = (|| self.attempt(&request, &attempts))
             .retry(backoff)
             .sleep(tokio::time::sleep)
-            .when(|a: &Attempt| a.retryable(idempotency))
+            .when(|a: &Attempt| a.retryable(idempotency) && !self.health.is_cut_off())
             .adjust(|a: &Attempt, next: Option<Duration>| {
                 let next = next?;
                 let delay = a.error.retry_after.unwrap_or(next).min(policy.max_delay);
-                (started.elapsed() + delay <= policy.max_elapsed).then_some(delay)
+                let within_request = started.elapsed() + delay <= policy.max_elapsed;
+                // A provider in trouble is not retried past the cycle's retry deadline.
+                let within_cycle = self.health.streak() == 0
+                    || self
+                        .health
+                        .deadline()
+                        .is_none_or(|d| tokio::time::Instant::now() + delay <= d);
+                (within_request && within_cycle).then_some(delay)
             })
             .notify(|a: &Attempt, delay: Duration| {
                 metrics::counter!("contact_sync_retries_total", "provider" => self.provider.clone())
@@ -596,6 +679,21 @@ impl HttpDriver {
     }
 
     async fn attempt(
+        &self,
+        request: &ApiRequest,
+        attempts: &AtomicU32,
+    ) -> Result<ApiResponse, Attempt> {
+        let result = self.attempt_once(request, attempts).await;
+        let failed = match &result {
+            Ok(_) => false,
+            // A 429 is an answer: the provider is alive, only busy.
+            Err(a) => a.error.is_transient() && a.error.status != Some(429),
+        };
+        self.health.record(failed);
+        result
+    }
+
+    async fn attempt_once(
         &self,
         request: &ApiRequest,
         attempts: &AtomicU32,

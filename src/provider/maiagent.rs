@@ -43,6 +43,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     lookup_returns_fields: true,
     tags_read: false,
     tags_add: false,
+    tags_on_create: false,
     tags_remove: false,
     tags_by_listing: false,
     needs_phone: false,
@@ -334,6 +335,10 @@ impl Provider for MaiAgent {
 
     fn capabilities(&self) -> &Capabilities {
         &CAPABILITIES
+    }
+
+    fn health(&self) -> Option<&super::http::Health> {
+        Some(self.http.health())
     }
 
     async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {

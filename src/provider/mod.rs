@@ -110,6 +110,9 @@ pub struct Capabilities {
     pub tags_read: bool,
     /// Tags can be added.
     pub tags_add: bool,
+    /// A create carries the contact's tags (one request instead of a create plus a tag
+    /// write).
+    pub tags_on_create: bool,
     /// Tags can be removed.
     pub tags_remove: bool,
     /// The listing can be filtered by tag ([`Provider::list_tag_names`] /
@@ -233,4 +236,9 @@ pub trait Provider: Send + Sync {
     ) -> impl Future<Output = Res<()>> + Send;
     /// Deletes a contact.
     fn delete(&self, remote_id: &str) -> impl Future<Output = Res<()>> + Send;
+    /// How this instance fares in the current cycle (failure streak, cut-off, retry
+    /// deadline); `None` for clients without an HTTP driver.
+    fn health(&self) -> Option<&http::Health> {
+        None
+    }
 }

@@ -223,6 +223,12 @@ macro_rules! registry {
             async fn delete(&self, remote_id: &str) -> Res<()> {
                 match self { $( AnyProvider::$variant(p) => p.delete(remote_id).await, )+ }
             }
+
+            fn health(&self) -> Option<&$crate::provider::http::Health> {
+                match self {
+                    $(AnyProvider::$variant(p) => p.health(),)+
+                }
+            }
         }
     };
 }

@@ -6,6 +6,7 @@
 //! work while the daemon runs (WAL mode lets readers and the writer proceed together).
 
 pub mod contacts;
+pub mod cycle;
 pub mod migrations;
 pub mod outbox;
 pub mod pull;

@@ -151,12 +151,11 @@ pub struct Intent {
 
 /// Persists intents (before anything is sent).
 pub fn insert_intents(
-    conn: &mut Connection,
+    tx: &Connection,
     provider_id: i64,
     intents: &[(ContactId, IntentPayload)],
     now: i64,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO intents (provider_id, contact_id, op, payload, state, next_attempt_at, created_at, updated_at)
@@ -168,7 +167,6 @@ pub fn insert_intents(
             stmt.execute(params![provider_id, contact, payload.op.kind(), json, now])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -212,19 +210,6 @@ pub fn due_intents(
             })
         })
         .collect()
-}
-
-/// Whether the provider has pending intents for a contact.
-pub fn has_pending(
-    conn: &Connection,
-    provider_id: i64,
-    contact_id: ContactId,
-) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM intents WHERE provider_id = ?1 AND contact_id = ?2 AND state = 'pending' LIMIT 1")?
-        .query_row(params![provider_id, contact_id], |_| Ok(()))
-        .optional()?
-        .is_some())
 }
 
 /// Removes a finished intent.
@@ -324,9 +309,13 @@ pub fn finish_link(
     snapshot: &Fields,
     tags: Option<&Tags>,
     replan: bool,
+    intent: Option<i64>,
     now: i64,
 ) -> Result<bool, StoreError> {
     let tx = conn.transaction()?;
+    if let Some(id) = intent {
+        complete_intent(&tx, id)?;
+    }
     // Another link of this provider may already hold the remote id (a record the listing
     // linked to another contact): then this contact stays unlinked there.
     let provider_id: i64 = tx.query_row(

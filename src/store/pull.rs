@@ -461,14 +461,19 @@ fn adopt_link(
 }
 
 /// Starts staging the tag listing of one provider (a temporary table on the writer).
-pub fn begin_tag_staging(conn: &Connection) -> Result<(), StoreError> {
+pub fn begin_tag_staging(conn: &Connection, provider_id: i64) -> Result<(), StoreError> {
     conn.execute_batch(
         // Keyed by link: applying looks every link's staged tags up (without the key, each
         // lookup scanned the whole table, quadratic in the number of contacts).
         "CREATE TEMP TABLE IF NOT EXISTS staged_tags (link_id INTEGER NOT NULL, tag TEXT NOT NULL,
-             PRIMARY KEY (link_id, tag)) WITHOUT ROWID;
-         DELETE FROM staged_tags;",
+             PRIMARY KEY (link_id, tag)) WITHOUT ROWID;",
     )?;
+    // Only this provider's rows: two accounts of one platform stage their tag listings at
+    // the same time, and link ids are unique across providers.
+    conn.prepare_cached(
+        "DELETE FROM staged_tags WHERE link_id IN (SELECT id FROM links WHERE provider_id = ?1)",
+    )?
+    .execute([provider_id])?;
     Ok(())
 }
 
@@ -561,22 +566,26 @@ pub fn apply_staged_tags(
             }
         }
     }
-    tx.execute("DELETE FROM staged_tags", [])?;
+    // Only this provider's rows: another account of the same platform may be staging.
+    tx.prepare_cached(
+        "DELETE FROM staged_tags WHERE link_id IN (SELECT id FROM links WHERE provider_id = ?1)",
+    )?
+    .execute([provider_id])?;
     tx.commit()?;
     Ok(changed)
 }
 
 /// Marks active links of a provider not `seen` in a complete listing as `gone` — unless
 /// more than `guard_percent` of them would go at once (then none, and the count is
-/// returned as refused). Returns `(contacts of the links marked, refused)`.
+/// returned as refused). Returns `(contacts of the links marked, refused)`. Runs inside
+/// the caller's transaction (finishing a listing is one unit of work).
 pub fn mark_gone(
-    conn: &mut Connection,
+    tx: &Connection,
     provider_id: i64,
     seen: &LinkSet,
     guard_percent: u64,
     now: i64,
 ) -> Result<(Vec<ContactId>, u64), StoreError> {
-    let tx = conn.transaction()?;
     // Count first, collect only when the guard lets them go (memory stays flat even when
     // a whole listing went missing).
     let missing_ids = |collect: bool| -> Result<(u64, u64, Vec<i64>), StoreError> {
@@ -613,6 +622,5 @@ pub fn mark_gone(
             contacts.push(stmt.query_row(params![id, now], |r| r.get(0))?);
         }
     }
-    tx.commit()?;
     Ok((contacts, 0))
 }

@@ -1,620 +1,853 @@
-//! Executing intents against one provider (DESIGN §5.5): creates go through a `creating`
-//! link written before the request (so a crash is resolved by lookup, never by a second
-//! create); lookup-only providers are searched first; every success records the new link
-//! snapshot so our own write never comes back as a change.
+//! The executor: runs one provider's steps of the cycle plan exactly as planned
+//! ([`crate::domain::cycle_plan`]) and records each outcome — done, failed, or skipped with
+//! its reason.
+//!
+//! - **Creates are crash-safe.** A `creating` link is written before a create is sent; if
+//!   the answer is lost (5xx, timeout, dropped connection, a crash) the create is looked up
+//!   by the keys it carried before it is ever sent again.
+//! - **Transient failures are retried inside the cycle** with exponential backoff and full
+//!   jitter, honouring `Retry-After`, while the retry budget (`sync.retry_budget`) lasts;
+//!   what is left is kept for the next cycle.
+//! - **A provider in trouble is cut off**: after a streak of consecutive failures the HTTP
+//!   driver refuses further requests for the rest of the cycle; the remaining steps stay
+//!   queued, and the other providers go on.
+//! - Every success records the new link snapshot, so our own write never comes back as a
+//!   change.
 
-use super::{ProviderSlot, lookup_keys, now_secs};
+use super::{CycleOptions, ProgressEvent, ProviderSlot, lookup_keys};
+use crate::domain::cycle_plan::{Action, Step, StepShape, plan_provider};
 use crate::domain::merge::normalize_record;
 use crate::domain::normalize::DefaultRegion;
-use crate::domain::plan::Operation;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
-use crate::provider::{ErrorKind, LookupKey, Provider, ProviderError, Target};
-use crate::store::outbox::{self, Intent, RunCounts};
+use crate::provider::{Capabilities, ErrorKind, LookupKey, Provider, ProviderError, Target};
+use crate::store::cycle::{LinkState, Linked};
+use crate::store::outbox::RunCounts;
 use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// Attempts of one intent (one per cycle) before it is given up.
+/// Attempts of one intent over all cycles before it is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
 /// Intents read per store call.
 const BATCH: usize = 500;
-/// Contacts whose intents are in flight at once, per provider.
+/// Contacts whose steps are in flight at once, per provider.
 pub const PUSH_CONCURRENCY: usize = 8;
+/// Steps kept in the report outside dry-run (unless every step is asked for).
+pub const MAX_REPORTED_STEPS: usize = 50;
+/// When a step is retried by a later cycle (daemon), at the earliest.
+const NEXT_CYCLE_DELAY_SECS: i64 = 60;
 
-/// What pushing to one provider did.
+/// Why a provider's part of the cycle did not complete.
+#[derive(Debug, Clone)]
+pub enum ExecFailure {
+    /// The store failed.
+    Store(String),
+    /// The credentials were refused: nothing more is sent.
+    Auth(ProviderError),
+    /// The provider kept failing and was cut off; `left` steps are kept for the next
+    /// cycle.
+    CutOff {
+        /// The last failure.
+        last: Option<ProviderError>,
+        /// Steps not run.
+        left: u64,
+    },
+}
+
+/// What running one provider's steps did.
 #[derive(Debug, Default)]
-pub struct PushOutcome {
+pub struct ExecOutcome {
     /// Counts.
     pub counts: RunCounts,
-    /// Write requests sent (creates, updates, tag writes).
+    /// Write requests sent (creates, updates, tag writes, deletes).
     pub writes: u64,
-    /// A failure that stopped the push (auth) or the store.
-    pub error: Option<String>,
+    /// The steps planned (every one in dry-run or when asked for; else the first few).
+    pub steps: Vec<Step>,
+    /// Steps that sent something.
+    pub sends: u64,
+    /// Steps that failed for good in this cycle (each also counted in `counts.failed`),
+    /// with the error.
+    pub failures: Vec<ProviderError>,
+    /// Why the provider's part stopped early.
+    pub failure: Option<ExecFailure>,
 }
 
-/// Resolves links a crash left `creating`: looks the contact up by the keys that were
-/// sent; found → linked; not found in a lookup-only provider → the create never landed
-/// and is planned again. (In an enumerating provider the listing adopts or drops them.)
-pub async fn recover_creating<P: Provider>(
-    store: &Store,
-    slot: &ProviderSlot<P>,
-    provider_id: i64,
-    region: DefaultRegion,
-) -> Result<u64, String> {
-    let pending = store
-        .call(move |c| outbox::creating_links(c, provider_id))
-        .await
-        .map_err(|e| e.to_string())?;
-    let caps = slot.client.capabilities();
-    let mut linked = 0;
-    for (link_id, contact_id, sent) in pending {
-        match discover(slot, &sent, region).await {
-            Ok(Some((remote_id, snapshot, tags))) => {
-                tracing::info!(provider = %slot.settings.name, "an interrupted create had reached the provider; linked it");
-                store
-                    .call_seq(move |c, seq| {
-                        outbox::finish_link(
-                            c,
-                            seq,
-                            link_id,
-                            contact_id,
-                            &remote_id,
-                            &snapshot,
-                            tags.as_ref(),
-                            true,
-                            now_secs(),
-                        )
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                linked += 1;
-            }
-            Ok(None) if !caps.enumerate => {
-                store
-                    .call_seq(move |c, seq| outbox::drop_creating(c, seq, link_id, contact_id))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+/// Where one provider's steps go, and the cycle's limits.
+pub struct Executor<'a, P> {
+    /// The store.
+    pub store: &'a Store,
+    /// The provider.
+    pub slot: &'a ProviderSlot<P>,
+    /// Its id in the store.
+    pub provider_id: i64,
+    /// The default region for phones found by lookup.
+    pub region: DefaultRegion,
+    /// `sync.propagate_deletes`.
+    pub propagate_deletes: bool,
+    /// Retries of a failed step stop at the later of this and the step's first failure
+    /// plus `budget`.
+    pub deadline: Instant,
+    /// `sync.retry_budget`.
+    pub budget: Duration,
+    /// Unix seconds now (the clock is passed in).
+    pub now: &'a (dyn Fn() -> i64 + Send + Sync),
+}
+
+/// The planner's view of a provider for turning intents into steps.
+pub fn step_shape(caps: &Capabilities) -> StepShape {
+    let lookups = [
+        (crate::provider::LookupKind::SourceId, field::SOURCE_ID),
+        (crate::provider::LookupKind::Phone, field::PHONE),
+        (crate::provider::LookupKind::Email, field::EMAIL),
+    ];
+    // Lookup-only providers are searched by phone first (their key), then email, then
+    // the external key, as the provider lists them.
+    let mut ordered: Vec<String> = Vec::new();
+    for kind in caps.lookups {
+        if let Some((_, name)) = lookups.iter().find(|(k, _)| k == kind) {
+            ordered.push((*name).to_owned());
         }
     }
-    Ok(linked)
-}
-
-/// Looks a contact up by the keys in `fields`; returns the remote id, the snapshot to
-/// record and the tags when known.
-async fn discover<P: Provider>(
-    slot: &ProviderSlot<P>,
-    fields: &Fields,
-    region: DefaultRegion,
-) -> Result<Option<(String, Fields, Option<Tags>)>, ProviderError> {
-    let caps = slot.client.capabilities();
-    for key in lookup_keys(caps, fields) {
-        let Some(record) = slot.client.lookup(key).await? else {
-            continue;
-        };
-        return Ok(Some(linked_snapshot(slot, key, record, region).await?));
+    StepShape {
+        enumerate: caps.enumerate,
+        lookups: ordered,
+        phone_mutable: caps.phone_mutable,
+        source_id_mutable: caps.source_id_mutable,
     }
-    Ok(None)
 }
 
-async fn linked_snapshot<P: Provider>(
-    slot: &ProviderSlot<P>,
-    key: LookupKey<'_>,
-    record: RemoteRecord,
-    region: DefaultRegion,
-) -> Result<(String, Fields, Option<Tags>), ProviderError> {
-    let caps = slot.client.capabilities();
-    let remote_id = record.remote_id.clone();
-    let mut tags = record.tags.clone();
-    let snapshot = if caps.lookup_returns_fields {
-        normalize_record(&record, region).fields
-    } else {
-        // Only the id came back: we know the key we looked it up by.
-        let mut f = Fields::new();
-        match key {
-            LookupKey::Phone(p) => f.insert(field::PHONE.into(), p.into()),
-            LookupKey::Email(e) => f.insert(field::EMAIL.into(), e.into()),
-            LookupKey::SourceId(s) => f.insert(field::SOURCE_ID.into(), s.into()),
-        };
-        f
-    };
-    if tags.is_none() && caps.tags_read_by_id && !caps.tags_by_listing {
-        tags = Some(slot.client.read_tags(&remote_id).await?);
+/// How one step ended.
+enum StepEnd {
+    Done,
+    /// Nothing was sent: moot.
+    Skipped,
+    /// Failed for this cycle (recorded on the intent).
+    Failed(ProviderError),
+    /// Not run: the provider was cut off or the cycle cancelled (the intent is untouched).
+    Deferred,
+    /// The store failed: stop.
+    Store(StoreError),
+}
+
+enum Fail {
+    Store(StoreError),
+    Provider(ProviderError),
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
     }
-    Ok((remote_id, snapshot, tags))
 }
 
-/// Sends the provider's pending intents (all of them with `drain_all`, else those due).
-///
-/// Intents of one contact are sent in order, one after the other (each builds on the link
-/// snapshot the previous one recorded); up to [`PUSH_CONCURRENCY`] contacts are in flight
-/// at once, so a first import is not one request round trip after another. The
-/// provider's pacing (`requests_per_second`) still spaces every request.
-pub async fn push_provider<P: Provider>(
-    store: &Store,
-    slot: &ProviderSlot<P>,
-    provider_id: i64,
-    region: DefaultRegion,
-    propagate_deletes: bool,
-    opts: &super::CycleOptions,
-) -> PushOutcome {
-    use futures::StreamExt;
-    let mut out = PushOutcome::default();
-    // Set by an auth failure or a store failure: no further intent is started.
-    let stop = AtomicBool::new(false);
-    let target = PushTarget {
-        store,
-        slot,
-        provider_id,
-        region,
-        propagate_deletes,
-    };
-    let mut after = 0;
-    loop {
-        if opts.cancel.is_cancelled() {
-            break;
-        }
-        let due = if opts.drain_all {
-            None
-        } else {
-            Some(now_secs())
-        };
-        let intents = match store
-            .call(move |c| outbox::due_intents(c, provider_id, due, after, BATCH))
-            .await
-        {
-            Ok(i) => i,
-            Err(e) => {
-                out.error = Some(e.to_string());
+impl From<ProviderError> for Fail {
+    fn from(e: ProviderError) -> Self {
+        Fail::Provider(e)
+    }
+}
+
+impl<P: Provider> Executor<'_, P> {
+    fn name(&self) -> &str {
+        &self.slot.settings.name
+    }
+
+    fn caps(&self) -> &Capabilities {
+        self.slot.client.capabilities()
+    }
+
+    fn cut_off(&self) -> bool {
+        self.slot
+            .client
+            .health()
+            .is_some_and(crate::provider::http::Health::is_cut_off)
+    }
+
+    /// Plans and runs the provider's due intents (all of them with `drain_all`), batch
+    /// by batch; in dry-run only plans them.
+    pub async fn run(&self, opts: &CycleOptions) -> ExecOutcome {
+        use futures::StreamExt;
+        let mut out = ExecOutcome::default();
+        let shape = step_shape(self.caps());
+        let stop = AtomicBool::new(false);
+        let mut after = 0;
+        let mut left = 0u64;
+        loop {
+            if opts.cancel.is_cancelled() {
                 break;
             }
-        };
-        let Some(last) = intents.last() else { break };
-        after = last.id;
-        let outcomes: Vec<PushOutcome> = futures::stream::iter(by_contact(intents))
-            .map(|group| push_contact(&target, opts, group, &stop))
-            .buffer_unordered(PUSH_CONCURRENCY)
-            .collect()
-            .await;
-        for o in outcomes {
-            out.absorb(o);
+            let due = (!opts.drain_all).then(|| (self.now)());
+            let intents = match self
+                .store
+                .due_intents(self.provider_id, due, after, BATCH)
+                .await
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    out.failure = Some(ExecFailure::Store(e.to_string()));
+                    break;
+                }
+            };
+            let Some(last) = intents.last() else { break };
+            after = last.intent_id;
+            let steps = plan_provider(&shape, intents);
+            out.sends += steps.iter().filter(|s| s.action.sends()).count() as u64;
+            let keep = if opts.dry_run || opts.record_steps {
+                steps.len()
+            } else {
+                MAX_REPORTED_STEPS
+                    .saturating_sub(out.steps.len())
+                    .min(steps.len())
+            };
+            out.steps.extend(steps.iter().take(keep).cloned());
+            if opts.dry_run {
+                continue;
+            }
+            if self.cut_off() || stop.load(Ordering::Relaxed) {
+                left += steps.len() as u64;
+                continue;
+            }
+            let results: Vec<(ExecOutcome, u64)> = futures::stream::iter(by_contact(steps))
+                .map(|group| self.run_contact(opts, group, &stop))
+                .buffer_unordered(PUSH_CONCURRENCY)
+                .collect()
+                .await;
+            for (o, l) in results {
+                left += l;
+                out.absorb(o);
+            }
         }
-        if stop.load(Ordering::Relaxed) {
-            break;
+        if out.failure.is_none() && self.cut_off() {
+            out.failure = Some(ExecFailure::CutOff {
+                last: out.failures.last().cloned(),
+                left,
+            });
+        }
+        out
+    }
+
+    /// Runs one contact's steps in order; stops at the first that cannot run.
+    async fn run_contact(
+        &self,
+        opts: &CycleOptions,
+        steps: Vec<Step>,
+        stop: &AtomicBool,
+    ) -> (ExecOutcome, u64) {
+        let mut out = ExecOutcome::default();
+        let total = steps.len() as u64;
+        let mut ran = 0u64;
+        for step in steps {
+            if opts.cancel.is_cancelled() || stop.load(Ordering::Relaxed) || self.cut_off() {
+                break;
+            }
+            let sends = step.action.sends();
+            let end = self.run_step(opts, &step, &mut out).await;
+            if sends && let Some(progress) = &opts.progress {
+                progress.emit(ProgressEvent::IntentSent {
+                    provider: self.name().to_owned(),
+                });
+            }
+            match end {
+                StepEnd::Done | StepEnd::Skipped => ran += 1,
+                StepEnd::Failed(e) => {
+                    ran += 1;
+                    out.counts.failed += 1;
+                    if e.kind == ErrorKind::Auth {
+                        out.failure = Some(ExecFailure::Auth(e.clone()));
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    out.failures.push(e);
+                    // The contact's later steps build on this one: keep them for later.
+                    break;
+                }
+                StepEnd::Deferred => break,
+                StepEnd::Store(e) => {
+                    out.failure = Some(ExecFailure::Store(e.to_string()));
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        (out, total - ran)
+    }
+
+    /// Runs one step, retrying transient failures within the budget.
+    async fn run_step(&self, opts: &CycleOptions, step: &Step, out: &mut ExecOutcome) -> StepEnd {
+        if let Action::Skip { why } = &step.action {
+            tracing::debug!(provider = %self.name(), contact = step.contact_id, "skipped: {why}");
+            return match self.store.close_intent(step.intent_id).await {
+                Ok(()) => StepEnd::Skipped,
+                Err(e) => StepEnd::Store(e),
+            };
+        }
+        let mut tries: u32 = 0;
+        let mut first_failure: Option<Instant> = None;
+        loop {
+            if self.cut_off() || opts.cancel.is_cancelled() {
+                return StepEnd::Deferred;
+            }
+            let error = match self.attempt(step, out).await {
+                Ok(()) => return StepEnd::Done,
+                Err(Fail::Store(e)) => return StepEnd::Store(e),
+                Err(Fail::Provider(e)) => e,
+            };
+            if error.kind == ErrorKind::CutOff {
+                return StepEnd::Deferred;
+            }
+            let now = Instant::now();
+            if error.is_transient() {
+                tries += 1;
+                let since = *first_failure.get_or_insert(now);
+                let delay = error
+                    .retry_after
+                    .unwrap_or_else(|| backoff(&self.slot.settings.retry, tries));
+                let limit = self.deadline.max(since + self.budget);
+                if now + delay <= limit {
+                    tracing::info!(provider = %self.name(), operation = %error.operation, attempt = tries, delay_ms = delay.as_millis() as u64, "transient failure; retrying within the cycle: {}", error.message);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = opts.cancel.cancelled() => return StepEnd::Deferred,
+                    }
+                }
+            }
+            return self.record_failure(step, error).await;
         }
     }
-    out
-}
 
-impl PushOutcome {
-    /// Adds the outcome of one contact's intents (the first error is kept).
-    fn absorb(&mut self, other: PushOutcome) {
-        self.counts += other.counts;
-        self.writes += other.writes;
-        if self.error.is_none() {
-            self.error = other.error;
+    /// Records a step that failed for this cycle on its intent.
+    async fn record_failure(&self, step: &Step, error: ProviderError) -> StepEnd {
+        let attempts = step.attempts + 1;
+        let dead = !error.is_transient() || attempts >= MAX_ATTEMPTS;
+        let now = (self.now)();
+        let wait = NEXT_CYCLE_DELAY_SECS.saturating_mul(1 << step.attempts.clamp(0, 10));
+        tracing::warn!(
+            provider = %self.name(),
+            op = step.action.name(),
+            attempts,
+            given_up = dead,
+            "{error}"
+        );
+        match self
+            .store
+            .fail_intent(step.intent_id, dead, now + wait, error.to_string(), now)
+            .await
+        {
+            Ok(()) => StepEnd::Failed(error),
+            Err(e) => StepEnd::Store(e),
         }
     }
-}
 
-/// The intents grouped by contact: groups in order of their first intent, each group in
-/// intent order.
-fn by_contact(intents: Vec<Intent>) -> Vec<Vec<Intent>> {
-    let mut index: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
-    let mut groups: Vec<Vec<Intent>> = Vec::new();
-    for intent in intents {
-        match index.get(&intent.contact_id) {
-            Some(&i) => groups[i].push(intent),
+    /// One try of a step.
+    async fn attempt(&self, step: &Step, out: &mut ExecOutcome) -> Result<(), Fail> {
+        let contact_id = step.contact_id;
+        let intent = step.intent_id;
+        match &step.action {
+            Action::Skip { .. } => Ok(()),
+            Action::Create { fields, tags } => {
+                self.ensure_created(step, fields, tags, false, out).await
+            }
+            Action::CreateUnlessFound { fields, tags, .. } => {
+                self.ensure_created(step, fields, tags, true, out).await
+            }
+            Action::Update {
+                remote_id,
+                changes,
+                address,
+                known_tags,
+            } => {
+                let Some(link) = self.active_link(contact_id).await? else {
+                    self.store.close_intent(intent).await?;
+                    return Ok(());
+                };
+                let change_map: Fields = changes
+                    .iter()
+                    .map(|c| (c.field.clone(), c.new.clone()))
+                    .collect();
+                let target = Target {
+                    remote_id,
+                    fields: address,
+                    tags: known_tags,
+                };
+                out.writes += 1;
+                if let Err(e) = self.slot.client.update(target, &change_map).await {
+                    return self.gone_or_fail(link.id, intent, e).await;
+                }
+                crate::crash_point!("after-write-sent");
+                out.counts.updated += 1;
+                let mut snapshot = link.snapshot;
+                snapshot.extend(change_map);
+                let now = (self.now)();
+                self.store
+                    .record_write(link.id, snapshot, None, Some(intent), now)
+                    .await?;
+                Ok(())
+            }
+            Action::TagAdd {
+                remote_id,
+                tags,
+                address,
+                known_tags,
+            }
+            | Action::TagRemove {
+                remote_id,
+                tags,
+                address,
+                known_tags,
+            } => {
+                let adding = matches!(step.action, Action::TagAdd { .. });
+                let Some(link) = self.active_link(contact_id).await? else {
+                    self.store.close_intent(intent).await?;
+                    return Ok(());
+                };
+                let target = Target {
+                    remote_id,
+                    fields: address,
+                    tags: known_tags,
+                };
+                out.writes += 1;
+                let result = if adding {
+                    self.slot.client.add_tags(target, tags).await
+                } else {
+                    self.slot.client.remove_tags(target, tags).await
+                };
+                if let Err(e) = result {
+                    return self.gone_or_fail(link.id, intent, e).await;
+                }
+                crate::crash_point!("after-write-sent");
+                out.counts.tag_changes += tags.len() as u64;
+                let mut after = link.tags.unwrap_or_else(|| known_tags.clone());
+                for t in tags {
+                    if adding {
+                        after.insert(t);
+                    } else {
+                        after.remove(t);
+                    }
+                }
+                let now = (self.now)();
+                self.store
+                    .record_write(link.id, link.snapshot, Some(after), Some(intent), now)
+                    .await?;
+                Ok(())
+            }
+            Action::Delete { remote_id } => {
+                let Some(link) = self.active_link(contact_id).await? else {
+                    self.store.close_intent(intent).await?;
+                    return Ok(());
+                };
+                out.writes += 1;
+                match self.slot.client.delete(remote_id).await {
+                    Ok(()) => {}
+                    // Already gone there: the goal is reached.
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                crate::crash_point!("mid-propagated-delete");
+                out.counts.deleted += 1;
+                let now = (self.now)();
+                self.store.record_gone(link.id, intent, false, now).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn active_link(
+        &self,
+        contact_id: i64,
+    ) -> Result<Option<crate::store::outbox::ActiveLink>, Fail> {
+        Ok(self
+            .store
+            .link_now(self.provider_id, contact_id)
+            .await?
+            .filter(|l| l.state == LinkState::Active)
+            .map(|l| l.link))
+    }
+
+    /// A create step: linked already (an earlier try got through) → bring the record up
+    /// to date; a `creating` link (an answer was lost) → look it up before sending again;
+    /// `search_first` (lookup-only providers) → look up, create only if nothing is found.
+    async fn ensure_created(
+        &self,
+        step: &Step,
+        fields: &Fields,
+        tags: &[String],
+        search_first: bool,
+        out: &mut ExecOutcome,
+    ) -> Result<(), Fail> {
+        let contact_id = step.contact_id;
+        let now = (self.now)();
+        let link_id = match self.store.link_now(self.provider_id, contact_id).await? {
+            Some(l) if l.state == LinkState::Active => {
+                return self.converge(step, fields, tags, out).await;
+            }
+            Some(l) if l.state == LinkState::Gone => {
+                self.store.close_intent(step.intent_id).await?;
+                return Ok(());
+            }
+            Some(l) => {
+                // An earlier try's answer was lost: was it created?
+                match self.verify(fields).await? {
+                    Verified::Found(found) => {
+                        tracing::info!(provider = %self.name(), "a create whose answer was lost had reached the provider; linked it");
+                        out.counts.matched += 1;
+                        return self
+                            .link_and_converge(step, l.link.id, found, fields, tags, out)
+                            .await;
+                    }
+                    Verified::Absent => l.link.id,
+                    Verified::Unknown => {
+                        return Err(Fail::Provider(ProviderError::new(
+                            self.name(),
+                            "confirm an interrupted create",
+                            ErrorKind::Permanent,
+                            "the provider cannot be searched by this contact's keys, so the create is not sent again",
+                        ).with_hint("The next complete listing of this provider shows whether it was created; nothing is duplicated")));
+                    }
+                }
+            }
             None => {
-                index.insert(intent.contact_id, groups.len());
-                groups.push(vec![intent]);
+                let Some(id) = self
+                    .store
+                    .begin_create(self.provider_id, contact_id, fields.clone(), now)
+                    .await?
+                else {
+                    self.store.close_intent(step.intent_id).await?;
+                    return Ok(());
+                };
+                if search_first {
+                    match self.find(fields).await {
+                        Ok(Some(found)) => {
+                            out.counts.matched += 1;
+                            return self
+                                .link_and_converge(step, id, found, fields, tags, out)
+                                .await;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Nothing was sent: the create has not begun.
+                            self.store.drop_creating(id, contact_id).await?;
+                            return Err(e.into());
+                        }
+                    }
+                }
+                id
+            }
+        };
+        let caps = self.caps();
+        let create_tags: Tags = if caps.tags_on_create {
+            tags.iter().collect()
+        } else {
+            Tags::new()
+        };
+        out.writes += 1;
+        match self.slot.client.create(fields, &create_tags).await {
+            Ok(created) => {
+                crate::crash_point!("after-write-sent");
+                let held_tags = if caps.tags_on_create {
+                    Some(create_tags)
+                } else {
+                    (caps.tags_read || caps.tags_add).then(Tags::new)
+                };
+                let (snapshot, tags_now) = if created.existed {
+                    out.counts.matched += 1;
+                    // An existing contact answered: we know only the keys it was found by.
+                    (self.key_fields(fields), None)
+                } else {
+                    out.counts.created += 1;
+                    (fields.clone(), held_tags)
+                };
+                let found = Linked {
+                    remote_id: created.remote_id,
+                    snapshot,
+                    tags: tags_now,
+                };
+                self.link_and_converge(step, link_id, found, fields, tags, out)
+                    .await
+            }
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                // Another record holds one of its keys: find it and link it.
+                match self.find(fields).await? {
+                    Some(found) => {
+                        out.counts.matched += 1;
+                        self.link_and_converge(step, link_id, found, fields, tags, out)
+                            .await
+                    }
+                    None => {
+                        self.store.drop_creating(link_id, contact_id).await?;
+                        Err(e.into())
+                    }
+                }
+            }
+            // It may have been created: the link stays `creating`, and the retry looks it
+            // up before sending again.
+            Err(e) if e.is_transient() || e.kind == ErrorKind::CutOff => Err(e.into()),
+            Err(e) => {
+                self.store.drop_creating(link_id, contact_id).await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Links the record found or created, then brings it to `fields` and `tags`.
+    async fn link_and_converge(
+        &self,
+        step: &Step,
+        link_id: i64,
+        found: Linked,
+        fields: &Fields,
+        tags: &[String],
+        out: &mut ExecOutcome,
+    ) -> Result<(), Fail> {
+        let now = (self.now)();
+        let linked = self
+            .store
+            .link_found(link_id, step.contact_id, found, false, None, now)
+            .await?;
+        if !linked {
+            // The record is linked to another contact: held as a conflict, not merged.
+            self.store.close_intent(step.intent_id).await?;
+            return Ok(());
+        }
+        self.converge(step, fields, tags, out).await
+    }
+
+    /// Brings a linked record to `fields` (those it can change) and adds the `tags` it
+    /// lacks, then closes the intent. Each write records the new snapshot, so a retry
+    /// after a failure here sends only what is still missing.
+    async fn converge(
+        &self,
+        step: &Step,
+        fields: &Fields,
+        tags: &[String],
+        out: &mut ExecOutcome,
+    ) -> Result<(), Fail> {
+        let caps = self.caps().clone();
+        let Some(link) = self.active_link(step.contact_id).await? else {
+            self.store.close_intent(step.intent_id).await?;
+            return Ok(());
+        };
+        let shape = step_shape(&caps);
+        let address = crate::domain::cycle_plan::addressed_fields(&shape, fields, &link.snapshot);
+        let known = link.tags.clone().unwrap_or_default();
+        let changes: Fields = fields
+            .iter()
+            .filter(|(k, v)| link.snapshot.get(*k) != Some(*v))
+            .filter(|(k, _)| {
+                (k.as_str() != field::PHONE || caps.phone_mutable)
+                    && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut snapshot = link.snapshot.clone();
+        let now = (self.now)();
+        if !changes.is_empty() {
+            let target = Target {
+                remote_id: &link.remote_id,
+                fields: &address,
+                tags: &known,
+            };
+            out.writes += 1;
+            if let Err(e) = self.slot.client.update(target, &changes).await {
+                return self.gone_or_fail(link.id, step.intent_id, e).await;
+            }
+            out.counts.updated += 1;
+            snapshot.extend(changes);
+            self.store
+                .record_write(link.id, snapshot.clone(), None, None, now)
+                .await?;
+        }
+        let missing: Vec<String> = if caps.tags_add {
+            tags.iter()
+                .filter(|t| !known.contains(t))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !missing.is_empty() {
+            let target = Target {
+                remote_id: &link.remote_id,
+                fields: &address,
+                tags: &known,
+            };
+            out.writes += 1;
+            if let Err(e) = self.slot.client.add_tags(target, &missing).await {
+                return self.gone_or_fail(link.id, step.intent_id, e).await;
+            }
+            out.counts.tag_changes += missing.len() as u64;
+            let mut after = known;
+            for t in &missing {
+                after.insert(t);
+            }
+            self.store
+                .record_write(link.id, snapshot, Some(after), Some(step.intent_id), now)
+                .await?;
+            return Ok(());
+        }
+        self.store.close_intent(step.intent_id).await?;
+        Ok(())
+    }
+
+    /// The fields known of a record found by its keys (when the lookup answers only an
+    /// id): the keys.
+    fn key_fields(&self, fields: &Fields) -> Fields {
+        let shape = step_shape(self.caps());
+        fields
+            .iter()
+            .filter(|(k, _)| shape.lookups.iter().any(|l| l == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Looks a contact up by the keys in `fields`, in the provider's order.
+    async fn find(&self, fields: &Fields) -> Result<Option<Linked>, ProviderError> {
+        for key in lookup_keys(self.caps(), fields) {
+            let Some(record) = self.slot.client.lookup(key).await? else {
+                continue;
+            };
+            return Ok(Some(self.linked_from(key, record).await?));
+        }
+        Ok(None)
+    }
+
+    /// Whether a create whose answer was lost landed: found, certainly absent (searched
+    /// by at least one key), or unknown (no key it can be searched by).
+    async fn verify(&self, fields: &Fields) -> Result<Verified, ProviderError> {
+        if lookup_keys(self.caps(), fields).is_empty() {
+            return Ok(Verified::Unknown);
+        }
+        Ok(match self.find(fields).await? {
+            Some(found) => Verified::Found(found),
+            None => Verified::Absent,
+        })
+    }
+
+    async fn linked_from(
+        &self,
+        key: LookupKey<'_>,
+        record: RemoteRecord,
+    ) -> Result<Linked, ProviderError> {
+        let caps = self.caps();
+        let remote_id = record.remote_id.clone();
+        let mut tags = record.tags.clone();
+        let snapshot = if caps.lookup_returns_fields {
+            normalize_record(&record, self.region).fields
+        } else {
+            // Only the id came back: we know the key we looked it up by.
+            let mut f = Fields::new();
+            match key {
+                LookupKey::Phone(p) => f.insert(field::PHONE.into(), p.into()),
+                LookupKey::Email(e) => f.insert(field::EMAIL.into(), e.into()),
+                LookupKey::SourceId(s) => f.insert(field::SOURCE_ID.into(), s.into()),
+            };
+            f
+        };
+        if tags.is_none() && caps.tags_read_by_id && !caps.tags_by_listing {
+            tags = Some(self.slot.client.read_tags(&remote_id).await?);
+        }
+        Ok(Linked {
+            remote_id,
+            snapshot,
+            tags,
+        })
+    }
+
+    /// A 404 on a linked record means it was deleted there: the link is marked gone
+    /// (never re-created) and the intent closed. Anything else is a failure of the step.
+    async fn gone_or_fail(&self, link_id: i64, intent: i64, e: ProviderError) -> Result<(), Fail> {
+        if e.kind == ErrorKind::NotFound {
+            let now = (self.now)();
+            self.store
+                .record_gone(link_id, intent, self.propagate_deletes, now)
+                .await?;
+            tracing::info!(provider = %e.provider, "a linked record no longer exists there; marked gone");
+            return Ok(());
+        }
+        Err(e.into())
+    }
+}
+
+enum Verified {
+    Found(Linked),
+    Absent,
+    Unknown,
+}
+
+/// Exponential backoff from the provider's base delay, capped at its max delay, with
+/// full jitter.
+fn backoff(policy: &crate::config::RetryPolicy, tries: u32) -> Duration {
+    let base = policy.base_delay.as_secs_f64();
+    let cap = policy.max_delay.as_secs_f64().max(base);
+    let exp = (base * 2f64.powi(tries.saturating_sub(1).min(20) as i32)).min(cap);
+    let jittered = exp * (0.5 + rand::random::<f64>() * 0.5);
+    Duration::from_secs_f64(jittered)
+}
+
+/// The steps grouped by contact: groups in order of their first step, each in order.
+fn by_contact(steps: Vec<Step>) -> Vec<Vec<Step>> {
+    let mut index: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<Step>> = Vec::new();
+    for step in steps {
+        match index.get(&step.contact_id) {
+            Some(&i) => groups[i].push(step),
+            None => {
+                index.insert(step.contact_id, groups.len());
+                groups.push(vec![step]);
             }
         }
     }
     groups
 }
 
-/// Sends one contact's intents in order; stops (and sets `stop`) on an auth or store
-/// failure.
-/// Where one provider's intents go.
-struct PushTarget<'a, P> {
-    store: &'a Store,
-    slot: &'a ProviderSlot<P>,
-    provider_id: i64,
-    region: DefaultRegion,
-    propagate_deletes: bool,
+impl ExecOutcome {
+    fn absorb(&mut self, other: ExecOutcome) {
+        self.counts += other.counts;
+        self.writes += other.writes;
+        self.failures.extend(other.failures);
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
+    }
 }
 
-async fn push_contact<P: Provider>(
-    target: &PushTarget<'_, P>,
-    opts: &super::CycleOptions,
-    intents: Vec<Intent>,
-    stop: &AtomicBool,
-) -> PushOutcome {
-    let PushTarget {
-        store,
-        slot,
-        provider_id,
-        region,
-        propagate_deletes,
-    } = *target;
-    let mut out = PushOutcome::default();
-    for intent in intents {
-        if opts.cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let result = execute(
-            store,
-            slot,
-            provider_id,
-            region,
-            propagate_deletes,
-            &intent,
-            &mut out,
-        )
-        .await;
-        if let Some(progress) = &opts.progress {
-            progress.emit(super::ProgressEvent::IntentSent {
-                provider: slot.settings.name.clone(),
-            });
-        }
-        match result {
-            Ok(()) => {}
-            Err(Failure::Store(e)) => {
-                out.error = Some(e.to_string());
-                stop.store(true, Ordering::Relaxed);
-                return out;
-            }
-            Err(Failure::Provider(e)) => {
-                out.counts.failed += 1;
-                let dead = !e.is_transient() || intent.attempts + 1 >= MAX_ATTEMPTS;
-                let backoff = 60i64.saturating_mul(1 << intent.attempts.clamp(0, 10));
-                let message = e.to_string();
-                tracing::warn!(provider = %slot.settings.name, op = intent.payload.op.kind(), attempts = intent.attempts + 1, given_up = dead, "{message}");
-                let id = intent.id;
-                let now = now_secs();
-                if let Err(e) = store
-                    .call(move |c| outbox::fail_intent(c, id, dead, now + backoff, &message, now))
+/// Resolves links a crash left `creating`: looks the contact up by the keys that were
+/// sent; found → linked; certainly not there in a lookup-only provider → the create never
+/// landed and is planned again. (In a provider that can be listed, the listing adopts or
+/// drops them.)
+pub async fn recover_creating<P: Provider>(ex: &Executor<'_, P>) -> Result<u64, RecoverError> {
+    let pending = ex
+        .store
+        .creating_links(ex.provider_id)
+        .await
+        .map_err(|e| RecoverError::Store(e.to_string()))?;
+    let mut linked = 0;
+    for (link_id, contact_id, sent) in pending {
+        match ex.verify(&sent).await.map_err(RecoverError::Provider)? {
+            Verified::Found(found) => {
+                tracing::info!(provider = %ex.name(), "an interrupted create had reached the provider; linked it");
+                let now = (ex.now)();
+                ex.store
+                    .link_found(link_id, contact_id, found, true, None, now)
                     .await
-                {
-                    out.error = Some(e.to_string());
-                    stop.store(true, Ordering::Relaxed);
-                    return out;
-                }
-                if e.kind == ErrorKind::Auth {
-                    out.error = Some(e.to_string());
-                    stop.store(true, Ordering::Relaxed);
-                    return out;
-                }
+                    .map_err(|e| RecoverError::Store(e.to_string()))?;
+                linked += 1;
             }
+            Verified::Absent if !ex.caps().enumerate => {
+                ex.store
+                    .drop_creating(link_id, contact_id)
+                    .await
+                    .map_err(|e| RecoverError::Store(e.to_string()))?;
+            }
+            _ => {}
         }
     }
-    out
+    Ok(linked)
 }
 
-enum Failure {
-    Store(StoreError),
+/// Why recovering interrupted creates failed.
+#[derive(Debug, Clone)]
+pub enum RecoverError {
+    /// The store failed.
+    Store(String),
+    /// The provider failed.
     Provider(ProviderError),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
-    }
-}
-
-impl From<ProviderError> for Failure {
-    fn from(e: ProviderError) -> Self {
-        Failure::Provider(e)
-    }
-}
-
-async fn execute<P: Provider>(
-    store: &Store,
-    slot: &ProviderSlot<P>,
-    provider_id: i64,
-    region: DefaultRegion,
-    propagate_deletes: bool,
-    intent: &Intent,
-    out: &mut PushOutcome,
-) -> Result<(), Failure> {
-    let contact_id = intent.contact_id;
-    let intent_id = intent.id;
-    let now = now_secs();
-    match &intent.payload.op {
-        Operation::Create { fields, .. } => {
-            let sent = fields.clone();
-            let begun = store
-                .call(move |c| outbox::begin_create(c, provider_id, contact_id, &sent, now))
-                .await?;
-            let Some(link_id) = begun else {
-                // Linked meanwhile (by a listing or an earlier intent): nothing to create.
-                store
-                    .call(move |c| outbox::complete_intent(c, intent_id))
-                    .await?;
-                return Ok(());
-            };
-            let caps = slot.client.capabilities();
-            // Lookup-only providers: search before creating anything.
-            let found = if caps.enumerate {
-                None
-            } else {
-                match discover(slot, fields, region).await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        store
-                            .call_seq(move |c, seq| {
-                                outbox::drop_creating(c, seq, link_id, contact_id)
-                            })
-                            .await?;
-                        return Err(e.into());
-                    }
-                }
-            };
-            let (remote_id, snapshot, tags, replan) = match found {
-                Some((remote_id, snapshot, tags)) => {
-                    out.counts.matched += 1;
-                    (remote_id, snapshot, tags, true)
-                }
-                None => {
-                    out.writes += 1;
-                    match slot.client.create(fields, &Tags::new()).await {
-                        Ok(created) => {
-                            if created.existed {
-                                out.counts.matched += 1;
-                            } else {
-                                out.counts.created += 1;
-                            }
-                            let tags = (caps.tags_read || caps.tags_add).then(Tags::new);
-                            (created.remote_id, fields.clone(), tags, created.existed)
-                        }
-                        Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                            // Another record holds one of its keys: find it and link it.
-                            match discover(slot, fields, region).await? {
-                                Some((remote_id, snapshot, tags)) => {
-                                    out.counts.matched += 1;
-                                    (remote_id, snapshot, tags, true)
-                                }
-                                None => {
-                                    store
-                                        .call_seq(move |c, seq| {
-                                            outbox::drop_creating(c, seq, link_id, contact_id)
-                                        })
-                                        .await?;
-                                    return Err(e.into());
-                                }
-                            }
-                        }
-                        Err(e) if e.is_transient() => {
-                            // It may have been created: keep the link `creating`; the next
-                            // cycle resolves it by lookup before any new create.
-                            store
-                                .call(move |c| outbox::complete_intent(c, intent_id))
-                                .await?;
-                            return Err(e.into());
-                        }
-                        Err(e) => {
-                            store
-                                .call_seq(move |c, seq| {
-                                    outbox::drop_creating(c, seq, link_id, contact_id)
-                                })
-                                .await?;
-                            return Err(e.into());
-                        }
-                    }
-                }
-            };
-            let with_tags = tags.clone();
-            let contact_has_tags = !intent.payload.known_tags.is_empty()
-                || matches!(&intent.payload.op, Operation::Create { tags, .. } if !tags.is_empty());
-            let replan = replan || (contact_has_tags && caps.tags_add);
-            store
-                .call_seq(move |c, seq| {
-                    outbox::finish_link(
-                        c,
-                        seq,
-                        link_id,
-                        contact_id,
-                        &remote_id,
-                        &snapshot,
-                        with_tags.as_ref(),
-                        replan,
-                        now_secs(),
-                    )?;
-                    outbox::complete_intent(c, intent_id)
-                })
-                .await?;
-        }
-        Operation::Update { remote_id, changes } => {
-            let Some(link) = active_link(store, provider_id, contact_id, intent_id).await? else {
-                return Ok(());
-            };
-            let change_map: Fields = changes
-                .iter()
-                .map(|c| (c.field.clone(), c.new.clone()))
-                .collect();
-            let known = link.tags.clone().unwrap_or_default();
-            let addressed = addressed_fields(
-                slot.client.capabilities(),
-                &intent.payload.projection,
-                &link.snapshot,
-            );
-            let target = Target {
-                remote_id,
-                fields: &addressed,
-                tags: &known,
-            };
-            out.writes += 1;
-            if let Err(e) = slot.client.update(target, &change_map).await {
-                return gone_or_fail(store, &link, intent_id, propagate_deletes, e).await;
-            }
-            out.counts.updated += 1;
-            let mut snapshot = link.snapshot.clone();
-            for (k, v) in change_map {
-                snapshot.insert(k, v);
-            }
-            let link_id = link.id;
-            store
-                .call(move |c| {
-                    outbox::update_link_snapshot(c, link_id, &snapshot, None, now)?;
-                    outbox::complete_intent(c, intent_id)
-                })
-                .await?;
-        }
-        Operation::TagAdd { remote_id, tags } | Operation::TagRemove { remote_id, tags } => {
-            let adding = matches!(intent.payload.op, Operation::TagAdd { .. });
-            let Some(link) = active_link(store, provider_id, contact_id, intent_id).await? else {
-                return Ok(());
-            };
-            let known = link.tags.clone().unwrap_or_default();
-            let todo: Vec<String> = tags
-                .iter()
-                .filter(|t| {
-                    if adding {
-                        !known.contains(t)
-                    } else {
-                        known.contains(t)
-                    }
-                })
-                .cloned()
-                .collect();
-            if !todo.is_empty() {
-                let addressed = addressed_fields(
-                    slot.client.capabilities(),
-                    &intent.payload.projection,
-                    &link.snapshot,
-                );
-                let target = Target {
-                    remote_id,
-                    fields: &addressed,
-                    tags: &known,
-                };
-                out.writes += 1;
-                let result = if adding {
-                    slot.client.add_tags(target, &todo).await
-                } else {
-                    slot.client.remove_tags(target, &todo).await
-                };
-                if let Err(e) = result {
-                    return gone_or_fail(store, &link, intent_id, propagate_deletes, e).await;
-                }
-                out.counts.tag_changes += todo.len() as u64;
-            }
-            let mut after = known;
-            for t in &todo {
-                if adding {
-                    after.insert(t);
-                } else {
-                    after.remove(t);
-                }
-            }
-            let link_id = link.id;
-            let snapshot = link.snapshot.clone();
-            store
-                .call(move |c| {
-                    outbox::update_link_snapshot(c, link_id, &snapshot, Some(&after), now)?;
-                    outbox::complete_intent(c, intent_id)
-                })
-                .await?;
-        }
-        Operation::Delete { remote_id } => {
-            let Some(link) = active_link(store, provider_id, contact_id, intent_id).await? else {
-                return Ok(());
-            };
-            out.writes += 1;
-            match slot.client.delete(remote_id).await {
-                Ok(()) => {}
-                // Already gone there: the goal is reached.
-                Err(e) if e.kind == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-            out.counts.deleted += 1;
-            let link_id = link.id;
-            store
-                .call(move |c| {
-                    outbox::mark_link_gone(c, link_id, now)?;
-                    outbox::complete_intent(c, intent_id)
-                })
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// The fields a write addresses the contact by: the projection, except that fields the
-/// provider cannot change (Agentalk's and DM Champ's phone, DM Champ's external id) are the
-/// values the provider holds — Agentalk upserts and DM Champ tags by phone, so the new
-/// phone would address nobody, or a new contact.
-fn addressed_fields(
-    caps: &crate::provider::Capabilities,
-    projection: &Fields,
-    snapshot: &Fields,
-) -> Fields {
-    let mut fields = projection.clone();
-    for (name, mutable) in [
-        (field::PHONE, caps.phone_mutable),
-        (field::SOURCE_ID, caps.source_id_mutable),
-    ] {
-        if mutable {
-            continue;
-        }
-        match snapshot.get(name).filter(|v| !v.is_empty()) {
-            Some(held) => {
-                fields.insert(name.to_owned(), held.clone());
-            }
-            None => {
-                fields.remove(name);
-            }
-        }
-    }
-    fields
-}
-
-/// The contact's active link, or `None` (and the intent dropped) if it is not active.
-async fn active_link(
-    store: &Store,
-    provider_id: i64,
-    contact_id: i64,
-    intent_id: i64,
-) -> Result<Option<outbox::ActiveLink>, Failure> {
-    let link = store
-        .call(move |c| outbox::link_of(c, provider_id, contact_id))
-        .await?;
-    match link {
-        Some((state, link)) if state == "active" => Ok(Some(link)),
-        _ => {
-            store
-                .call(move |c| outbox::complete_intent(c, intent_id))
-                .await?;
-            Ok(None)
-        }
-    }
-}
-
-/// A 404 on a linked record means it was deleted there: mark the link gone (never
-/// re-created) and drop the intent. Anything else is a failure of the intent.
-async fn gone_or_fail(
-    store: &Store,
-    link: &outbox::ActiveLink,
-    intent_id: i64,
-    propagate_deletes: bool,
-    e: ProviderError,
-) -> Result<(), Failure> {
-    if e.kind == ErrorKind::NotFound {
-        let link_id = link.id;
-        let now = now_secs();
-        store
-            .call_seq(move |c, seq| {
-                outbox::mark_link_gone(c, link_id, now)?;
-                if propagate_deletes && let Some(contact) = outbox::contact_of_link(c, link_id)? {
-                    outbox::mark_contacts_deleted(c, seq, &[contact])?;
-                }
-                outbox::complete_intent(c, intent_id)
-            })
-            .await?;
-        tracing::info!(provider = %e.provider, "a linked record no longer exists there; marked gone");
-        return Ok(());
-    }
-    Err(e.into())
 }

@@ -1,83 +1,66 @@
 //! What a cycle did, per provider: the counts shared by the summary table, the run rows,
 //! `--dry-run` output and metrics.
 
-use crate::domain::field;
-use crate::domain::plan::{GoldenRecord, Operation};
+use super::pull::PullFailure;
+use super::push::{ExecFailure, RecoverError};
+use crate::domain::cycle_plan::{CyclePlan, ProviderPlan, Step};
+use crate::provider::ProviderError;
 use crate::store::outbox::RunCounts;
 use serde::Serialize;
 use std::fmt::Write;
 
-/// Planned writes kept per provider for reporting outside dry-run.
-pub const MAX_REPORTED_WRITES: usize = 50;
-
-/// One planned write, described for a human.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PlannedWrite {
-    /// Store id of the contact.
-    pub contact_id: i64,
-    /// Who (display name, else email, else phone).
-    pub who: String,
-    /// The operation.
-    pub op: Operation,
+/// Why one provider's part of a cycle failed. Kept typed until it is printed.
+#[derive(Debug, Clone)]
+pub enum ProviderFailure {
+    /// Resolving interrupted creates failed.
+    Recover(RecoverError),
+    /// The provider could not be read.
+    Pull(PullFailure),
+    /// Its pushes stopped early (store, credentials, cut off).
+    Push(ExecFailure),
 }
 
-impl PlannedWrite {
-    /// Describes `op` on `contact`.
-    pub fn new(contact: &GoldenRecord, op: &Operation) -> Self {
-        let who = [field::NAME, field::EMAIL, field::PHONE]
-            .iter()
-            .find_map(|f| contact.fields.get(*f).filter(|v| !v.is_empty()))
-            .cloned()
-            .unwrap_or_else(|| format!("contact #{}", contact.id));
-        Self {
-            contact_id: contact.id,
-            who,
-            op: op.clone(),
+impl std::fmt::Display for ProviderFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProviderFailure::Recover(RecoverError::Provider(e)) => {
+                write!(f, "resolving interrupted creates: {e}")
+            }
+            ProviderFailure::Recover(RecoverError::Store(e)) => {
+                write!(
+                    f,
+                    "the store failed while resolving interrupted creates: {e}"
+                )
+            }
+            ProviderFailure::Pull(e) => write!(f, "{e}"),
+            ProviderFailure::Push(ExecFailure::Store(e)) => {
+                write!(f, "the store failed while pushing: {e}")
+            }
+            ProviderFailure::Push(ExecFailure::Auth(e)) => write!(f, "{e}"),
+            ProviderFailure::Push(ExecFailure::CutOff { last, left }) => {
+                write!(
+                    f,
+                    "cut off for the rest of this cycle: it kept failing ({} consecutive failures); {left} planned step(s) are kept for the next cycle",
+                    crate::provider::http::CUT_OFF_STREAK
+                )?;
+                if let Some(e) = last {
+                    write!(f, "; last failure: {e}")?;
+                } else {
+                    write!(
+                        f,
+                        ". {}",
+                        crate::provider::error::default_hint(crate::provider::ErrorKind::CutOff)
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
+}
 
-    /// One line: `update  Ana López (#12 → 345): name "Ana" → "Ana López"`.
-    pub fn describe(&self) -> String {
-        match &self.op {
-            Operation::Create { fields, tags } => {
-                let mut s = format!("create      {}:", self.who);
-                for (k, v) in fields {
-                    let _ = write!(s, " {k}={v:?}");
-                }
-                if !tags.is_empty() {
-                    let _ = write!(s, " tags={tags:?}");
-                }
-                s
-            }
-            Operation::Update { remote_id, changes } => {
-                let parts: Vec<String> = changes
-                    .iter()
-                    .map(|c| format!("{} {:?} → {:?}", c.field, c.old, c.new))
-                    .collect();
-                format!(
-                    "update      {} (id {remote_id}): {}",
-                    self.who,
-                    parts.join(", ")
-                )
-            }
-            Operation::TagAdd { remote_id, tags } => {
-                format!(
-                    "tag add     {} (id {remote_id}): {}",
-                    self.who,
-                    tags.join(", ")
-                )
-            }
-            Operation::Delete { remote_id } => {
-                format!("delete      {} (id {remote_id})", self.who)
-            }
-            Operation::TagRemove { remote_id, tags } => {
-                format!(
-                    "tag remove  {} (id {remote_id}): {}",
-                    self.who,
-                    tags.join(", ")
-                )
-            }
-        }
+impl Serialize for ProviderFailure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -98,12 +81,19 @@ pub struct ProviderReport {
     pub complete: bool,
     /// Write requests sent.
     pub write_requests: u64,
-    /// The first failure, if any (a provider that could not be read, an auth error).
-    pub error: Option<String>,
+    /// The first failure, if any (a provider that could not be read, an auth error, a
+    /// provider cut off).
+    pub error: Option<ProviderFailure>,
+    /// The last step that failed for this cycle (its intent keeps it for the next).
+    #[serde(skip)]
+    pub last_step_failure: Option<ProviderError>,
     /// Warnings worth showing (e.g. the delete guard).
     pub warnings: Vec<String>,
-    /// Planned writes (all in dry-run; the first few otherwise).
-    pub planned: Vec<PlannedWrite>,
+    /// The steps of the cycle plan for this provider (all in dry-run or with
+    /// `record_steps`; the first few otherwise).
+    pub steps: Vec<Step>,
+    /// Steps of the plan that send something.
+    pub planned_sends: u64,
     /// Where this provider's part of the cycle spent its time.
     pub timings: StageTimes,
 }
@@ -140,18 +130,19 @@ impl ProviderReport {
             complete: false,
             write_requests: 0,
             error: None,
+            last_step_failure: None,
             warnings: Vec::new(),
-            planned: Vec::new(),
+            steps: Vec::new(),
+            planned_sends: 0,
             timings: StageTimes::default(),
         }
     }
 
     /// Records a failure (the first one is kept).
-    pub fn fail(&mut self, message: impl Into<String>) {
-        let message = message.into();
-        tracing::error!(provider = %self.name, "{message}");
+    pub fn fail(&mut self, failure: ProviderFailure) {
+        tracing::error!(provider = %self.name, "{failure}");
         if self.error.is_none() {
-            self.error = Some(message);
+            self.error = Some(failure);
         }
     }
 
@@ -201,9 +192,16 @@ impl CycleReport {
             let c = &p.counts;
             let result = match &p.error {
                 Some(e) => format!("FAILED: {e}"),
-                None if c.failed > 0 => {
-                    format!("{} writes failed (see log; retried next cycle)", c.failed)
-                }
+                None if c.failed > 0 => match &p.last_step_failure {
+                    Some(e) => format!(
+                        "{} write(s) failed (kept for the next cycle); last: {e}",
+                        c.failed
+                    ),
+                    None => format!(
+                        "{} write(s) failed (see log; kept for the next cycle)",
+                        c.failed
+                    ),
+                },
                 None => "ok".to_owned(),
             };
             let _ = writeln!(
@@ -240,21 +238,24 @@ impl CycleReport {
         out
     }
 
-    /// The dry-run listing: every planned write per provider.
-    pub fn plan_listing(&self) -> String {
-        let mut out = String::new();
-        for p in &self.providers {
-            let _ = writeln!(
-                out,
-                "{} ({}): {} planned write(s)",
-                p.name,
-                p.kind,
-                p.planned.len()
-            );
-            for w in &p.planned {
-                let _ = writeln!(out, "  {}", w.describe());
-            }
+    /// The cycle plan: every provider's steps (complete in dry-run or with
+    /// `record_steps`).
+    pub fn plan(&self) -> CyclePlan {
+        CyclePlan {
+            providers: self
+                .providers
+                .iter()
+                .map(|p| ProviderPlan {
+                    provider: p.name.clone(),
+                    kind: p.kind.clone(),
+                    steps: p.steps.clone(),
+                })
+                .collect(),
         }
-        out
+    }
+
+    /// The dry-run listing: the cycle plan, every step per provider with its reason.
+    pub fn plan_listing(&self) -> String {
+        self.plan().render()
     }
 }

@@ -298,3 +298,48 @@ pub fn end_state(world: &World) -> Vec<Vec<(String, String)>> {
         })
         .collect()
 }
+
+impl World {
+    /// Adds `line` to the config's `[sync]` section.
+    pub fn set_sync(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replacen("[sync]\n", &format!("[sync]\n{line}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Adds `line` to the `[[providers]]` block of the instance named `name`.
+    pub fn set_provider(&self, name: &str, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let anchor = format!("name = \"{name}\"\n");
+        assert!(text.contains(&anchor), "no provider named {name}:\n{text}");
+        let text = text.replacen(&anchor, &format!("{anchor}{line}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// The instance names, in config order.
+    pub fn names(&self) -> Vec<String> {
+        self.sim.instances().iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// The store file.
+    pub fn store_path(&self) -> PathBuf {
+        self._dir.path().join("contacts.db")
+    }
+
+    /// Runs the binary with `args` (plus `--config`) and extra environment variables.
+    pub async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"));
+        cmd.args(args).arg("--config").arg(&self.config);
+        cmd.env_remove("CONTACT_SYNC_CONFIG")
+            .env("RUST_LOG", "contact_sync=info");
+        for (k, v) in &self.keys {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,456 @@
+//! The store's units of work for one sync cycle: each method is one step of the cycle
+//! and one transaction, so a crash between two steps leaves the store at a step boundary
+//! (see `docs/architecture.md`, "Crash points"). The engine (`crate::sync`) calls only
+//! these; it never sees a connection.
+
+use super::outbox::{self, IntentPayload, PlanInput, RunCounts};
+use super::pull::{self, FieldOwners, LinkSet, PageOutcome};
+use super::{Store, StoreError};
+use crate::domain::cycle_plan::DueIntent;
+use crate::domain::matching::ContactId;
+use crate::domain::merge::NormalizedRecord;
+use crate::domain::plan::LinkView;
+use crate::domain::{Fields, Tags};
+use rusqlite::{OptionalExtension, params};
+use std::sync::{Arc, Mutex};
+
+/// The state of a link (`links.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Linked; the snapshot is what the provider last showed or was last sent.
+    Active,
+    /// A create was sent and its answer is not recorded yet.
+    Creating,
+    /// Deleted in the provider: never re-created there.
+    Gone,
+}
+
+impl LinkState {
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "active" => Ok(LinkState::Active),
+            "creating" => Ok(LinkState::Creating),
+            "gone" => Ok(LinkState::Gone),
+            other => Err(StoreError::Corrupt(format!("unknown link state {other:?}"))),
+        }
+    }
+}
+
+/// A contact's link in one provider, with its state.
+#[derive(Debug, Clone)]
+pub struct LinkNow {
+    /// Its state.
+    pub state: LinkState,
+    /// The link row.
+    pub link: outbox::ActiveLink,
+}
+
+/// What finishing a complete listing did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListingEnd {
+    /// Links marked gone.
+    pub gone: u64,
+    /// Links that would have gone but the delete guard held them back.
+    pub held_back: u64,
+}
+
+/// Where a step's record ends up after a create or a lookup.
+#[derive(Debug, Clone)]
+pub struct Linked {
+    /// The provider's id of the record.
+    pub remote_id: String,
+    /// What the provider holds (or was sent).
+    pub snapshot: Fields,
+    /// Its tags, when known.
+    pub tags: Option<Tags>,
+}
+
+impl Store {
+    /// The ids of the provider instances `(name, kind)`, created if new.
+    pub async fn ensure_providers(
+        &self,
+        names: Vec<(String, String)>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let ids = names
+                .iter()
+                .map(|(n, k)| outbox::ensure_provider(&tx, n, k))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Starts a run row for each provider; returns the run ids.
+    pub async fn begin_runs(&self, providers: Vec<i64>, now: i64) -> Result<Vec<i64>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let ids = providers
+                .iter()
+                .map(|&p| outbox::begin_run(&tx, p, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Finishes a provider's run row (and records its success).
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        provider_id: i64,
+        counts: RunCounts,
+        error: Option<String>,
+        listing_complete: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            outbox::finish_run(&tx, run_id, &counts, error.as_deref(), now)?;
+            if error.is_none() {
+                outbox::mark_success(&tx, provider_id, listing_complete, now)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Links a crash (or a lost answer) left `creating` in a provider:
+    /// `(link id, contact id, sent fields)`.
+    pub async fn creating_links(
+        &self,
+        provider_id: i64,
+    ) -> Result<Vec<(i64, ContactId, Fields)>, StoreError> {
+        self.call(move |c| outbox::creating_links(c, provider_id))
+            .await
+    }
+
+    /// A `creating` link found in the provider: it becomes active with what was found;
+    /// the intent (if any) is closed and the contact is planned again when `replan`.
+    pub async fn link_found(
+        &self,
+        link_id: i64,
+        contact_id: ContactId,
+        found: Linked,
+        replan: bool,
+        intent: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.call_seq(move |c, seq| {
+            outbox::finish_link(
+                c,
+                seq,
+                link_id,
+                contact_id,
+                &found.remote_id,
+                &found.snapshot,
+                found.tags.as_ref(),
+                replan,
+                intent,
+                now,
+            )
+        })
+        .await
+    }
+
+    /// A `creating` link whose create certainly never landed: dropped, and the contact
+    /// planned again.
+    pub async fn drop_creating(
+        &self,
+        link_id: i64,
+        contact_id: ContactId,
+    ) -> Result<(), StoreError> {
+        self.call_seq(move |c, seq| outbox::drop_creating(c, seq, link_id, contact_id))
+            .await
+    }
+
+    /// Which of the `listed` records (remote id, listed hash) are unchanged since their
+    /// active link's snapshot: their link ids (`None` for the others).
+    pub async fn unchanged_links(
+        &self,
+        provider_id: i64,
+        listed: Vec<(String, i64)>,
+    ) -> Result<(Vec<(String, i64)>, Vec<Option<i64>>), StoreError> {
+        self.call(move |c| {
+            let unchanged = pull::unchanged_links(c, provider_id, &listed)?;
+            Ok((listed, unchanged))
+        })
+        .await
+    }
+
+    /// Stores one listed page (normalised records) in one transaction: merged into the
+    /// contacts, linked, conflicts recorded.
+    pub async fn store_page(
+        &self,
+        records: Vec<NormalizedRecord>,
+        provider_id: i64,
+        order: usize,
+        owners: Arc<Mutex<FieldOwners>>,
+        now: i64,
+    ) -> Result<PageOutcome, StoreError> {
+        self.call_seq(move |c, seq| {
+            let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
+            pull::apply_page(c, seq, &mut owners, provider_id, order, &records, now)
+        })
+        .await
+    }
+
+    /// Finishes a complete listing in one transaction: links it did not show are marked
+    /// gone (none when more than `guard_percent` of the links would go), their contacts
+    /// are marked deleted when `propagate_deletes`, and `creating` links no listed record
+    /// adopted are dropped (their creates never landed) so they are planned again.
+    pub async fn finish_listing(
+        &self,
+        provider_id: i64,
+        seen: Arc<LinkSet>,
+        guard_percent: u64,
+        propagate_deletes: bool,
+        now: i64,
+    ) -> Result<ListingEnd, StoreError> {
+        self.call_seq(move |c, seq| {
+            let tx = c.transaction()?;
+            let (gone, held_back) = pull::mark_gone(&tx, provider_id, &seen, guard_percent, now)?;
+            crate::crash_point!("after-mark-gone");
+            if propagate_deletes {
+                outbox::mark_contacts_deleted(&tx, seq, &gone)?;
+            }
+            for (link_id, contact_id, _) in outbox::creating_links(&tx, provider_id)? {
+                outbox::drop_creating(&tx, seq, link_id, contact_id)?;
+            }
+            tx.commit()?;
+            Ok(ListingEnd {
+                gone: gone.len() as u64,
+                held_back,
+            })
+        })
+        .await
+    }
+
+    /// Starts staging a provider's tag listing (its earlier staged rows are cleared; other
+    /// providers' staging is untouched).
+    pub async fn begin_tag_staging(&self, provider_id: i64) -> Result<(), StoreError> {
+        self.call(move |c| pull::begin_tag_staging(c, provider_id))
+            .await
+    }
+
+    /// Stages one page of a tag listing: `remote_ids` carry `tag`.
+    pub async fn stage_tag_page(
+        &self,
+        provider_id: i64,
+        tag: String,
+        remote_ids: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| pull::stage_tag_page(c, provider_id, &tag, &remote_ids))
+            .await
+    }
+
+    /// Applies a provider's staged tag listing to the links in `seen`.
+    pub async fn apply_staged_tags(
+        &self,
+        provider_id: i64,
+        universe: Tags,
+        seen: Arc<LinkSet>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.call_seq(move |c, seq| {
+            pull::apply_staged_tags(c, seq, provider_id, &universe, &seen, now)
+        })
+        .await
+    }
+
+    /// The planning watermark of a provider: contacts changed after it are planned.
+    pub async fn planned_seq(&self, provider_id: i64) -> Result<i64, StoreError> {
+        self.call(move |c| outbox::planned_seq(c, provider_id))
+            .await
+    }
+
+    /// Contacts changed after `after_seq`, with their link in the provider.
+    pub async fn plan_inputs(
+        &self,
+        provider_id: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<PlanInput>, StoreError> {
+        self.call(move |c| outbox::plan_inputs(c, provider_id, after_seq, limit))
+            .await
+    }
+
+    /// Persists planned writes and moves the planning watermark, in one transaction.
+    pub async fn persist_intents(
+        &self,
+        provider_id: i64,
+        intents: Vec<(ContactId, IntentPayload)>,
+        watermark: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            outbox::insert_intents(&tx, provider_id, &intents, now)?;
+            outbox::set_planned_seq(&tx, provider_id, watermark)?;
+            tx.commit()?;
+            crate::crash_point!("after-plan-persisted");
+            Ok(())
+        })
+        .await
+    }
+
+    /// Pending intents of a provider due at `due` (all when `None`), after id `after`, at
+    /// most `limit`, each with its contact's link there now.
+    pub async fn due_intents(
+        &self,
+        provider_id: i64,
+        due: Option<i64>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DueIntent>, StoreError> {
+        self.call(move |c| {
+            let intents = outbox::due_intents(c, provider_id, due, after, limit)?;
+            let mut out = Vec::with_capacity(intents.len());
+            for i in intents {
+                let link = match outbox::link_of(c, provider_id, i.contact_id)? {
+                    None => LinkView::None,
+                    Some((state, link)) => match LinkState::parse(&state)? {
+                        LinkState::Gone => LinkView::Gone,
+                        LinkState::Creating => LinkView::Creating,
+                        LinkState::Active => LinkView::Active {
+                            remote_id: link.remote_id,
+                            snapshot: link.snapshot,
+                            tags: link.tags,
+                        },
+                    },
+                };
+                out.push(DueIntent {
+                    intent_id: i.id,
+                    contact_id: i.contact_id,
+                    who: who(c, i.contact_id)?,
+                    attempts: i.attempts,
+                    op: i.payload.op,
+                    projection: i.payload.projection,
+                    link,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The contact's link in a provider now.
+    pub async fn link_now(
+        &self,
+        provider_id: i64,
+        contact_id: ContactId,
+    ) -> Result<Option<LinkNow>, StoreError> {
+        self.call(move |c| {
+            outbox::link_of(c, provider_id, contact_id)?
+                .map(|(state, link)| {
+                    Ok(LinkNow {
+                        state: LinkState::parse(&state)?,
+                        link,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    /// Writes a `creating` link before a create is sent; `None` when the contact already
+    /// has a link there.
+    pub async fn begin_create(
+        &self,
+        provider_id: i64,
+        contact_id: ContactId,
+        sent: Fields,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.call(move |c| outbox::begin_create(c, provider_id, contact_id, &sent, now))
+            .await
+    }
+
+    /// A write went through: the link's new snapshot (and tags, when given), and the
+    /// intent closed when `intent` is given — one transaction.
+    pub async fn record_write(
+        &self,
+        link_id: i64,
+        snapshot: Fields,
+        tags: Option<Tags>,
+        intent: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            outbox::update_link_snapshot(&tx, link_id, &snapshot, tags.as_ref(), now)?;
+            if let Some(id) = intent {
+                outbox::complete_intent(&tx, id)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The record is gone from the provider (a 404 on it, or our delete went through):
+    /// the link is marked gone, the contact deleted everywhere when `propagate`, and the
+    /// intent closed — one transaction.
+    pub async fn record_gone(
+        &self,
+        link_id: i64,
+        intent: i64,
+        propagate: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.call_seq(move |c, seq| {
+            let tx = c.transaction()?;
+            outbox::mark_link_gone(&tx, link_id, now)?;
+            if propagate && let Some(contact) = outbox::contact_of_link(&tx, link_id)? {
+                outbox::mark_contacts_deleted(&tx, seq, &[contact])?;
+            }
+            outbox::complete_intent(&tx, intent)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Closes an intent whose step is done or moot.
+    pub async fn close_intent(&self, intent: i64) -> Result<(), StoreError> {
+        self.call(move |c| outbox::complete_intent(c, intent)).await
+    }
+
+    /// Records a failed step: retried from `next_attempt_at`, or given up (`dead`).
+    pub async fn fail_intent(
+        &self,
+        intent: i64,
+        dead: bool,
+        next_attempt_at: i64,
+        error: String,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| outbox::fail_intent(c, intent, dead, next_attempt_at, &error, now))
+            .await
+    }
+}
+
+/// Who a contact is, for a human: display name, else email, else phone.
+fn who(conn: &rusqlite::Connection, id: ContactId) -> Result<String, StoreError> {
+    let row: Option<(String, String, String, String, String)> = conn
+        .prepare_cached(
+            "SELECT name, first_name, last_name, email, phone FROM contacts WHERE id = ?1",
+        )?
+        .query_row(params![id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    Ok(row
+        .and_then(|(name, first, last, email, phone)| {
+            let joined = crate::domain::names::join(&first, &last);
+            [name, joined, email, phone]
+                .into_iter()
+                .find(|v| !v.trim().is_empty())
+        })
+        .unwrap_or_else(|| format!("contact #{id}")))
+}

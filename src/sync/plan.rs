@@ -1,0 +1,80 @@
+//! Planning one provider: every contact changed since the provider's planning watermark
+//! is planned ([`crate::domain::plan::plan_contact`], pure) and the writes are persisted
+//! as intents with the watermark, one transaction per batch. The cycle plan's steps are
+//! made from these intents ([`crate::domain::cycle_plan`]).
+
+use super::{Engine, PLAN_BATCH, ProviderSlot, shape_of};
+use crate::domain::plan::{LinkView, Skip, plan_contact, project};
+use crate::provider::Provider;
+use crate::store::StoreError;
+use crate::store::outbox::IntentPayload;
+
+/// What planning one provider did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Planned {
+    /// Intents persisted.
+    pub intents: u64,
+    /// Things the provider cannot hold or do (counted, never errors).
+    pub skipped: u64,
+}
+
+impl<P: Provider> Engine<P> {
+    /// Plans every contact changed since the provider's watermark and persists the
+    /// intents. Creates wait while `may_create` is false (the provider's listing did not
+    /// complete): the watermark stops before the first of them, so they are planned again.
+    pub(super) async fn plan_provider(
+        &self,
+        slot: &ProviderSlot<P>,
+        provider_id: i64,
+        may_create: bool,
+    ) -> Result<Planned, StoreError> {
+        let shape = shape_of(slot.client.capabilities());
+        let mut after = self.store.planned_seq(provider_id).await?;
+        let mut out = Planned::default();
+        let mut held_back = i64::MAX;
+        loop {
+            let inputs = self
+                .store
+                .plan_inputs(provider_id, after, PLAN_BATCH)
+                .await?;
+            let Some(last) = inputs.last() else { break };
+            let last_seq = last.seq;
+            let mut intents = Vec::new();
+            for input in &inputs {
+                let plan = plan_contact(&input.contact, &input.link, &shape, may_create);
+                out.skipped += plan.skipped.len() as u64;
+                if plan.skipped.contains(&Skip::EnumerationIncomplete) {
+                    held_back = held_back.min(input.seq - 1);
+                }
+                if plan.operations.is_empty() {
+                    continue;
+                }
+                let projection = project(&input.contact, &shape);
+                let known_tags: Vec<String> = match &input.link {
+                    LinkView::Active { tags: Some(t), .. } => {
+                        t.names().map(str::to_owned).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for op in plan.operations {
+                    intents.push((
+                        input.contact.id,
+                        IntentPayload {
+                            op,
+                            projection: projection.clone(),
+                            known_tags: known_tags.clone(),
+                        },
+                    ));
+                }
+            }
+            out.intents += intents.len() as u64;
+            let watermark = last_seq.min(held_back);
+            let now = self.clock.now_secs();
+            self.store
+                .persist_intents(provider_id, intents, watermark, now)
+                .await?;
+            after = last_seq;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,326 @@
+//! Pulling one provider: its listing page by page, in a pipeline (page N stored while
+//! page N+1 is probed and normalised and page N+2 fetched), one store transaction per page;
+//! then the end of a complete listing (gone links, the delete guard, propagated deletes)
+//! and, for providers whose tags are read by listing them, the tags.
+
+use super::report::StageTimes;
+use super::{CycleOptions, DELETE_GUARD_PERCENT, Engine, ProgressEvent, ProviderSlot, listing};
+use crate::domain::merge::{NormalizedRecord, content_hash};
+use crate::domain::normalize::DefaultRegion;
+use crate::domain::{Fields, RemoteRecord, Tags};
+use crate::provider::{Provider, ProviderError};
+use crate::store::StoreError;
+use crate::store::pull::{self, FieldOwners, LinkSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Times a listing that changed under its cursor is restarted in one cycle.
+const MAX_LISTING_RESTARTS: u32 = 2;
+
+/// Why a provider's pull failed.
+#[derive(Debug, Clone)]
+pub enum PullFailure {
+    /// The provider failed (after its retries).
+    Provider(ProviderError),
+    /// The store failed.
+    Store(String),
+    /// The normalising thread stopped (a bug).
+    Normalizer,
+}
+
+impl From<ProviderError> for PullFailure {
+    fn from(e: ProviderError) -> Self {
+        PullFailure::Provider(e)
+    }
+}
+
+impl From<StoreError> for PullFailure {
+    fn from(e: StoreError) -> Self {
+        PullFailure::Store(e.to_string())
+    }
+}
+
+impl std::fmt::Display for PullFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PullFailure::Provider(e) => write!(f, "{e}"),
+            PullFailure::Store(e) => write!(f, "the store failed while pulling: {e}"),
+            PullFailure::Normalizer => f.write_str(
+                "the thread normalising listed records stopped (a bug; please report it); nothing of this page was stored",
+            ),
+        }
+    }
+}
+
+impl<P: Provider> Engine<P> {
+    /// Pulls one provider: its whole listing, page by page (one store transaction per
+    /// page), then the end of the listing (gone links, propagated deletes) and its tags.
+    pub(super) async fn pull_provider(
+        &self,
+        slot: &ProviderSlot<P>,
+        provider_id: i64,
+        order: usize,
+        owners: Arc<Mutex<FieldOwners>>,
+        opts: &CycleOptions,
+    ) -> Result<PullOutcome, PullFailure> {
+        let caps = slot.client.capabilities();
+        let mut out = PullOutcome::default();
+        let selected = opts
+            .pull_only
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == &slot.settings.name));
+        if !caps.enumerate || !selected {
+            return Ok(out);
+        }
+        out.pulled_now = true;
+        let started = Instant::now();
+        let name = &slot.settings.name;
+        let mut seen = LinkSet::new();
+        let mut restarts = 0;
+        // A pipeline: while the store applies page N, page N+1 is probed and normalised
+        // (on the engine's normalising thread) and page N+2 is fetched and decoded (with
+        // up to `listing::PAGES_AHEAD` pages requested at once when they are numbered).
+        let mut listing = listing::Listing::new(&slot.client);
+        let mut fetched = listing.first().await;
+        let mut ready: Option<Vec<NormalizedRecord>> = None;
+        loop {
+            if opts.cancel.is_cancelled() {
+                return Ok(out);
+            }
+            out.times.fetch += fetched.1;
+            let page = match fetched.0 {
+                Ok(p) => p,
+                Err(e) if e.restart_listing() && restarts < MAX_LISTING_RESTARTS => {
+                    // The listing changed under the cursor (MaiAgent answers "Invalid
+                    // page." when contacts were deleted during the scan): start again.
+                    tracing::info!(provider = %name, "listing changed during the scan; restarting it");
+                    // The page waiting to be stored is listed again (or is gone).
+                    ready = None;
+                    restarts += 1;
+                    listing.restart();
+                    fetched = listing.first().await;
+                    continue;
+                }
+                Err(e) => return Err(PullFailure::Provider(e)),
+            };
+            out.pulled += page.records.len() as u64;
+            if let Some(progress) = &opts.progress {
+                progress.emit(ProgressEvent::PagePulled {
+                    provider: name.clone(),
+                    records: page.records.len() as u64,
+                });
+            }
+            // The next page is fetched while this one is probed, normalised and the
+            // previous one stored: a cycle over unchanged data is then bound by the
+            // listing alone, not by the listing plus the probe.
+            let next = page.next;
+            let fetching = listing.next(next.as_deref());
+            let previous = ready.take();
+            let seen_now = &mut seen;
+            let working = async {
+                let probing = Instant::now();
+                let changed = self
+                    .unchanged_filter(page.records, provider_id, seen_now)
+                    .await?;
+                let probe_secs = probing.elapsed().as_secs_f64();
+                let normalizing = self.normalizer.normalize(changed, self.region);
+                let storing = async {
+                    match previous {
+                        Some(records) => {
+                            Some(self.store_page(records, provider_id, order, &owners).await)
+                        }
+                        None => None,
+                    }
+                };
+                let (normalized, stored) = tokio::join!(normalizing, storing);
+                Ok::<_, StoreError>((probe_secs, normalized, stored))
+            };
+            let (worked, next_page) = tokio::join!(working, fetching);
+            let (probe_secs, normalized, stored) = worked?;
+            out.times.store += probe_secs;
+            if let Some(stored) = stored {
+                out.absorb(stored?, &mut seen);
+            }
+            let (normalized, secs) = normalized.ok_or(PullFailure::Normalizer)?;
+            out.times.normalize += secs;
+            ready = (!normalized.is_empty()).then_some(normalized);
+            if let Some(next_page) = next_page {
+                fetched = next_page;
+            } else {
+                if let Some(records) = ready.take() {
+                    let stored = self
+                        .store_page(records, provider_id, order, &owners)
+                        .await?;
+                    out.absorb(stored, &mut seen);
+                }
+                break;
+            }
+        }
+        if opts.cancel.is_cancelled() {
+            return Ok(out);
+        }
+        out.complete = true;
+        let seen = Arc::new(seen);
+        let now = self.clock.now_secs();
+        let storing = Instant::now();
+        let end = self
+            .store
+            .finish_listing(
+                provider_id,
+                Arc::clone(&seen),
+                DELETE_GUARD_PERCENT,
+                self.propagate_deletes,
+                now,
+            )
+            .await?;
+        let (marked, refused) = (end.gone, end.held_back);
+        out.times.store += storing.elapsed().as_secs_f64();
+        out.gone = marked;
+        if refused > 0 {
+            let msg = format!(
+                "{refused} linked records are missing from {name}'s listing (more than {DELETE_GUARD_PERCENT}% of its links); none were marked deleted. Records are only marked deleted by a listing that misses at most {DELETE_GUARD_PERCENT}% of them; if this listing was wrong (API key, account, proxy), nothing was lost"
+            );
+            tracing::warn!(provider = %name, "{msg}");
+            out.warning = Some(msg);
+        } else if marked > 0 {
+            tracing::info!(provider = %name, count = marked, "records deleted in the provider are marked gone (never re-created there)");
+        }
+        // Tags last, and only for records this listing showed: a record missing from it
+        // (deleted, or held back by the guard) has not lost its tags.
+        if caps.tags_by_listing {
+            self.pull_tags(slot, provider_id, seen, opts, &mut out.times)
+                .await?;
+        }
+        out.times.pull = started.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    /// Sorts a listed page: records whose content hash equals the one their active link
+    /// keeps need nothing at all (not even normalising) and only go into `seen`; the
+    /// others come back with their hash, to be normalised and applied.
+    async fn unchanged_filter(
+        &self,
+        records: Vec<RemoteRecord>,
+        provider_id: i64,
+        seen: &mut LinkSet,
+    ) -> Result<Vec<(RemoteRecord, i64)>, StoreError> {
+        let listed: Vec<(String, i64)> = records
+            .iter()
+            .map(|r| (r.remote_id.clone(), listed_hash(r, self.region_salt)))
+            .collect();
+        let (listed, unchanged) = self.store.unchanged_links(provider_id, listed).await?;
+        let mut changed = Vec::new();
+        for ((record, (_, hash)), link) in records.into_iter().zip(listed).zip(unchanged) {
+            match link {
+                Some(link_id) => seen.insert(link_id),
+                None => changed.push((record, hash)),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Applies normalised records of one page in one store transaction.
+    async fn store_page(
+        &self,
+        records: Vec<NormalizedRecord>,
+        provider_id: i64,
+        order: usize,
+        owners: &Arc<Mutex<FieldOwners>>,
+    ) -> Result<(pull::PageOutcome, f64), StoreError> {
+        let now = self.clock.now_secs();
+        let started = Instant::now();
+        let outcome = self
+            .store
+            .store_page(records, provider_id, order, Arc::clone(owners), now)
+            .await?;
+        Ok((outcome, started.elapsed().as_secs_f64()))
+    }
+
+    async fn pull_tags(
+        &self,
+        slot: &ProviderSlot<P>,
+        provider_id: i64,
+        seen: Arc<LinkSet>,
+        opts: &CycleOptions,
+        times: &mut StageTimes,
+    ) -> Result<(), PullFailure> {
+        let fetching = Instant::now();
+        let names = slot.client.list_tag_names().await?;
+        times.fetch += fetching.elapsed().as_secs_f64();
+        let universe: Tags = names.iter().collect();
+        self.store.begin_tag_staging(provider_id).await?;
+        for tag in &names {
+            // Each label's pages (ahead when numbered), staged while the next is fetched.
+            let mut listing = listing::Listing::tagged(&slot.client, tag);
+            let mut fetched = listing.first().await;
+            loop {
+                if opts.cancel.is_cancelled() {
+                    return Ok(());
+                }
+                times.fetch += fetched.1;
+                let page = fetched.0?;
+                let ids = page.remote_ids;
+                let staging = async {
+                    let started = Instant::now();
+                    let staged = self
+                        .store
+                        .stage_tag_page(provider_id, tag.clone(), ids)
+                        .await;
+                    (staged, started.elapsed().as_secs_f64())
+                };
+                let ((staged, secs), next) =
+                    tokio::join!(staging, listing.next(page.next.as_deref()));
+                times.store += secs;
+                staged?;
+                match next {
+                    Some(f) => fetched = f,
+                    None => break,
+                }
+            }
+        }
+        let now = self.clock.now_secs();
+        let storing = Instant::now();
+        self.store
+            .apply_staged_tags(provider_id, universe, seen, now)
+            .await?;
+        times.store += storing.elapsed().as_secs_f64();
+        Ok(())
+    }
+}
+
+/// The content hash of a record as the provider listed it (before normalisation), salted
+/// with the default region (which decides how its phone normalises). It is what a link
+/// keeps: an equal hash in the next listing means nothing changed there, so the record is
+/// neither normalised nor written.
+fn listed_hash(record: &RemoteRecord, salt: i64) -> i64 {
+    content_hash(&record.fields, record.tags.as_ref()) ^ salt
+}
+
+/// The salt of [`listed_hash`] for a default region.
+pub(super) fn region_salt(region: DefaultRegion) -> i64 {
+    let key = Fields::from([(String::new(), format!("{region:?}"))]);
+    content_hash(&key, None)
+}
+
+impl PullOutcome {
+    /// Counts a page the store applied.
+    fn absorb(&mut self, (page, secs): (pull::PageOutcome, f64), seen: &mut LinkSet) {
+        self.times.store += secs;
+        self.matched += page.matched;
+        self.conflicts += page.conflicts;
+        seen.extend(page.seen);
+    }
+}
+
+/// What the pull of one provider did.
+#[derive(Debug, Default)]
+pub(super) struct PullOutcome {
+    pub(super) pulled: u64,
+    pub(super) matched: u64,
+    pub(super) conflicts: u64,
+    pub(super) gone: u64,
+    pub(super) complete: bool,
+    pub(super) pulled_now: bool,
+    pub(super) warning: Option<String>,
+    pub(super) times: StageTimes,
+}
