@@ -190,12 +190,18 @@ async fn two_chatwoot_accounts_are_two_providers_and_keep_their_labels() {
         );
         for (email, had) in &before[i] {
             let has = &after[i][email];
-            assert!(had.is_subset(has), "{name}: {email} had {had:?}, has {has:?}");
+            assert!(
+                had.is_subset(has),
+                "{name}: {email} had {had:?}, has {has:?}"
+            );
         }
     }
     // A person's labels from either account reach the other.
     for (email, had) in &before[0] {
-        assert!(had.is_subset(&after[1][email]), "sales: {email} lacks {had:?}");
+        assert!(
+            had.is_subset(&after[1][email]),
+            "sales: {email} lacks {had:?}"
+        );
     }
     // A second cycle has nothing to do.
     let writes = world.writes();

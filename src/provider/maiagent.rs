@@ -462,6 +462,60 @@ impl Provider for MaiAgent {
         Ok(None)
     }
 
+    fn can_find_created(&self) -> bool {
+        true
+    }
+
+    /// A create whose answer was lost is searched for by its name (`query` matches names)
+    /// and recognised by every key it was sent with (phone, email, source id).
+    async fn find_created(&self, sent: &Fields) -> Result<Option<RemoteRecord>, ProviderError> {
+        const OPERATION: &str = "confirm an interrupted create";
+        let name = sent.get(field::NAME).map_or("", |n| n.trim());
+        if name.is_empty() {
+            return Err(self.http.error(
+                OPERATION,
+                ErrorKind::Permanent,
+                "the create carried no name to search by",
+            ));
+        }
+        let matches = |r: &RemoteRecord| {
+            [field::PHONE, field::EMAIL, field::SOURCE_ID]
+                .iter()
+                .filter_map(|k| sent.get(*k).filter(|v| !v.is_empty()).map(|v| (*k, v)))
+                .all(|(k, v)| {
+                    r.fields
+                        .get(k)
+                        .is_some_and(|held| held.trim().eq_ignore_ascii_case(v.trim()))
+                })
+        };
+        let mut url = self.contacts_url();
+        url.query_pairs_mut()
+            .append_pair("query", name)
+            .append_pair("pageSize", &PAGE_SIZE.to_string());
+        for _ in 0..LOOKUP_MAX_PAGES {
+            let request = ApiRequest::get(url, OPERATION);
+            let page = self
+                .http
+                .fetch(request, Idempotency::Idempotent, decode_contact_page)
+                .await?;
+            if let Some(found) = page.records.into_iter().find(|r| matches(r)) {
+                return Ok(Some(found));
+            }
+            match page.next {
+                Some(next) => {
+                    url = rewrite_next(&next, &self.base)
+                        .map_err(|e| self.http.malformed(OPERATION, &e))?;
+                }
+                None => return Ok(None),
+            }
+        }
+        Err(self.http.error(
+            OPERATION,
+            ErrorKind::Permanent,
+            "too many contacts share its name to tell",
+        ))
+    }
+
     async fn create(&self, fields: &Fields, _tags: &Tags) -> Result<Created, ProviderError> {
         let Some(inbox) = &self.inbox_id else {
             return Err(self

@@ -241,4 +241,23 @@ pub trait Provider: Send + Sync {
     fn health(&self) -> Option<&http::Health> {
         None
     }
+    /// Whether [`Provider::find_created`] can tell if a create whose answer was lost
+    /// landed, for contacts its exact lookups cannot find (MaiAgent: by name).
+    fn can_find_created(&self) -> bool {
+        false
+    }
+    /// Looks for the record a create of `sent` may have made when its answer was lost:
+    /// `Ok(None)` only when it certainly does not exist. The default cannot tell.
+    fn find_created(
+        &self,
+        sent: &Fields,
+    ) -> impl Future<Output = Res<Option<RemoteRecord>>> + Send {
+        let _ = sent;
+        std::future::ready(Err(ProviderError::new(
+            self.name(),
+            "confirm an interrupted create",
+            ErrorKind::Permanent,
+            "this provider cannot be searched for it",
+        )))
+    }
 }

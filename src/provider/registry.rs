@@ -224,6 +224,16 @@ macro_rules! registry {
                 match self { $( AnyProvider::$variant(p) => p.delete(remote_id).await, )+ }
             }
 
+            fn can_find_created(&self) -> bool {
+                match self {
+                    $(AnyProvider::$variant(p) => p.can_find_created(),)+
+                }
+            }
+
+            async fn find_created(&self, sent: &Fields) -> Res<Option<RemoteRecord>> {
+                match self { $( AnyProvider::$variant(p) => p.find_created(sent).await, )+ }
+            }
+
             fn health(&self) -> Option<&$crate::provider::http::Health> {
                 match self {
                     $(AnyProvider::$variant(p) => p.health(),)+

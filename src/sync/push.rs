@@ -713,7 +713,17 @@ impl<P: Provider> Executor<'_, P> {
     /// by at least one key), or unknown (no key it can be searched by).
     async fn verify(&self, fields: &Fields) -> Result<Verified, ProviderError> {
         if lookup_keys(self.caps(), fields).is_empty() {
-            return Ok(Verified::Unknown);
+            if !self.slot.client.can_find_created() {
+                return Ok(Verified::Unknown);
+            }
+            return Ok(match self.slot.client.find_created(fields).await? {
+                Some(record) => Verified::Found(Linked {
+                    remote_id: record.remote_id.clone(),
+                    snapshot: normalize_record(&record, self.region).fields,
+                    tags: record.tags,
+                }),
+                None => Verified::Absent,
+            });
         }
         Ok(match self.find(fields).await? {
             Some(found) => Verified::Found(found),

@@ -318,7 +318,11 @@ impl World {
 
     /// The instance names, in config order.
     pub fn names(&self) -> Vec<String> {
-        self.sim.instances().iter().map(|i| i.name.clone()).collect()
+        self.sim
+            .instances()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect()
     }
 
     /// The store file.
