@@ -1,6 +1,7 @@
 //! Crash points: named places in a cycle where a crash matters, reachable from tests.
 //!
-//! In a debug build (the one `cargo test` runs), setting `CONTACT_SYNC_CRASH_AT=NAME`
+//! In a debug build (the one `cargo test` runs), setting `CRASH_POINT=NAME` (not
+//! `CONTACT_SYNC_…`: that prefix is the config's environment layer)
 //! (or `NAME@N` for the N-th time the point is reached) aborts the process right there,
 //! as a power cut or `kill -9` would: no destructor runs, nothing is flushed beyond what
 //! SQLite committed. Release builds compile the check away. The points:
@@ -12,7 +13,7 @@
 //!   transaction that also propagates the deletes (so the crash rolls both back).
 //! - `mid-propagated-delete`: a propagated delete was sent and not yet recorded.
 
-/// Aborts the process if `CONTACT_SYNC_CRASH_AT` names this point (debug builds only).
+/// Aborts the process if `CRASH_POINT` names this point (debug builds only).
 #[macro_export]
 macro_rules! crash_point {
     ($name:literal) => {
@@ -27,7 +28,7 @@ static HITS: std::sync::Mutex<Vec<(&'static str, u32)>> = std::sync::Mutex::new(
 /// Counts a visit of `name` and aborts when it is the one asked for.
 #[cfg(debug_assertions)]
 pub fn reached(name: &'static str) {
-    let Ok(wanted) = std::env::var("CONTACT_SYNC_CRASH_AT") else {
+    let Ok(wanted) = std::env::var("CRASH_POINT") else {
         return;
     };
     let (point, nth) = match wanted.split_once('@') {
@@ -50,7 +51,7 @@ pub fn reached(name: &'static str) {
         }
     };
     if count == nth {
-        eprintln!("crash point {name} reached (CONTACT_SYNC_CRASH_AT); aborting");
+        eprintln!("crash point {name} reached (CRASH_POINT); aborting");
         std::process::abort();
     }
 }

@@ -71,6 +71,10 @@ pub enum Action {
         fields: Fields,
         /// Tags to set.
         tags: Vec<String>,
+        /// The contact as this provider would hold it, empty fields included: what a
+        /// record found instead (an answer that was lost, a duplicate refused) is brought
+        /// to, exactly as the planner would for a linked record.
+        desired: Fields,
     },
     /// Look the contact up by `lookup` (in order); link the first record found and bring
     /// it to `fields` and `tags`; create it only when nothing is found (lookup-only
@@ -82,6 +86,9 @@ pub enum Action {
         fields: Fields,
         /// Tags it should carry.
         tags: Vec<String>,
+        /// The contact as this provider would hold it, empty fields included (see
+        /// [`Action::Create`]).
+        desired: Fields,
     },
     /// Change fields (`""` clears).
     Update {
@@ -243,6 +250,7 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
                     Action::Create {
                         fields: fields.clone(),
                         tags: tags.clone(),
+                        desired: intent.projection.clone(),
                     },
                     format!("not in this provider's listing{again}"),
                 )
@@ -252,6 +260,7 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
                         lookup: lookup_keys(shape, fields),
                         fields: fields.clone(),
                         tags: tags.clone(),
+                        desired: intent.projection.clone(),
                     },
                     format!("not linked here yet; the provider cannot be listed{again}"),
                 )
@@ -440,7 +449,7 @@ impl Step {
     pub fn describe(&self) -> String {
         let who = &self.who;
         let mut s = match &self.action {
-            Action::Create { fields, tags } => {
+            Action::Create { fields, tags, .. } => {
                 let mut s = format!("create      {who}:");
                 push_fields(&mut s, fields, tags);
                 s
@@ -449,6 +458,7 @@ impl Step {
                 lookup,
                 fields,
                 tags,
+                ..
             } => {
                 let by: Vec<String> = lookup
                     .iter()

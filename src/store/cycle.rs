@@ -195,7 +195,9 @@ impl Store {
     ) -> Result<PageOutcome, StoreError> {
         self.call_seq(move |c, seq| {
             let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
-            pull::apply_page(c, seq, &mut owners, provider_id, order, &records, now)
+            let outcome = pull::apply_page(c, seq, &mut owners, provider_id, order, &records, now)?;
+            crate::crash_point!("after-page-stored");
+            Ok(outcome)
         })
         .await
     }

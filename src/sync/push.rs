@@ -343,11 +343,30 @@ impl<P: Provider> Executor<'_, P> {
         let intent = step.intent_id;
         match &step.action {
             Action::Skip { .. } => Ok(()),
-            Action::Create { fields, tags } => {
-                self.ensure_created(step, fields, tags, false, out).await
+            Action::Create {
+                fields,
+                tags,
+                desired,
+            } => {
+                let want = Wanted {
+                    fields,
+                    desired,
+                    tags,
+                };
+                self.ensure_created(step, &want, false, out).await
             }
-            Action::CreateUnlessFound { fields, tags, .. } => {
-                self.ensure_created(step, fields, tags, true, out).await
+            Action::CreateUnlessFound {
+                fields,
+                tags,
+                desired,
+                ..
+            } => {
+                let want = Wanted {
+                    fields,
+                    desired,
+                    tags,
+                };
+                self.ensure_created(step, &want, true, out).await
             }
             Action::Update {
                 remote_id,
@@ -468,16 +487,16 @@ impl<P: Provider> Executor<'_, P> {
     async fn ensure_created(
         &self,
         step: &Step,
-        fields: &Fields,
-        tags: &[String],
+        want: &Wanted<'_>,
         search_first: bool,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
+        let (fields, tags) = (want.fields, want.tags);
         let contact_id = step.contact_id;
         let now = (self.now)();
         let link_id = match self.store.link_now(self.provider_id, contact_id).await? {
             Some(l) if l.state == LinkState::Active => {
-                return self.converge(step, fields, tags, out).await;
+                return self.converge(step, want, out).await;
             }
             Some(l) if l.state == LinkState::Gone => {
                 self.store.close_intent(step.intent_id).await?;
@@ -490,7 +509,7 @@ impl<P: Provider> Executor<'_, P> {
                         tracing::info!(provider = %self.name(), "a create whose answer was lost had reached the provider; linked it");
                         out.counts.matched += 1;
                         return self
-                            .link_and_converge(step, l.link.id, found, fields, tags, out)
+                            .link_and_converge(step, l.link.id, found, want, out)
                             .await;
                     }
                     Verified::Absent => l.link.id,
@@ -517,9 +536,7 @@ impl<P: Provider> Executor<'_, P> {
                     match self.find(fields).await {
                         Ok(Some(found)) => {
                             out.counts.matched += 1;
-                            return self
-                                .link_and_converge(step, id, found, fields, tags, out)
-                                .await;
+                            return self.link_and_converge(step, id, found, want, out).await;
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -560,7 +577,7 @@ impl<P: Provider> Executor<'_, P> {
                     snapshot,
                     tags: tags_now,
                 };
-                self.link_and_converge(step, link_id, found, fields, tags, out)
+                self.link_and_converge(step, link_id, found, want, out)
                     .await
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
@@ -568,7 +585,7 @@ impl<P: Provider> Executor<'_, P> {
                 match self.find(fields).await? {
                     Some(found) => {
                         out.counts.matched += 1;
-                        self.link_and_converge(step, link_id, found, fields, tags, out)
+                        self.link_and_converge(step, link_id, found, want, out)
                             .await
                     }
                     None => {
@@ -593,33 +610,36 @@ impl<P: Provider> Executor<'_, P> {
         step: &Step,
         link_id: i64,
         found: Linked,
-        fields: &Fields,
-        tags: &[String],
+        want: &Wanted<'_>,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
         let now = (self.now)();
         let linked = self
             .store
-            .link_found(link_id, step.contact_id, found, false, None, now)
+            // Planned again next cycle: should this step be cut off before it converges
+            // the record (a crash), the planner sees what is left against the new link.
+            .link_found(link_id, step.contact_id, found, true, None, now)
             .await?;
         if !linked {
             // The record is linked to another contact: held as a conflict, not merged.
             self.store.close_intent(step.intent_id).await?;
             return Ok(());
         }
-        self.converge(step, fields, tags, out).await
+        self.converge(step, want, out).await
     }
 
-    /// Brings a linked record to `fields` (those it can change) and adds the `tags` it
-    /// lacks, then closes the intent. Each write records the new snapshot, so a retry
-    /// after a failure here sends only what is still missing.
+    /// Brings a linked record to the contact as this provider would hold it (the fields
+    /// it can change, compared as the planner compares a linked record: a field set there
+    /// and empty here is cleared) and adds the tags it lacks, then closes the intent. Each
+    /// write records the new snapshot, so a retry after a failure here sends only what is
+    /// still missing.
     async fn converge(
         &self,
         step: &Step,
-        fields: &Fields,
-        tags: &[String],
+        want: &Wanted<'_>,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
+        let (fields, tags) = (want.desired, want.tags);
         let caps = self.caps().clone();
         let Some(link) = self.active_link(step.contact_id).await? else {
             self.store.close_intent(step.intent_id).await?;
@@ -630,7 +650,7 @@ impl<P: Provider> Executor<'_, P> {
         let known = link.tags.clone().unwrap_or_default();
         let changes: Fields = fields
             .iter()
-            .filter(|(k, v)| link.snapshot.get(*k) != Some(*v))
+            .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
             .filter(|(k, _)| {
                 (k.as_str() != field::PHONE || caps.phone_mutable)
                     && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
@@ -655,33 +675,49 @@ impl<P: Provider> Executor<'_, P> {
                 .record_write(link.id, snapshot.clone(), None, None, now)
                 .await?;
         }
-        let missing: Vec<String> = if caps.tags_add {
-            tags.iter()
-                .filter(|t| !known.contains(t))
-                .cloned()
-                .collect()
+        let wanted: Tags = tags.iter().collect();
+        let mut held = known.clone();
+        // As the planner compares a linked record: add what it lacks; remove what it
+        // carries beyond the contact's tags only when its tags are known.
+        let add: Vec<String> = if caps.tags_add {
+            wanted.difference(&known).map(str::to_owned).collect()
         } else {
             Vec::new()
         };
-        if !missing.is_empty() {
+        let remove: Vec<String> = if caps.tags_remove && link.tags.is_some() {
+            known.difference(&wanted).map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        for (adding, todo) in [(true, add), (false, remove)] {
+            if todo.is_empty() {
+                continue;
+            }
             let target = Target {
                 remote_id: &link.remote_id,
                 fields: &address,
-                tags: &known,
+                tags: &held,
             };
             out.writes += 1;
-            if let Err(e) = self.slot.client.add_tags(target, &missing).await {
+            let result = if adding {
+                self.slot.client.add_tags(target, &todo).await
+            } else {
+                self.slot.client.remove_tags(target, &todo).await
+            };
+            if let Err(e) = result {
                 return self.gone_or_fail(link.id, step.intent_id, e).await;
             }
-            out.counts.tag_changes += missing.len() as u64;
-            let mut after = known;
-            for t in &missing {
-                after.insert(t);
+            out.counts.tag_changes += todo.len() as u64;
+            for t in &todo {
+                if adding {
+                    held.insert(t);
+                } else {
+                    held.remove(t);
+                }
             }
             self.store
-                .record_write(link.id, snapshot, Some(after), Some(step.intent_id), now)
+                .record_write(link.id, snapshot.clone(), Some(held.clone()), None, now)
                 .await?;
-            return Ok(());
         }
         self.store.close_intent(step.intent_id).await?;
         Ok(())
@@ -774,6 +810,16 @@ impl<P: Provider> Executor<'_, P> {
         }
         Err(e.into())
     }
+}
+
+/// What a create step wants the provider to hold.
+struct Wanted<'a> {
+    /// The fields sent with a create (the non-empty ones).
+    fields: &'a Fields,
+    /// The contact as this provider would hold it, empty fields included.
+    desired: &'a Fields,
+    /// Its tags.
+    tags: &'a [String],
 }
 
 enum Verified {
