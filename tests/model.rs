@@ -653,11 +653,29 @@ fn differences(model: &Model, seen: &[Vec<Seen>; 4]) -> Vec<String> {
     problems
 }
 
+/// A cycle plan without store ids: per provider, each step's person, action and reason,
+/// sorted.
+fn canonical(plan: &contact_sync::domain::cycle_plan::CyclePlan) -> Vec<(String, Vec<String>)> {
+    plan.providers
+        .iter()
+        .map(|p| {
+            let mut steps: Vec<String> = p
+                .steps
+                .iter()
+                .map(|s| format!("{} | {} | {:?} | {}", s.who, s.attempts, s.action, s.reason))
+                .collect();
+            steps.sort();
+            (p.provider.clone(), steps)
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // One case: the simulated providers, the engine, a human with an HTTP client
 
 struct Case {
     sim: Simulation,
+    settings: config::Settings,
     engine: Engine<AnyProvider>,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
@@ -694,6 +712,7 @@ impl Case {
             .await
             .map_err(|e| e.to_string())?;
         let engine = Engine::new(store, slots, settings.default_region);
+        let settings_kept = settings.clone();
         let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let mut case = Case {
             cw_base: format!(
@@ -709,6 +728,7 @@ impl Case {
                 .build()
                 .map_err(|e| e.to_string())?,
             sim,
+            settings: settings_kept,
             engine,
             _dir: dir,
             model: Model {
@@ -788,8 +808,29 @@ impl Case {
 
     /// One engine cycle; every cycle must succeed without conflicts or warnings.
     async fn run_engine(&mut self) -> Outcome<CycleReport> {
+        // First the dry run, on a copy of the store, as `--sync-now --dry-run` does: the
+        // plan it prints must be exactly what the real run then executes.
+        let copy_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let copy = copy_dir.path().join("dry-run.db");
+        contact_sync::store::copy_for_dry_run(&self.settings.store_path, &copy)
+            .map_err(|e| e.to_string())?;
+        let slots = contact_sync::app::build_slots(&self.settings, &[])
+            .map_err(|code| format!("cannot build the clients (exit {code})"))?;
+        let store = Store::open(&copy).await.map_err(|e| e.to_string())?;
+        let mut dry_engine = Engine::new(store, slots, self.settings.default_region);
+        let dry = dry_engine
+            .run_cycle(&CycleOptions {
+                drain_all: true,
+                dry_run: true,
+                ..CycleOptions::default()
+            })
+            .await
+            .map_err(|e| format!("the dry run failed: {e}"))?;
+        drop(dry_engine);
+        let writes_before = self.writes();
         let opts = CycleOptions {
             drain_all: true,
+            record_steps: true,
             ..CycleOptions::default()
         };
         let report = self
@@ -797,6 +838,35 @@ impl Case {
             .run_cycle(&opts)
             .await
             .map_err(|e| format!("the cycle failed: {e}"))?;
+        // Store ids depend on the order concurrent listings were stored in, so the plans
+        // are compared by what each step does to whom, per provider.
+        // The first cycle is left out: when the same new person is listed by Chatwoot and
+        // MaiAgent in one cycle, the golden record takes the fields of whichever listing
+        // is stored first (the listings run concurrently), so two runs over the same data
+        // may plan different spellings of a name.
+        let (d, r) = (canonical(&dry.plan()), canonical(&report.plan()));
+        if self.cycles > 0 && d != r {
+            let first = d
+                .iter()
+                .zip(&r)
+                .flat_map(|((_, a), (_, b))| a.iter().zip(b))
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("first difference:\n{a}\n{b}\n"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{first}cycle {}: the real run did not execute the plan the dry run printed\ndry run:\n{}\nexecuted:\n{}",
+                self.cycles + 1,
+                dry.plan().render(),
+                report.plan().render()
+            ));
+        }
+        if report.plan().sends() == 0 && self.writes() != writes_before {
+            return Err(format!(
+                "cycle {}: the plan sent nothing but {} write(s) reached the providers",
+                self.cycles + 1,
+                self.writes() - writes_before
+            ));
+        }
         self.cycles += 1;
         let trouble = report
             .providers

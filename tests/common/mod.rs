@@ -327,7 +327,7 @@ impl World {
 
     /// The store file.
     pub fn store_path(&self) -> PathBuf {
-        self._dir.path().join("contacts.db")
+        self.config.with_file_name("contacts.db")
     }
 
     /// Runs the binary with `args` (plus `--config`) and extra environment variables.
