@@ -214,3 +214,71 @@ async fn two_chatwoot_accounts_are_two_providers_and_keep_their_labels() {
         .collect();
     assert_eq!(again, after, "labels stay as they are");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_shrinks_mid_scan_is_restarted() {
+    // MaiAgent holds two pages; page 2 is answered late, and meanwhile people are deleted
+    // there, so page 2 no longer exists when it is served ("Invalid page.").
+    let world = World::new(250).await;
+    let mai = world.server("maiagent");
+    let held = contacts(&mai.dump());
+    assert!(held.len() > 110, "two pages: {}", held.len());
+    mai.faults().add(
+        FaultRule::new(FaultAction::Delay { millis: 3_000 })
+            .method(Method::GET)
+            .path("/api/contacts")
+            .every_nth(2)
+            .count(1),
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"));
+    cmd.args(["--sync-now", "--config"]).arg(&world.config);
+    cmd.env_remove("CONTACT_SYNC_CONFIG")
+        .env("RUST_LOG", "contact_sync=info");
+    for (k, v) in &world.keys {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Once the first page was answered, delete enough people to leave one page.
+    let started = Instant::now();
+    while mai.log().counters().reads < 1 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = mai.info();
+    let http = reqwest::Client::builder().build().unwrap();
+    let key = info["api_key"].as_str().unwrap().to_owned();
+    let base = info["base_url"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let mut deleted = 0;
+    for c in held.iter().rev() {
+        if deleted == held.len() - 90 {
+            break;
+        }
+        let r = http
+            .delete(format!("{base}/api/contacts/{}/", text(c, "id")))
+            .header("authorization", format!("Api-Key {key}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            deleted += 1;
+        }
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", log(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listing changed during the scan"),
+        "the listing was restarted: {}",
+        log(&out)
+    );
+    common::assert_no_duplicate_emails("maiagent", &world.contacts("maiagent"));
+    let writes = world.writes();
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    assert_eq!(world.writes(), writes, "nothing left to do");
+}
