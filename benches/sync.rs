@@ -109,13 +109,7 @@ fn engine_child(config: &Path) {
                     let started = Instant::now();
                     let report = engine.run_cycle(&opts).await.unwrap();
                     let secs = started.elapsed().as_secs_f64();
-                    let contacts: i64 = engine
-                        .store()
-                        .call(|c| {
-                            Ok(c.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0))?)
-                        })
-                        .await
-                        .unwrap();
+                    let contacts: i64 = engine.store().contact_count().await.unwrap();
                     let providers: Vec<Value> = report
                         .providers
                         .iter()

@@ -4,7 +4,7 @@
 
 use crate::config;
 use crate::simulator::{PROVIDERS, SimOptions, Simulation};
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::sync::{CycleOptions, Engine};
 use serde_json::Value;
 use std::fmt::Write;
@@ -134,7 +134,7 @@ pub async fn run(contacts: u64) -> Result<String, String> {
 
     let people = engine
         .store()
-        .call(|c| store::outbox::sample_people(c, 4))
+        .sample_people(4)
         .await
         .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "\nA few people as every provider now holds them:");

@@ -207,7 +207,7 @@ impl<P: Provider + 'static> Daemon<P> {
             }
         }
         let store = self.store.clone();
-        match store.call(|c| crate::store::status::intent_depth(c)).await {
+        match store.intent_depth().await {
             Ok(depth) => metrics::record_queue(&depth),
             Err(e) => tracing::warn!("cannot read the queue depth: {e}"),
         }

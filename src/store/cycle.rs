@@ -437,6 +437,27 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Pending and given-up intents per provider (the daemon's queue-depth metric).
+    pub async fn intent_depth(&self) -> Result<Vec<super::status::IntentDepth>, StoreError> {
+        self.call(|c| super::status::intent_depth(c)).await
+    }
+
+    /// A few people with the providers holding them (the demo's closing sample).
+    pub async fn sample_people(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(crate::domain::plan::GoldenRecord, Vec<(String, String)>)>, StoreError> {
+        self.call(move |c| outbox::sample_people(c, limit)).await
+    }
+
+    /// How many golden records the store holds.
+    pub async fn contact_count(&self) -> Result<i64, StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0))?))
+            .await
+    }
+}
+
 /// Who a contact is, for a human: display name, else email, else phone.
 fn who(conn: &rusqlite::Connection, id: ContactId) -> Result<String, StoreError> {
     let row: Option<(String, String, String, String, String)> = conn

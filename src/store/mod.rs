@@ -315,6 +315,10 @@ impl Store {
     }
 
     /// Runs `f` on the writer thread.
+    ///
+    /// Outside `src/store/` only tests use it: the engine, the daemon and the demo call
+    /// the units of work in [`cycle`] (one step, one transaction).
+    #[doc(hidden)]
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
@@ -324,7 +328,7 @@ impl Store {
     }
 
     /// Runs `f` on the writer thread with the change sequence.
-    pub async fn call_seq<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub(crate) async fn call_seq<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut Connection, &Seq) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
