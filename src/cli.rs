@@ -1,4 +1,5 @@
-//! The command line (DESIGN §2, contract): clap derive types only.
+//! The command line (as README.md documents it, which scripts rely on): clap derive
+//! types only.
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
-//! The process exit codes (DESIGN §2), shared by every command: the CLI layer (`app`),
-//! the daemon and the demo all return one of these.
+//! The process exit codes (README.md, "Exit codes"), shared by every command: the CLI
+//! layer (`app`), the daemon and the demo all return one of these.
 
 /// Exit code: everything synced / the command succeeded.
 pub const EXIT_OK: u8 = 0;

@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN §6): SIGKILL the real binary mid-push at several points, rerun,
+//! Crash safety (README.md): SIGKILL the real binary mid-push at several points, rerun,
 //! and compare with an uninterrupted run — no change lost, no duplicate created anywhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

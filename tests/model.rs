@@ -1,4 +1,4 @@
-//! Model-based test of the sync core (issue #5 §6).
+//! Model-based test of the sync core.
 //!
 //! Proptest generates sequences of human edits — create a person, rename, change phone,
 //! change or clear email, tag, untag, delete — made through the public HTTP APIs of the two
@@ -56,7 +56,8 @@ const TAGS: &[&str] = &["vip", "lead", "beta", "churn-risk", "wholesale"];
 /// `false` once they are fixed.
 const AVOID_KNOWN_BUGS: bool = false;
 /// At most this share (percent) of a provider's links may vanish in one cycle before the
-/// delete guard refuses to mark any (DESIGN §5.6); deletes are generated below it.
+/// delete guard refuses to mark any (README.md, "What is never deleted"); deletes are
+/// generated below it.
 const DELETE_GUARD_PERCENT: usize = 20;
 
 // ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use proptest::sample::Index;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-/// Real payloads (shapes from reference/providers.md), one per decoder.
+/// Real payloads (shapes as `docs/providers.md` describes them), one per decoder.
 fn samples() -> Vec<(&'static str, Value)> {
     vec![
         (

@@ -1,6 +1,6 @@
-//! End to end: the real binary syncing the four simulated providers over loopback
-//! (DESIGN §5–§6). The simulated providers decide every answer; tests only seed data,
-//! make "human" edits through each provider's public API, and inject faults.
+//! End to end: the real binary syncing the four simulated providers over loopback, as
+//! README.md describes it. The simulated providers decide every answer; tests only seed
+//! data, make "human" edits through each provider's public API, and inject faults.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -509,7 +509,7 @@ async fn provider_flag_limits_the_cycle_to_the_named_providers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no provider named `nope`"));
 }
 
-/// `contact-sync simulate` as DESIGN §2 specifies it: one JSON line, the same object in
+/// `contact-sync simulate` as README.md describes it: one JSON line, the same object in
 /// `--info-file`, servers usable with only that object's credentials, SIGTERM stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_prints_its_info_serves_and_stops_on_sigterm() {

@@ -14,7 +14,7 @@ use figment::value::{Dict, Value};
 use std::path::{Path, PathBuf};
 
 /// Finds the config file: `explicit`, else `$CONTACT_SYNC_CONFIG`, else
-/// `/etc/contact-sync/config.toml`, else `./contact-sync.toml` (DESIGN §2).
+/// `/etc/contact-sync/config.toml`, else `./contact-sync.toml` (as README.md says).
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(path) = explicit {
         return if path.is_file() {

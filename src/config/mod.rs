@@ -29,7 +29,8 @@ pub use crate::provider::{KindSettings, ProviderSettings, RetryPolicy, SettingVa
 pub use load::{from_toml_str, load, load_with, locate};
 pub use validate::normalize_cron;
 
-/// Where the config file is looked for when `--config` is not given (DESIGN §2).
+/// Where the config file is looked for when `--config` is not given (before
+/// [`SYSTEM_CONFIG`] and [`LOCAL_CONFIG`]).
 pub const CONFIG_ENV: &str = "CONTACT_SYNC_CONFIG";
 /// The system-wide config file.
 pub const SYSTEM_CONFIG: &str = "/etc/contact-sync/config.toml";

@@ -1,5 +1,6 @@
 //! The daemon's scheduling: one tokio-cron-scheduler **cron** job per distinct schedule
-//! (never its repeated-interval jobs, which can stop firing: upstream issue #113), each
+//! (never its repeated-interval jobs, which the crate's own bug tracker reports can stop
+//! firing), each
 //! running a cycle that pulls the providers on that schedule and pushes to all.
 //!
 //! - **One cycle at a time** on the engine (a `tokio::sync::Mutex` around it).

@@ -1,4 +1,4 @@
-//! Matching of unlinked records to golden records (DESIGN §5.2), as a pure function over
+//! Matching of unlinked records to golden records, as a pure function over
 //! one batch: existing link → source id → phone → email.
 //!
 //! Records of one batch (one page of one provider) that share a key value are the same

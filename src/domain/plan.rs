@@ -1,4 +1,4 @@
-//! The planner (DESIGN §5.4): a pure function from a golden record and what one provider
+//! The planner: a pure function from a golden record and what one provider
 //! holds (its link snapshot) to the writes that bring the provider up to date. The same
 //! code serves `--dry-run` (printed) and the real cycle (persisted as intents, then sent).
 

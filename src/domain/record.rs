@@ -4,7 +4,7 @@
 //! is expressed in [`Fields`] and tag names, so the sync engine never sees a provider's
 //! JSON. Field values are plain strings; a key that is absent means "this provider does
 //! not hold that field", while an empty string means "the provider holds it and it is
-//! empty" (DESIGN §5: a field a provider never had is not a change, set → empty is).
+//! empty" (so a field a provider never had is not a change, while set → empty is).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! Agentalk adapter (`/api/contacts`, header `Authorization: Bearer <orgId>.<secret>`).
 //!
-//! Owns the Agentalk wire format (reference/providers.md §2). The API has no listing:
+//! Owns the Agentalk wire format (`docs/providers.md`, "Agentalk"). No listing:
 //! contacts are found by phone (`GET /api/contacts/search?phone=`, checked for an exact
 //! E.164 match here) and written through the upsert `POST /api/contacts`, keyed on phone
 //! (201 new / 200 existing, both a success). Response bodies are undocumented, so a

@@ -1,6 +1,6 @@
 //! Chatwoot adapter (`/api/v1/accounts/{account_id}/…`, header `api_access_token`).
 //!
-//! Owns the Chatwoot wire format and its quirks (reference/providers.md §3):
+//! Owns the Chatwoot wire format and its quirks (see `docs/providers.md`, "Chatwoot"):
 //! - listing pages of 15, always with `sort=created_at` and
 //!   `include_contact_inboxes=false` (without a sort the order is undefined); the cursor is
 //!   the page number; the scan stops on a short or empty page, when `page*15 >= count`, or

@@ -1,6 +1,6 @@
 //! DM Champ adapter (`/v1/…`, query parameter `apiKey` on every request).
 //!
-//! Owns the DM Champ wire format (reference/providers.md §4). DM Champ is a write-mostly
+//! Owns the DM Champ wire format (`docs/providers.md`). DM Champ is a write-mostly
 //! sink: lookups by phone or email answer only `contactId` (the record's fields stay
 //! empty); there is no listing, no delete and no tag removal, the phone cannot be
 //! changed and `externalId` is accepted on create only. A create of an existing phone

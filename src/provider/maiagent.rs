@@ -1,6 +1,7 @@
 //! MaiAgent adapter (`/api/contacts/`, header `Authorization: Api-Key <key>`).
 //!
-//! Owns the MaiAgent wire format and its uncertainties (reference/providers.md §1):
+//! Owns the MaiAgent wire format and its uncertainties (see `docs/providers.md`,
+//! "MaiAgent"):
 //! - the listing is DRF-paginated; the cursor is the absolute `next` URL, with its scheme,
 //!   host and port rewritten to the configured base (a proxy may hand out `http://` or an
 //!   internal host, and the API key must never travel to another host);

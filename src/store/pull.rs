@@ -1,4 +1,4 @@
-//! Applying what a provider shows to the store (DESIGN §5.1–5.2, §5.6): one transaction
+//! Applying what a provider shows to the store (`docs/architecture.md`): one transaction
 //! per page, in three steps: read what the store holds for the page's records, let
 //! [`crate::domain::merge`] decide what changes (only what changed in that provider since
 //! its snapshot reaches the contact; unlinked records are matched, linked, created, or held

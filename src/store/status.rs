@@ -1,4 +1,5 @@
-//! The read-only status report behind `contact-sync status` (DESIGN §2, contract keys).
+//! The read-only status report behind `contact-sync status`; its `--json` keys are the ones
+//! README.md lists, which scripts rely on.
 
 use super::StoreError;
 use rusqlite::{Connection, OptionalExtension};

@@ -1,4 +1,4 @@
-//! From what a provider shows to what changes in the golden record (DESIGN §5.1–5.2):
+//! From what a provider shows to what changes in the golden record:
 //! normalisation of a whole record, the content hash used to skip unchanged records, the
 //! per-field change detection against the link snapshot, and ([`page`]) the merge of one
 //! page into the golden records.

@@ -1,4 +1,4 @@
-//! Merging one page of a provider's listing into the golden records (DESIGN §5.1–5.2), as
+//! Merging one page of a provider's listing into the golden records, as
 //! a pure function: [`merge_page`] takes the page's normalised records and what the store
 //! holds for them ([`Held`], read first in the page's transaction) and returns a
 //! [`PageMerge`]: every write the store then applies, in order, in that same transaction.
@@ -32,7 +32,8 @@ use std::collections::{HashMap, HashSet};
 
 /// Which provider changed which field of which contact in this cycle, by config order:
 /// changes to the same field by two providers in one cycle resolve to the provider listed
-/// first (DESIGN §5 merge policy). One value lives for one cycle, across its pages.
+/// first (the merge policy README.md states). One value lives for one cycle, across
+/// its pages.
 #[derive(Debug, Default)]
 pub struct FieldOwners(HashMap<(ContactId, String), usize>);
 
