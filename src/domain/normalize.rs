@@ -168,11 +168,6 @@ pub fn normalize_email(raw: &str) -> Option<Email> {
     })
 }
 
-/// Normalises a free-text field: trimmed; blank becomes empty.
-pub fn normalize_text(raw: &str) -> String {
-    raw.trim().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

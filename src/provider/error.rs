@@ -62,11 +62,6 @@ impl ProviderError {
         self.kind == ErrorKind::Transient
     }
 
-    /// The delay the server asked for, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
     /// A new error of `kind` with the default hint for that kind.
     pub fn new(
         provider: impl Into<String>,

@@ -116,11 +116,6 @@ impl Pacer {
         }
     }
 
-    /// A pacer that never waits.
-    pub fn unpaced() -> Self {
-        Self { limiter: None }
-    }
-
     /// Waits until the next request may go out.
     pub async fn wait(&self) {
         let Some(limiter) = &self.limiter else {
@@ -500,11 +495,6 @@ impl HttpDriver {
     /// The provider instance name.
     pub fn provider(&self) -> &str {
         &self.provider
-    }
-
-    /// The redactor of this provider's secret.
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
     }
 
     /// Sends `request`, retrying transient failures per the retry policy and

@@ -252,11 +252,6 @@ impl Seq {
     pub fn next(&self) -> i64 {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
     }
-
-    /// The last number handed out.
-    pub fn current(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
 /// The writer handle: one connection on a dedicated thread, plus the sync lock.
@@ -335,11 +330,6 @@ impl Store {
     {
         let seq = self.seq.clone();
         Ok(self.conn.call(move |c| f(c, &seq)).await?)
-    }
-
-    /// The change sequence.
-    pub fn seq(&self) -> &Seq {
-        &self.seq
     }
 }
 
