@@ -234,7 +234,7 @@ async fn world(fault: Fault, budget: &str) -> World {
 /// every provider gets an update) and labels one Chatwoot person (so Agentalk and DM
 /// Champ get a tag write).
 async fn change_people(world: &World) {
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().build().unwrap();
     let cw = world.contacts("chatwoot");
     let with_phone: Vec<_> = cw
         .iter()
