@@ -326,6 +326,7 @@ impl World {
     }
 
     /// The store file.
+    #[allow(clippy::used_underscore_binding)]
     pub fn store_path(&self) -> PathBuf {
         self.config.with_file_name("contacts.db")
     }
