@@ -151,13 +151,11 @@ pub fn shape_of(caps: &Capabilities) -> ProviderShape {
     }
 }
 
-/// The lookups to try for a record we hold, in order.
+/// The lookups to try for a record we hold, in the provider's order (`caps.lookups`,
+/// the same order the cycle plan prints them in).
 pub fn lookup_keys<'a>(caps: &Capabilities, fields: &'a Fields) -> Vec<LookupKey<'a>> {
     let mut keys = Vec::new();
-    for kind in [LookupKind::SourceId, LookupKind::Phone, LookupKind::Email] {
-        if !caps.lookups.contains(&kind) {
-            continue;
-        }
+    for &kind in caps.lookups {
         let (name, make): (&str, fn(&'a str) -> LookupKey<'a>) = match kind {
             LookupKind::SourceId => (crate::domain::field::SOURCE_ID, LookupKey::SourceId),
             LookupKind::Phone => (crate::domain::field::PHONE, LookupKey::Phone),
