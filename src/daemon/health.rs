@@ -173,7 +173,7 @@ mod tests {
         let mut p = ProviderReport::new("a", "chatwoot");
         if !ok {
             p.error = Some(crate::sync::ProviderFailure::Pull(
-                crate::sync::pull::PullFailure::Store("boom".into()),
+                crate::sync::failure::PullFailure::Store("boom".into()),
             ));
         }
         CycleReport {

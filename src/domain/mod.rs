@@ -9,4 +9,4 @@ pub mod normalize;
 pub mod plan;
 pub mod record;
 
-pub use record::{Fields, RemoteRecord, Tags, attr_field, field, tag_key};
+pub use record::{Fields, GoldenRecord, RemoteRecord, Tags, attr_field, field, tag_key};

@@ -138,6 +138,25 @@ pub struct RemoteRecord {
     pub tags: Option<Tags>,
 }
 
+/// The golden record: one person as the store holds them, merged from every provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GoldenRecord {
+    /// Store id.
+    pub id: i64,
+    /// Normalised fields (name, first_name, last_name, email, phone, source_id, attr.*);
+    /// empty fields are absent.
+    pub fields: Fields,
+    /// Whether `phone` is a valid E.164 number.
+    pub phone_valid: bool,
+    /// Whether the contact has any match key (valid phone or email, or a source id):
+    /// without one it could never be recognised again, so it is not created anywhere.
+    pub has_key: bool,
+    /// Deleted in a provider while `propagate_deletes` is on: delete it everywhere.
+    pub deleted: bool,
+    /// Tag set.
+    pub tags: Tags,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,9 @@
 //! Golden records, their match keys and tags: reading and writing one contact.
 
-use super::StoreError;
+use super::{Seq, StoreError};
 use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::merge::HeldContact;
-use crate::domain::plan::GoldenRecord;
-use crate::domain::{Fields, Tags, field};
+use crate::domain::{Fields, GoldenRecord, Tags, field};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The plain columns of `contacts` that hold fields of the same name.
@@ -258,4 +257,47 @@ pub fn remove_tags(conn: &Connection, id: ContactId, tags: &[String]) -> Result<
         }
     }
     Ok(removed)
+}
+
+/// With `propagate_deletes`: marks contacts deleted and to be planned again (their
+/// active links elsewhere get a delete).
+pub fn mark_contacts_deleted(
+    conn: &Connection,
+    seq: &Seq,
+    contacts: &[ContactId],
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE contacts SET deleted = 1, seq = ?2 WHERE id = ?1 AND deleted = 0",
+    )?;
+    for id in contacts {
+        stmt.execute(params![id, seq.next()])?;
+    }
+    Ok(())
+}
+
+/// A few people with the providers holding them, for the demo: `(contact, [(provider, remote id)])`.
+pub fn sample_people(
+    conn: &Connection,
+    limit: usize,
+) -> Result<Vec<(GoldenRecord, Vec<(String, String)>)>, StoreError> {
+    let ids: Vec<i64> = conn
+        .prepare(
+            "SELECT contact_id FROM links WHERE state = 'active' GROUP BY contact_id ORDER BY count(*) DESC, contact_id LIMIT ?1",
+        )?
+        .query_map([limit as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(c) = load(conn, id)? {
+            let links: Vec<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT p.name, l.remote_id FROM links l JOIN providers p ON p.id = l.provider_id
+                     WHERE l.contact_id = ?1 AND l.state = 'active' ORDER BY p.id",
+                )?
+                .query_map([id], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?
+                .collect::<Result<_, _>>()?;
+            out.push((c, links));
+        }
+    }
+    Ok(out)
 }

@@ -3,9 +3,11 @@
 //! (see `docs/architecture.md`, "Crash points"). The engine (`crate::sync`) calls only
 //! these; it never sees a connection.
 
-use super::outbox::{self, IntentPayload, PlanInput, RunCounts};
+use super::intents::{self, IntentPayload, PlanInput};
 use super::pull::{self, FieldOwners, LinkSet, PageOutcome};
+use super::runs::{self, RunCounts};
 use super::{Store, StoreError};
+use super::{contacts, links};
 use crate::domain::cycle_plan::DueIntent;
 use crate::domain::matching::ContactId;
 use crate::domain::merge::NormalizedRecord;
@@ -43,7 +45,7 @@ pub struct LinkNow {
     /// Its state.
     pub state: LinkState,
     /// The link row.
-    pub link: outbox::ActiveLink,
+    pub link: links::ActiveLink,
 }
 
 /// What finishing a complete listing did.
@@ -76,7 +78,7 @@ impl Store {
             let tx = c.transaction()?;
             let ids = names
                 .iter()
-                .map(|(n, k)| outbox::ensure_provider(&tx, n, k))
+                .map(|(n, k)| runs::ensure_provider(&tx, n, k))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
             Ok(ids)
@@ -90,7 +92,7 @@ impl Store {
             let tx = c.transaction()?;
             let ids = providers
                 .iter()
-                .map(|&p| outbox::begin_run(&tx, p, now))
+                .map(|&p| runs::begin_run(&tx, p, now))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
             Ok(ids)
@@ -110,9 +112,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            outbox::finish_run(&tx, run_id, &counts, error.as_deref(), now)?;
+            runs::finish_run(&tx, run_id, &counts, error.as_deref(), now)?;
             if error.is_none() {
-                outbox::mark_success(&tx, provider_id, listing_complete, now)?;
+                runs::mark_success(&tx, provider_id, listing_complete, now)?;
             }
             tx.commit()?;
             Ok(())
@@ -126,7 +128,7 @@ impl Store {
         &self,
         provider_id: i64,
     ) -> Result<Vec<(i64, ContactId, Fields)>, StoreError> {
-        self.call(move |c| outbox::creating_links(c, provider_id))
+        self.call(move |c| links::creating_links(c, provider_id))
             .await
     }
 
@@ -142,7 +144,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         self.call_seq(move |c, seq| {
-            outbox::finish_link(
+            links::finish_link(
                 c,
                 seq,
                 link_id,
@@ -165,7 +167,7 @@ impl Store {
         link_id: i64,
         contact_id: ContactId,
     ) -> Result<(), StoreError> {
-        self.call_seq(move |c, seq| outbox::drop_creating(c, seq, link_id, contact_id))
+        self.call_seq(move |c, seq| links::drop_creating(c, seq, link_id, contact_id))
             .await
     }
 
@@ -219,10 +221,10 @@ impl Store {
             let (gone, held_back) = pull::mark_gone(&tx, provider_id, &seen, guard_percent, now)?;
             crate::crash_point!("after-mark-gone");
             if propagate_deletes {
-                outbox::mark_contacts_deleted(&tx, seq, &gone)?;
+                contacts::mark_contacts_deleted(&tx, seq, &gone)?;
             }
-            for (link_id, contact_id, _) in outbox::creating_links(&tx, provider_id)? {
-                outbox::drop_creating(&tx, seq, link_id, contact_id)?;
+            for (link_id, contact_id, _) in links::creating_links(&tx, provider_id)? {
+                links::drop_creating(&tx, seq, link_id, contact_id)?;
             }
             tx.commit()?;
             Ok(ListingEnd {
@@ -267,7 +269,7 @@ impl Store {
 
     /// The planning watermark of a provider: contacts changed after it are planned.
     pub async fn planned_seq(&self, provider_id: i64) -> Result<i64, StoreError> {
-        self.call(move |c| outbox::planned_seq(c, provider_id))
+        self.call(move |c| intents::planned_seq(c, provider_id))
             .await
     }
 
@@ -278,7 +280,7 @@ impl Store {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<PlanInput>, StoreError> {
-        self.call(move |c| outbox::plan_inputs(c, provider_id, after_seq, limit))
+        self.call(move |c| intents::plan_inputs(c, provider_id, after_seq, limit))
             .await
     }
 
@@ -292,8 +294,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            outbox::insert_intents(&tx, provider_id, &intents, now)?;
-            outbox::set_planned_seq(&tx, provider_id, watermark)?;
+            intents::insert_intents(&tx, provider_id, &intents, now)?;
+            intents::set_planned_seq(&tx, provider_id, watermark)?;
             tx.commit()?;
             crate::crash_point!("after-plan-persisted");
             Ok(())
@@ -311,10 +313,10 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<DueIntent>, StoreError> {
         self.call(move |c| {
-            let intents = outbox::due_intents(c, provider_id, due, after, limit)?;
+            let intents = intents::due_intents(c, provider_id, due, after, limit)?;
             let mut out = Vec::with_capacity(intents.len());
             for i in intents {
-                let link = match outbox::link_of(c, provider_id, i.contact_id)? {
+                let link = match links::link_of(c, provider_id, i.contact_id)? {
                     None => LinkView::None,
                     Some((state, link)) => match LinkState::parse(&state)? {
                         LinkState::Gone => LinkView::Gone,
@@ -348,7 +350,7 @@ impl Store {
         contact_id: ContactId,
     ) -> Result<Option<LinkNow>, StoreError> {
         self.call(move |c| {
-            outbox::link_of(c, provider_id, contact_id)?
+            links::link_of(c, provider_id, contact_id)?
                 .map(|(state, link)| {
                     Ok(LinkNow {
                         state: LinkState::parse(&state)?,
@@ -369,7 +371,7 @@ impl Store {
         sent: Fields,
         now: i64,
     ) -> Result<Option<i64>, StoreError> {
-        self.call(move |c| outbox::begin_create(c, provider_id, contact_id, &sent, now))
+        self.call(move |c| links::begin_create(c, provider_id, contact_id, &sent, now))
             .await
     }
 
@@ -385,9 +387,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            outbox::update_link_snapshot(&tx, link_id, &snapshot, tags.as_ref(), now)?;
+            links::update_link_snapshot(&tx, link_id, &snapshot, tags.as_ref(), now)?;
             if let Some(id) = intent {
-                outbox::complete_intent(&tx, id)?;
+                intents::complete_intent(&tx, id)?;
             }
             tx.commit()?;
             Ok(())
@@ -407,11 +409,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.call_seq(move |c, seq| {
             let tx = c.transaction()?;
-            outbox::mark_link_gone(&tx, link_id, now)?;
-            if propagate && let Some(contact) = outbox::contact_of_link(&tx, link_id)? {
-                outbox::mark_contacts_deleted(&tx, seq, &[contact])?;
+            links::mark_link_gone(&tx, link_id, now)?;
+            if propagate && let Some(contact) = links::contact_of_link(&tx, link_id)? {
+                contacts::mark_contacts_deleted(&tx, seq, &[contact])?;
             }
-            outbox::complete_intent(&tx, intent)?;
+            intents::complete_intent(&tx, intent)?;
             tx.commit()?;
             Ok(())
         })
@@ -420,7 +422,8 @@ impl Store {
 
     /// Closes an intent whose step is done or moot.
     pub async fn close_intent(&self, intent: i64) -> Result<(), StoreError> {
-        self.call(move |c| outbox::complete_intent(c, intent)).await
+        self.call(move |c| intents::complete_intent(c, intent))
+            .await
     }
 
     /// Records a failed step: retried from `next_attempt_at`, or given up (`dead`).
@@ -432,7 +435,7 @@ impl Store {
         error: String,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.call(move |c| outbox::fail_intent(c, intent, dead, next_attempt_at, &error, now))
+        self.call(move |c| intents::fail_intent(c, intent, dead, next_attempt_at, &error, now))
             .await
     }
 }
@@ -447,8 +450,8 @@ impl Store {
     pub async fn sample_people(
         &self,
         limit: usize,
-    ) -> Result<Vec<(crate::domain::plan::GoldenRecord, Vec<(String, String)>)>, StoreError> {
-        self.call(move |c| outbox::sample_people(c, limit)).await
+    ) -> Result<Vec<(crate::domain::GoldenRecord, Vec<(String, String)>)>, StoreError> {
+        self.call(move |c| contacts::sample_people(c, limit)).await
     }
 
     /// How many golden records the store holds.

@@ -7,9 +7,11 @@
 
 pub mod contacts;
 pub mod cycle;
+pub mod intents;
+pub mod links;
 pub mod migrations;
-pub mod outbox;
 pub mod pull;
+pub mod runs;
 pub mod status;
 
 use rusqlite::{Connection, OpenFlags};

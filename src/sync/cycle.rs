@@ -1,7 +1,7 @@
 //! [`Engine::run_cycle`]: recover, pull, then plan and push each provider on its own.
 
+use super::failure::ProviderFailure;
 use super::push::{Executor, recover_creating};
-use super::report::ProviderFailure;
 use super::{CycleOptions, CycleReport, Engine, ProviderReport, ProviderSlot, SyncError};
 use crate::provider::Provider;
 use crate::store::pull::FieldOwners;

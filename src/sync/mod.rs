@@ -19,6 +19,7 @@
 //! belongs to the provider *instance* (its `name`), never to its kind.
 
 mod cycle;
+pub mod failure;
 pub mod listing;
 mod normalizer;
 pub mod phone_regexes;
@@ -34,8 +35,9 @@ use crate::domain::normalize::DefaultRegion;
 use crate::domain::plan::ProviderShape;
 use crate::provider::{Capabilities, LookupKey, LookupKind, Provider};
 use crate::store::{Store, StoreError};
+pub use failure::ProviderFailure;
 use normalizer::Normalizer;
-pub use report::{CycleReport, ProviderFailure, ProviderReport, StageTimes};
+pub use report::{CycleReport, ProviderReport, StageTimes};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

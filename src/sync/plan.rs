@@ -7,7 +7,7 @@ use super::{Engine, PLAN_BATCH, ProviderSlot, shape_of};
 use crate::domain::plan::{LinkView, Skip, plan_contact, project};
 use crate::provider::Provider;
 use crate::store::StoreError;
-use crate::store::outbox::IntentPayload;
+use crate::store::intents::IntentPayload;
 
 /// What planning one provider did.
 #[derive(Debug, Default, Clone, Copy)]

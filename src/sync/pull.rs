@@ -3,12 +3,13 @@
 //! then the end of a complete listing (gone links, the delete guard, propagated deletes)
 //! and, for providers whose tags are read by listing them, the tags.
 
+use super::failure::PullFailure;
 use super::report::StageTimes;
 use super::{CycleOptions, DELETE_GUARD_PERCENT, Engine, ProgressEvent, ProviderSlot, listing};
 use crate::domain::merge::{NormalizedRecord, content_hash};
 use crate::domain::normalize::DefaultRegion;
 use crate::domain::{Fields, RemoteRecord, Tags};
-use crate::provider::{Provider, ProviderError};
+use crate::provider::Provider;
 use crate::store::StoreError;
 use crate::store::pull::{self, FieldOwners, LinkSet};
 use std::sync::{Arc, Mutex};
@@ -16,41 +17,6 @@ use std::time::Instant;
 
 /// Times a listing that changed under its cursor is restarted in one cycle.
 const MAX_LISTING_RESTARTS: u32 = 2;
-
-/// Why a provider's pull failed.
-#[derive(Debug, Clone)]
-pub enum PullFailure {
-    /// The provider failed (after its retries).
-    Provider(ProviderError),
-    /// The store failed.
-    Store(String),
-    /// The normalising thread stopped (a bug).
-    Normalizer,
-}
-
-impl From<ProviderError> for PullFailure {
-    fn from(e: ProviderError) -> Self {
-        PullFailure::Provider(e)
-    }
-}
-
-impl From<StoreError> for PullFailure {
-    fn from(e: StoreError) -> Self {
-        PullFailure::Store(e.to_string())
-    }
-}
-
-impl std::fmt::Display for PullFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PullFailure::Provider(e) => write!(f, "{e}"),
-            PullFailure::Store(e) => write!(f, "the store failed while pulling: {e}"),
-            PullFailure::Normalizer => f.write_str(
-                "the thread normalising listed records stopped (a bug; please report it); nothing of this page was stored",
-            ),
-        }
-    }
-}
 
 impl<P: Provider> Engine<P> {
     /// Pulls one provider: its whole listing, page by page (one store transaction per

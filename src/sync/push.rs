@@ -14,6 +14,7 @@
 //! - Every success records the new link snapshot, so our own write never comes back as a
 //!   change.
 
+use super::failure::{ExecFailure, RecoverError};
 use super::{CycleOptions, ProgressEvent, ProviderSlot, lookup_keys};
 use crate::domain::cycle_plan::{Action, Step, StepShape, plan_provider};
 use crate::domain::merge::normalize_record;
@@ -21,7 +22,7 @@ use crate::domain::normalize::DefaultRegion;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
 use crate::provider::{Capabilities, ErrorKind, LookupKey, Provider, ProviderError, Target};
 use crate::store::cycle::{LinkState, Linked};
-use crate::store::outbox::RunCounts;
+use crate::store::runs::RunCounts;
 use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -37,23 +38,6 @@ pub const PUSH_CONCURRENCY: usize = 8;
 pub const MAX_REPORTED_STEPS: usize = 50;
 /// When a step is retried by a later cycle (daemon), at the earliest.
 const NEXT_CYCLE_DELAY_SECS: i64 = 60;
-
-/// Why a provider's part of the cycle did not complete.
-#[derive(Debug, Clone)]
-pub enum ExecFailure {
-    /// The store failed.
-    Store(String),
-    /// The credentials were refused: nothing more is sent.
-    Auth(ProviderError),
-    /// The provider kept failing and was cut off; `left` steps are kept for the next
-    /// cycle.
-    CutOff {
-        /// The last failure.
-        last: Option<ProviderError>,
-        /// Steps not run.
-        left: u64,
-    },
-}
 
 /// What running one provider's steps did.
 #[derive(Debug, Default)]
@@ -472,7 +456,7 @@ impl<P: Provider> Executor<'_, P> {
     async fn active_link(
         &self,
         contact_id: i64,
-    ) -> Result<Option<crate::store::outbox::ActiveLink>, Fail> {
+    ) -> Result<Option<crate::store::links::ActiveLink>, Fail> {
         Ok(self
             .store
             .link_now(self.provider_id, contact_id)
@@ -897,13 +881,4 @@ pub async fn recover_creating<P: Provider>(ex: &Executor<'_, P>) -> Result<u64, 
         }
     }
     Ok(linked)
-}
-
-/// Why recovering interrupted creates failed.
-#[derive(Debug, Clone)]
-pub enum RecoverError {
-    /// The store failed.
-    Store(String),
-    /// The provider failed.
-    Provider(ProviderError),
 }

@@ -1,68 +1,12 @@
 //! What a cycle did, per provider: the counts shared by the summary table, the run rows,
 //! `--dry-run` output and metrics.
 
-use super::pull::PullFailure;
-use super::push::{ExecFailure, RecoverError};
+use super::failure::ProviderFailure;
 use crate::domain::cycle_plan::{CyclePlan, ProviderPlan, Step};
 use crate::provider::ProviderError;
-use crate::store::outbox::RunCounts;
+use crate::store::runs::RunCounts;
 use serde::Serialize;
 use std::fmt::Write;
-
-/// Why one provider's part of a cycle failed. Kept typed until it is printed.
-#[derive(Debug, Clone)]
-pub enum ProviderFailure {
-    /// Resolving interrupted creates failed.
-    Recover(RecoverError),
-    /// The provider could not be read.
-    Pull(PullFailure),
-    /// Its pushes stopped early (store, credentials, cut off).
-    Push(ExecFailure),
-}
-
-impl std::fmt::Display for ProviderFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProviderFailure::Recover(RecoverError::Provider(e)) => {
-                write!(f, "resolving interrupted creates: {e}")
-            }
-            ProviderFailure::Recover(RecoverError::Store(e)) => {
-                write!(
-                    f,
-                    "the store failed while resolving interrupted creates: {e}"
-                )
-            }
-            ProviderFailure::Pull(e) => write!(f, "{e}"),
-            ProviderFailure::Push(ExecFailure::Store(e)) => {
-                write!(f, "the store failed while pushing: {e}")
-            }
-            ProviderFailure::Push(ExecFailure::Auth(e)) => write!(f, "{e}"),
-            ProviderFailure::Push(ExecFailure::CutOff { last, left }) => {
-                write!(
-                    f,
-                    "cut off for the rest of this cycle: it kept failing ({} consecutive failures); {left} planned step(s) are kept for the next cycle",
-                    crate::provider::http::CUT_OFF_STREAK
-                )?;
-                if let Some(e) = last {
-                    write!(f, "; last failure: {e}")?;
-                } else {
-                    write!(
-                        f,
-                        ". {}",
-                        crate::provider::error::default_hint(crate::provider::ErrorKind::CutOff)
-                    )?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Serialize for ProviderFailure {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
 
 /// One provider's part of a cycle.
 #[derive(Debug, Clone, Serialize)]

@@ -192,7 +192,7 @@ impl State {
         page: &PageParam,
     ) -> Value {
         let with_inboxes = params.include_contact_inboxes();
-        let ids = self.page(inner, base, params.sort(), page);
+        let ids = self.page(inner, base, params.sort().and_then(Sort::parse), page);
         let payload: Vec<Value> = ids
             .iter()
             .filter_map(|&id| inner.get(id))

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::PAGE_SIZE;
-use super::listing::Sort;
 use crate::simulator::http::{Reject, Reply, query_pairs, respond};
 
 // ---------------------------------------------------------------------------------------
@@ -91,8 +90,9 @@ impl Params {
         }
     }
 
-    pub(super) fn sort(&self) -> Option<Sort> {
-        Sort::parse(self.get("sort")?)
+    /// The raw `sort` parameter (see `listing::Sort::parse`).
+    pub(super) fn sort(&self) -> Option<&str> {
+        self.get("sort")
     }
 }
 

@@ -1,0 +1,194 @@
+//! Links: which remote record of a provider is which contact, in which state
+//! (`creating`, `active`, `gone`), with the snapshot of what the provider last held.
+
+use super::contacts;
+use super::pull::{fields_json, parse_fields, parse_tags, tags_json};
+use super::{Seq, StoreError};
+use crate::domain::matching::ContactId;
+use crate::domain::{Fields, Tags};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// An active link's id, remote id, snapshot and tags.
+#[derive(Debug, Clone)]
+pub struct ActiveLink {
+    /// Link id.
+    pub id: i64,
+    /// Remote id.
+    pub remote_id: String,
+    /// Snapshot.
+    pub snapshot: Fields,
+    /// Tag snapshot.
+    pub tags: Option<Tags>,
+}
+
+/// The link of a contact in a provider, with its state.
+pub fn link_of(
+    conn: &Connection,
+    provider_id: i64,
+    contact_id: ContactId,
+) -> Result<Option<(String, ActiveLink)>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT id, state, remote_id, snapshot, tags FROM links WHERE provider_id = ?1 AND contact_id = ?2")?
+        .query_row(params![provider_id, contact_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(id, state, remote_id, snapshot, tags)| {
+        Ok((
+            state,
+            ActiveLink {
+                id,
+                remote_id: remote_id.unwrap_or_default(),
+                snapshot: parse_fields(&snapshot)?,
+                tags: parse_tags(tags.as_deref())?,
+            },
+        ))
+    })
+    .transpose()
+}
+
+/// Writes a `creating` link before a create is sent; returns its id. Fails with `None`
+/// when the contact already has a link in the provider.
+pub fn begin_create(
+    conn: &Connection,
+    provider_id: i64,
+    contact_id: ContactId,
+    sent: &Fields,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO links (provider_id, contact_id, remote_id, state, snapshot, updated_at) VALUES (?1, ?2, NULL, 'creating', ?3, ?4)",
+        )?
+        .execute(params![provider_id, contact_id, fields_json(sent), now])?;
+    Ok((n == 1).then(|| conn.last_insert_rowid()))
+}
+
+/// Records the answer of a create or a discovery: the link becomes active with `snapshot`.
+/// When `replan` is set the contact is planned again (the provider may differ from it).
+#[allow(clippy::too_many_arguments)]
+pub fn finish_link(
+    conn: &mut Connection,
+    seq: &Seq,
+    link_id: i64,
+    contact_id: ContactId,
+    remote_id: &str,
+    snapshot: &Fields,
+    tags: Option<&Tags>,
+    replan: bool,
+    intent: Option<i64>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let tx = conn.transaction()?;
+    if let Some(id) = intent {
+        super::intents::complete_intent(&tx, id)?;
+    }
+    // Another link of this provider may already hold the remote id (a record the listing
+    // linked to another contact): then this contact stays unlinked there.
+    let provider_id: i64 = tx.query_row(
+        "SELECT provider_id FROM links WHERE id = ?1",
+        [link_id],
+        |r| r.get(0),
+    )?;
+    let clash: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND id != ?3",
+            params![provider_id, remote_id, link_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if clash.is_some() {
+        tx.execute("DELETE FROM links WHERE id = ?1", [link_id])?;
+        super::pull::record_conflict(
+            &tx,
+            provider_id,
+            remote_id,
+            "the provider answered with a record already linked to another contact; not merged",
+            &[contact_id],
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(false);
+    }
+    tx.prepare_cached("UPDATE links SET remote_id = ?2, state = 'active', snapshot = ?3, tags = ?4, hash = 0, updated_at = ?5 WHERE id = ?1")?
+        .execute(params![link_id, remote_id, fields_json(snapshot), tags.map(tags_json), now])?;
+    if replan {
+        contacts::bump(&tx, contact_id, seq.next())?;
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Drops a `creating` link whose create never reached the provider, and marks the
+/// contact to be planned again.
+pub fn drop_creating(
+    conn: &Connection,
+    seq: &Seq,
+    link_id: i64,
+    contact_id: ContactId,
+) -> Result<(), StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM links WHERE id = ?1 AND state = 'creating'")?
+        .execute([link_id])?;
+    if n > 0 {
+        contacts::bump(conn, contact_id, seq.next())?;
+    }
+    Ok(())
+}
+
+/// Links left `creating` (by a crash) in a provider: `(link id, contact id, sent fields)`.
+pub fn creating_links(
+    conn: &Connection,
+    provider_id: i64,
+) -> Result<Vec<(i64, ContactId, Fields)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, contact_id, snapshot FROM links WHERE provider_id = ?1 AND state = 'creating'",
+    )?;
+    let rows = stmt
+        .query_map([provider_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(l, c, s)| Ok((l, c, parse_fields(&s)?)))
+        .collect()
+}
+
+/// After a successful update or tag write: the new snapshot of the link. The hash is reset
+/// so the next listing compares fields rather than skipping.
+pub fn update_link_snapshot(
+    conn: &Connection,
+    link_id: i64,
+    snapshot: &Fields,
+    tags: Option<&Tags>,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE links SET snapshot = ?2, tags = coalesce(?3, tags), hash = 0, updated_at = ?4 WHERE id = ?1")?
+        .execute(params![link_id, fields_json(snapshot), tags.map(tags_json), now])?;
+    Ok(())
+}
+
+/// Marks a link gone (the provider answered 404 for it).
+pub fn mark_link_gone(conn: &Connection, link_id: i64, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1")?
+        .execute(params![link_id, now])?;
+    Ok(())
+}
+
+/// The contact a link belongs to.
+pub fn contact_of_link(conn: &Connection, link_id: i64) -> Result<Option<ContactId>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT contact_id FROM links WHERE id = ?1")?
+        .query_row([link_id], |r| r.get(0))
+        .optional()?)
+}
