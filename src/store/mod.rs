@@ -13,6 +13,7 @@ pub mod migrations;
 pub mod pull;
 pub mod runs;
 pub mod status;
+pub mod webhooks;
 
 use rusqlite::{Connection, OpenFlags};
 use std::fs::{File, OpenOptions};

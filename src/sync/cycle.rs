@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 impl<P: Provider> Engine<P> {
-    fn executor<'a>(
+    pub(super) fn executor<'a>(
         &'a self,
         slot: &'a ProviderSlot<P>,
         provider_id: i64,
