@@ -88,4 +88,33 @@ pub enum Command {
     },
     /// Exit 0 if the running daemon's /readyz answers 200 (for container health checks).
     Healthcheck,
+    /// Chatwoot account webhooks, which carry a change to contact-sync in seconds.
+    Webhooks {
+        /// What to do.
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+/// `contact-sync webhooks …`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Create (or update) the account webhook posting contact_created and contact_updated
+    /// to URL, and print what to put in the config (with the signing secret when
+    /// Chatwoot returns one).
+    Register {
+        /// The Chatwoot provider (instance name in the config).
+        #[arg(long, value_name = "NAME")]
+        provider: String,
+        /// Where Chatwoot posts the events: the daemon's
+        /// http(s)://HOST/webhooks/NAME as Chatwoot reaches it.
+        #[arg(long, value_name = "URL")]
+        url: String,
+    },
+    /// List the account webhooks of a Chatwoot provider.
+    List {
+        /// The Chatwoot provider (instance name in the config).
+        #[arg(long, value_name = "NAME")]
+        provider: String,
+    },
 }

@@ -49,3 +49,4 @@ pub mod slots;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod webhooks;
