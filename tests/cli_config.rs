@@ -270,6 +270,7 @@ fn example_config_is_valid() {
         .args(["check-config", "--config"])
         .arg(&example)
         .env("CHATWOOT_TOKEN", SECRET)
+        .env("CHATWOOT_WEBHOOK_SECRET", SECRET)
         .env("MAIAGENT_API_KEY", SECRET)
         .env("AGENTALK_TOKEN", SECRET)
         .env("DMCHAMP_API_KEY", SECRET)
@@ -296,7 +297,9 @@ fn webhook_keys_are_checked() {
         "NO_SUCH_VARIABLE_HERE` is not set",
     );
     expect_invalid(
-        &format!("{listen}{CHATWOOT}webhook_secret_env = \"TEST_TOKEN\"\nwebhook_allow_unsigned = true\n"),
+        &format!(
+            "{listen}{CHATWOOT}webhook_secret_env = \"TEST_TOKEN\"\nwebhook_allow_unsigned = true\n"
+        ),
         "providers[support].webhook_allow_unsigned",
         "accepts signed events only",
     );
