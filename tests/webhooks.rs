@@ -648,3 +648,135 @@ async fn an_accepted_event_survives_sigkill_and_edits_while_down_are_caught_at_r
     let log = daemon.log();
     assert!(!log.contains(&secret), "the secret is never logged");
 }
+
+/// What the store's link to Chatwoot record `remote_id` last saw: its name.
+fn chatwoot_snapshot_name(store: &Path, remote_id: u64) -> Option<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let snapshot: String = conn
+        .query_row(
+            "SELECT l.snapshot FROM links l JOIN providers p ON p.id = l.provider_id
+             WHERE p.name = 'support' AND l.remote_id = ?1",
+            [remote_id.to_string()],
+            |r| r.get(0),
+        )
+        .ok()?;
+    let v: Value = serde_json::from_str(&snapshot).ok()?;
+    v["name"].as_str().map(str::to_owned)
+}
+
+fn pending_intents(store: &Path) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM intents WHERE state = 'pending'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_a_thousand_edits_is_absorbed_without_dropping_any() {
+    let (sim, dir, config, port, _id, _secret) = setup(120).await;
+    let info = sim.info();
+    let store = dir.path().join("contacts.db");
+    let _daemon = Daemon::start(&info, &config, dir.path());
+    poll("the start-up cycle", PATIENCE, || async {
+        cycles_finished(port).await.filter(|n| *n >= 1)
+    })
+    .await;
+    poll("the start-up events drained", PATIENCE, || async {
+        (queued(&store) == 0).then_some(())
+    })
+    .await;
+    let dump = get_json(format!("{}/__sim/state", base(&info, "chatwoot")))
+        .await
+        .unwrap();
+    let ids: Vec<u64> = dump["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["phone_number"].is_string())
+        .filter_map(|c| c["id"].as_u64())
+        .take(100)
+        .collect();
+    assert!(ids.len() >= 20, "{} contacts", ids.len());
+    let reset = client()
+        .post(format!("{}/__sim/reset-log", base(&info, "chatwoot")))
+        .send()
+        .await
+        .unwrap();
+    assert!(reset.status().is_success());
+    // 1,000 edits, ten or so per contact, twenty at a time: 1,000 signed deliveries.
+    const EDITS: usize = 1_000;
+    let edits: Vec<(u64, String)> = (0..EDITS)
+        .map(|i| (ids[i % ids.len()], format!("Burst{}x{i}", i % ids.len())))
+        .collect();
+    {
+        use futures::StreamExt;
+        futures::stream::iter(edits.iter().cloned())
+            .map(|(id, name)| {
+                let info = info.clone();
+                async move { rename_in_chatwoot(&info, id, &name).await }
+            })
+            .buffer_unordered(20)
+            .collect::<Vec<()>>()
+            .await;
+    }
+    let answered = poll("every delivery answered", PATIENCE, || async {
+        let d = deliveries(&info).await;
+        let burst: Vec<Value> = d
+            .into_iter()
+            .filter(|d| {
+                ids.contains(&d["contact_id"].as_u64().unwrap_or(0))
+                    && d["event"] == "contact_updated"
+            })
+            .collect();
+        (burst.len() >= EDITS).then_some(burst)
+    })
+    .await;
+    assert!(
+        answered.iter().all(|d| d["status"] == 202),
+        "every event accepted: {:?}",
+        answered
+            .iter()
+            .filter(|d| d["status"] != 202)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    // Nothing dropped: each contact's last name is what the store saw last, and
+    // every write it caused went out.
+    let last: std::collections::HashMap<u64, String> = edits.iter().cloned().collect();
+    poll("every last name applied and pushed", PATIENCE, || async {
+        let done = queued(&store) == 0
+            && pending_intents(&store) == 0
+            && last
+                .iter()
+                .all(|(id, name)| chatwoot_snapshot_name(&store, *id).as_deref() == Some(name));
+        done.then_some(())
+    })
+    .await;
+    let cw = get_json(format!("{}/__sim/counters", base(&info, "chatwoot")))
+        .await
+        .unwrap();
+    let reads = cw["reads"].as_u64().unwrap();
+    eprintln!(
+        "burst: {reads} Chatwoot reads for {EDITS} events on {} contacts",
+        ids.len()
+    );
+    // At most the record and its labels per event; events of one contact coalesce, and
+    // those that already show what the store holds cost nothing.
+    assert!(
+        reads <= 2 * EDITS as u64,
+        "{reads} Chatwoot reads for {EDITS} events"
+    );
+    assert!(reads >= 2 * ids.len() as u64);
+    assert_eq!(
+        cw["writes"].as_u64().unwrap(),
+        EDITS as u64,
+        "only the edits themselves"
+    );
+}
