@@ -498,12 +498,17 @@ impl<P: Provider> Executor<'_, P> {
                     }
                     Verified::Absent => l.link.id,
                     Verified::Unknown => {
-                        return Err(Fail::Provider(ProviderError::new(
-                            self.name(),
-                            "confirm an interrupted create",
-                            ErrorKind::Permanent,
-                            "the provider cannot be searched by this contact's keys, so the create is not sent again",
-                        ).with_hint("The next complete listing of this provider shows whether it was created; nothing is duplicated")));
+                        // Not sent again (it may have landed) and not a failure: the link
+                        // stays `creating` until the provider's next complete listing
+                        // shows the record (linked) or not (dropped, so it is planned
+                        // again).
+                        tracing::warn!(
+                            provider = %self.name(),
+                            "a create whose answer was lost cannot be confirmed by a search (this provider cannot be searched by the contact's keys); it is not sent again, and the next complete listing shows whether it landed"
+                        );
+                        out.counts.skipped += 1;
+                        self.store.close_intent(step.intent_id).await?;
+                        return Ok(());
                     }
                 }
             }
