@@ -21,7 +21,8 @@ use crate::domain::merge::normalize_record;
 use crate::domain::normalize::DefaultRegion;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
 use crate::provider::{Capabilities, ErrorKind, LookupKey, Provider, ProviderError, Target};
-use crate::store::cycle::{LinkState, Linked};
+use crate::store::cycle::{CreateStart, LinkState, Linked};
+use crate::store::links::ActiveLink;
 use crate::store::runs::RunCounts;
 use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -478,15 +479,19 @@ impl<P: Provider> Executor<'_, P> {
         let (fields, tags) = (want.fields, want.tags);
         let contact_id = step.contact_id;
         let now = (self.now)();
-        let link_id = match self.store.link_now(self.provider_id, contact_id).await? {
-            Some(l) if l.state == LinkState::Active => {
-                return self.converge(step, want, out).await;
+        let start = self
+            .store
+            .begin_create(self.provider_id, contact_id, fields.clone(), now)
+            .await?;
+        let link_id = match start {
+            CreateStart::Linked(l) if l.state == LinkState::Active => {
+                return self.converge(step, want, l.link, out).await;
             }
-            Some(l) if l.state == LinkState::Gone => {
+            CreateStart::Linked(l) if l.state == LinkState::Gone => {
                 self.store.close_intent(step.intent_id).await?;
                 return Ok(());
             }
-            Some(l) => {
+            CreateStart::Linked(l) => {
                 // An earlier try's answer was lost: was it created?
                 match self.verify(fields).await? {
                     Verified::Found(found) => {
@@ -512,15 +517,7 @@ impl<P: Provider> Executor<'_, P> {
                     }
                 }
             }
-            None => {
-                let Some(id) = self
-                    .store
-                    .begin_create(self.provider_id, contact_id, fields.clone(), now)
-                    .await?
-                else {
-                    self.store.close_intent(step.intent_id).await?;
-                    return Ok(());
-                };
+            CreateStart::Begun(id) => {
                 if search_first {
                     match self.find(fields).await {
                         Ok(Some(found)) => {
@@ -603,6 +600,20 @@ impl<P: Provider> Executor<'_, P> {
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
         let now = (self.now)();
+        let link = ActiveLink {
+            id: link_id,
+            remote_id: found.remote_id.clone(),
+            snapshot: found.snapshot.clone(),
+            tags: found.tags.clone(),
+        };
+        if self.left_to_converge(want, &link).is_none() {
+            // The record holds what the contact wants: linked and the intent closed in one
+            // transaction.
+            self.store
+                .link_found(link_id, step.contact_id, found, false, Some(step.intent_id), now)
+                .await?;
+            return Ok(());
+        }
         let linked = self
             .store
             // Planned again next cycle: should this step be cut off before it converges
@@ -614,7 +625,42 @@ impl<P: Provider> Executor<'_, P> {
             self.store.close_intent(step.intent_id).await?;
             return Ok(());
         }
-        self.converge(step, want, out).await
+        self.converge(step, want, link, out).await
+    }
+
+    /// What converging `link` to what the contact wants would send: the field changes
+    /// and the tags to add and remove; `None` when nothing.
+    fn left_to_converge(&self, want: &Wanted<'_>, link: &ActiveLink) -> Option<Converge> {
+        let caps = self.caps();
+        let changes: Fields = want
+            .desired
+            .iter()
+            .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
+            .filter(|(k, _)| {
+                (k.as_str() != field::PHONE || caps.phone_mutable)
+                    && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let wanted: Tags = want.tags.iter().collect();
+        let known = link.tags.clone().unwrap_or_default();
+        // As the planner compares a linked record: add what it lacks; remove what it
+        // carries beyond the contact's tags only when its tags are known.
+        let add: Vec<String> = if caps.tags_add {
+            wanted.difference(&known).map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        let remove: Vec<String> = if caps.tags_remove && link.tags.is_some() {
+            known.difference(&wanted).map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        (!changes.is_empty() || !add.is_empty() || !remove.is_empty()).then_some(Converge {
+            changes,
+            add,
+            remove,
+        })
     }
 
     /// Brings a linked record to the contact as this provider would hold it (the fields
@@ -626,26 +672,22 @@ impl<P: Provider> Executor<'_, P> {
         &self,
         step: &Step,
         want: &Wanted<'_>,
+        link: ActiveLink,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
-        let (fields, tags) = (want.desired, want.tags);
-        let caps = self.caps().clone();
-        let Some(link) = self.active_link(step.contact_id).await? else {
+        let Some(Converge {
+            changes,
+            add,
+            remove,
+        }) = self.left_to_converge(want, &link)
+        else {
             self.store.close_intent(step.intent_id).await?;
             return Ok(());
         };
-        let shape = step_shape(&caps);
-        let address = crate::domain::cycle_plan::addressed_fields(&shape, fields, &link.snapshot);
+        let shape = step_shape(self.caps());
+        let address =
+            crate::domain::cycle_plan::addressed_fields(&shape, want.desired, &link.snapshot);
         let known = link.tags.clone().unwrap_or_default();
-        let changes: Fields = fields
-            .iter()
-            .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
-            .filter(|(k, _)| {
-                (k.as_str() != field::PHONE || caps.phone_mutable)
-                    && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         let mut snapshot = link.snapshot.clone();
         let now = (self.now)();
         if !changes.is_empty() {
@@ -664,20 +706,7 @@ impl<P: Provider> Executor<'_, P> {
                 .record_write(link.id, snapshot.clone(), None, None, now)
                 .await?;
         }
-        let wanted: Tags = tags.iter().collect();
         let mut held = known.clone();
-        // As the planner compares a linked record: add what it lacks; remove what it
-        // carries beyond the contact's tags only when its tags are known.
-        let add: Vec<String> = if caps.tags_add {
-            wanted.difference(&known).map(str::to_owned).collect()
-        } else {
-            Vec::new()
-        };
-        let remove: Vec<String> = if caps.tags_remove && link.tags.is_some() {
-            known.difference(&wanted).map(str::to_owned).collect()
-        } else {
-            Vec::new()
-        };
         for (adding, todo) in [(true, add), (false, remove)] {
             if todo.is_empty() {
                 continue;
@@ -809,6 +838,13 @@ struct Wanted<'a> {
     desired: &'a Fields,
     /// Its tags.
     tags: &'a [String],
+}
+
+/// What converging a linked record sends.
+struct Converge {
+    changes: Fields,
+    add: Vec<String>,
+    remove: Vec<String>,
 }
 
 enum Verified {
