@@ -610,7 +610,14 @@ impl<P: Provider> Executor<'_, P> {
             // The record holds what the contact wants: linked and the intent closed in one
             // transaction.
             self.store
-                .link_found(link_id, step.contact_id, found, false, Some(step.intent_id), now)
+                .link_found(
+                    link_id,
+                    step.contact_id,
+                    found,
+                    false,
+                    Some(step.intent_id),
+                    now,
+                )
                 .await?;
             return Ok(());
         }
