@@ -355,6 +355,7 @@ mod tests {
         tags_add: false,
         tags_on_create: false,
         tags_remove: false,
+        create_finds_phone: false,
         tags_by_listing: false,
         needs_phone: false,
         phone_mutable: true,

@@ -16,7 +16,7 @@
 
 use super::failure::{ExecFailure, RecoverError};
 use super::{CycleOptions, ProgressEvent, ProviderSlot, lookup_keys};
-use crate::domain::cycle_plan::{Action, Step, StepShape, plan_provider};
+use crate::domain::cycle_plan::{Action, LookupBy, Step, StepShape, plan_provider};
 use crate::domain::merge::normalize_record;
 use crate::domain::normalize::DefaultRegion;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
@@ -97,6 +97,7 @@ pub fn step_shape(caps: &Capabilities) -> StepShape {
     StepShape {
         enumerate: caps.enumerate,
         lookups: ordered,
+        create_finds: caps.create_finds_phone.then(|| field::PHONE.to_owned()),
         phone_mutable: caps.phone_mutable,
         source_id_mutable: caps.source_id_mutable,
     }
@@ -338,9 +339,10 @@ impl<P: Provider> Executor<'_, P> {
                     desired,
                     tags,
                 };
-                self.ensure_created(step, &want, false, out).await
+                self.ensure_created(step, &want, None, out).await
             }
             Action::CreateUnlessFound {
+                lookup,
                 fields,
                 tags,
                 desired,
@@ -351,7 +353,7 @@ impl<P: Provider> Executor<'_, P> {
                     desired,
                     tags,
                 };
-                self.ensure_created(step, &want, true, out).await
+                self.ensure_created(step, &want, Some(lookup), out).await
             }
             Action::Update {
                 remote_id,
@@ -473,7 +475,7 @@ impl<P: Provider> Executor<'_, P> {
         &self,
         step: &Step,
         want: &Wanted<'_>,
-        search_first: bool,
+        search_first: Option<&[LookupBy]>,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
         let (fields, tags) = (want.fields, want.tags);
@@ -518,8 +520,8 @@ impl<P: Provider> Executor<'_, P> {
                 }
             }
             CreateStart::Begun(id) => {
-                if search_first {
-                    match self.find(fields).await {
+                if let Some(keys) = search_first {
+                    match self.find_by(keys).await {
                         Ok(Some(found)) => {
                             out.counts.matched += 1;
                             return self.link_and_converge(step, id, found, want, out).await;
@@ -552,8 +554,19 @@ impl<P: Provider> Executor<'_, P> {
                 };
                 let (snapshot, tags_now) = if created.existed {
                     out.counts.matched += 1;
-                    // An existing contact answered: we know only the keys it was found by.
-                    (self.key_fields(fields), None)
+                    // An existing contact answered: we know only the key it was found by
+                    // (a provider whose create finds the phone: the phone), not whatever
+                    // else we sent, which it did not take.
+                    let found_by = if caps.create_finds_phone {
+                        fields
+                            .iter()
+                            .filter(|(k, _)| k.as_str() == field::PHONE)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    } else {
+                        self.key_fields(fields)
+                    };
+                    (found_by, None)
                 } else {
                     out.counts.created += 1;
                     (fields.clone(), held_tags)
@@ -757,6 +770,23 @@ impl<P: Provider> Executor<'_, P> {
             .filter(|(k, _)| shape.lookups.iter().any(|l| l == *k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Looks a contact up by `keys`, in order (the step's own lookups).
+    async fn find_by(&self, keys: &[LookupBy]) -> Result<Option<Linked>, ProviderError> {
+        for k in keys {
+            let key = match k.field.as_str() {
+                field::PHONE => LookupKey::Phone(&k.value),
+                field::EMAIL => LookupKey::Email(&k.value),
+                field::SOURCE_ID => LookupKey::SourceId(&k.value),
+                _ => continue,
+            };
+            let Some(record) = self.slot.client.lookup(key).await? else {
+                continue;
+            };
+            return Ok(Some(self.linked_from(key, record).await?));
+        }
+        Ok(None)
     }
 
     /// Looks a contact up by the keys in `fields`, in the provider's order.
