@@ -141,8 +141,10 @@ impl Store {
             .await
     }
 
-    /// A `creating` link found in the provider: it becomes active with what was found;
-    /// the intent (if any) is closed and the contact is planned again when `replan`.
+    /// A `creating` link found in the provider: it becomes active with what was found,
+    /// which fills the contact's gaps; the intent (if any) is closed and the contact is
+    /// planned again when `replan` (or when it was filled). `None`: the record is linked
+    /// to another contact (held as a conflict); else whether the contact was filled.
     pub async fn link_found(
         &self,
         link_id: i64,
@@ -151,7 +153,7 @@ impl Store {
         replan: bool,
         intent: Option<i64>,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
         self.call_seq(move |c, seq| {
             links::finish_link(
                 c,

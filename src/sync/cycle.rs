@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Passes after the first that carry what records found by lookups filled in.
+const MAX_FILL_PASSES: usize = 2;
 /// How often a provider waiting to plan looks again at the health of pulls still running.
 const TROUBLE_POLL: Duration = Duration::from_millis(100);
 
@@ -85,10 +87,30 @@ struct PushDone {
     failures: Vec<ProviderError>,
     failure: Option<ExecFailure>,
     store_error: Option<StoreError>,
+    filled: u64,
 }
 
 impl PushDone {
+    fn merge(&mut self, other: PushDone) {
+        self.plan_secs += other.plan_secs;
+        self.push_secs += other.push_secs;
+        self.skipped += other.skipped;
+        self.counts += other.counts;
+        self.writes += other.writes;
+        self.sends += other.sends;
+        self.steps.extend(other.steps);
+        self.failures.extend(other.failures);
+        self.filled += other.filled;
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
+        if self.store_error.is_none() {
+            self.store_error = other.store_error;
+        }
+    }
+
     fn add(&mut self, outcome: ExecOutcome) {
+        self.filled += outcome.filled;
         self.counts += outcome.counts;
         self.writes += outcome.writes;
         self.sends += outcome.sends;
@@ -219,7 +241,56 @@ impl<P: Provider> Engine<P> {
                     (i, done)
                 }),
         );
-        let (pulls, pushes) = futures::future::join(pulls, pushes).await;
+        let (pulls, mut pushes) = futures::future::join(pulls, pushes).await;
+
+        // 4. Records found by lookups fill their contacts' gaps (an email only a lookup-only
+        // platform held, its tags): one more plan-and-push pass carries that to the others
+        // in this same run.
+        for _ in 0..MAX_FILL_PASSES {
+            let filled: u64 = pushes.iter().map(|(_, d)| d.filled).sum();
+            if filled == 0 || opts.cancel.is_cancelled() || opts.dry_run {
+                break;
+            }
+            tracing::debug!(
+                filled,
+                "records found by lookup filled contacts; one more pass"
+            );
+            for (_, done) in &mut pushes {
+                done.filled = 0;
+            }
+            let more = futures::future::join_all(pushes.iter().map(|(i, done)| {
+                let i = *i;
+                let stopped = done.failure.is_some() || done.store_error.is_some();
+                async move {
+                    let mut again = PushDone::default();
+                    if stopped {
+                        return again;
+                    }
+                    let (slot, id) = (&this.slots[i], this.ids[i]);
+                    let caps = slot.client.capabilities();
+                    let may_create = !caps.enumerate || board.is_complete(i);
+                    let planning = Instant::now();
+                    let planned = this.plan_provider(slot, id, may_create).await;
+                    again.plan_secs += planning.elapsed().as_secs_f64();
+                    match planned {
+                        Ok(p) => again.skipped += p.skipped,
+                        Err(e) => {
+                            again.store_error = Some(e);
+                            return again;
+                        }
+                    }
+                    let pushing = Instant::now();
+                    let outcome = this.executor(slot, id, deadline).run(opts).await;
+                    again.push_secs += pushing.elapsed().as_secs_f64();
+                    again.add(outcome);
+                    again
+                }
+            }))
+            .await;
+            for ((_, done), again) in pushes.iter_mut().zip(more) {
+                done.merge(again);
+            }
+        }
 
         for (report, (recovered, recover_secs, pulled)) in reports.iter_mut().zip(pulls) {
             report.timings.pull += recover_secs;
@@ -264,7 +335,7 @@ impl<P: Provider> Engine<P> {
             }
         }
 
-        // 4. Record the runs.
+        // 5. Record the runs.
         if !opts.dry_run {
             let finished = self.clock.now_secs();
             for ((report, &run_id), &id) in reports.iter().zip(&run_ids).zip(&self.ids) {

@@ -56,6 +56,9 @@ pub struct ExecOutcome {
     pub failures: Vec<ProviderError>,
     /// Why the provider's part stopped early.
     pub failure: Option<ExecFailure>,
+    /// Records found here that filled their contact's gaps (the other providers then
+    /// have something new to receive).
+    pub filled: u64,
 }
 
 /// Where one provider's steps go, and the cycle's limits.
@@ -619,10 +622,29 @@ impl<P: Provider> Executor<'_, P> {
             snapshot: found.snapshot.clone(),
             tags: found.tags.clone(),
         };
+        // A record found here for the first time fills the contact's gaps (the store
+        // records them on the contact with the link) and keeps its tags: what only it
+        // holds is never erased.
+        let mut desired = want.desired.clone();
+        desired.extend(crate::domain::merge::gaps_filled_by(
+            want.desired,
+            &found.snapshot,
+        ));
+        let mut wanted: Tags = want.tags.iter().collect();
+        for tag in found.tags.iter().flat_map(Tags::names) {
+            wanted.insert(tag);
+        }
+        let tags: Vec<String> = wanted.names().map(str::to_owned).collect();
+        let want = &Wanted {
+            fields: want.fields,
+            desired: &desired,
+            tags: &tags,
+        };
         if self.left_to_converge(want, &link).is_none() {
             // The record holds what the contact wants: linked and the intent closed in one
             // transaction.
-            self.store
+            let filled = self
+                .store
                 .link_found(
                     link_id,
                     step.contact_id,
@@ -632,6 +654,7 @@ impl<P: Provider> Executor<'_, P> {
                     now,
                 )
                 .await?;
+            out.filled += u64::from(filled == Some(true));
             return Ok(());
         }
         let linked = self
@@ -640,11 +663,12 @@ impl<P: Provider> Executor<'_, P> {
             // the record (a crash), the planner sees what is left against the new link.
             .link_found(link_id, step.contact_id, found, true, None, now)
             .await?;
-        if !linked {
+        let Some(filled) = linked else {
             // The record is linked to another contact: held as a conflict, not merged.
             self.store.close_intent(step.intent_id).await?;
             return Ok(());
-        }
+        };
+        out.filled += u64::from(filled);
         self.converge(step, want, link, out).await
     }
 
@@ -920,6 +944,7 @@ impl ExecOutcome {
     fn absorb(&mut self, other: ExecOutcome) {
         self.counts += other.counts;
         self.writes += other.writes;
+        self.filled += other.filled;
         self.failures.extend(other.failures);
         if self.failure.is_none() {
             self.failure = other.failure;
