@@ -25,6 +25,7 @@
 //! (default 2,000) people, median and p99 latency and requests per event).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use contact_sync::clock::Clock;
 use contact_sync::demo::{KeyStyle, config_for};
 use contact_sync::domain::RemoteRecord;
 use contact_sync::provider::Provider;
@@ -102,7 +103,12 @@ fn engine_child(config: &Path) {
                 Some("cycle") => {
                     if engine.is_none() {
                         let store = Store::open(&store_path).await.unwrap();
-                        engine = Some(Engine::new(store, slots.take().unwrap(), region));
+                        engine = Some(Engine::new(
+                            store,
+                            slots.take().unwrap(),
+                            region,
+                            Clock::system(),
+                        ));
                     }
                     let engine = engine.as_mut().unwrap();
                     let opts = CycleOptions {
