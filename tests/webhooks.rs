@@ -24,6 +24,8 @@ const WITHIN: Duration = Duration::from_secs(3);
 /// Once an hour: only the start-up cycle runs during a test.
 const HOURLY: &str = "0 0 * * * *";
 const OTHERS: [&str; 3] = ["maiagent", "agentalk", "dmchamp"];
+/// Edits in the burst test.
+const EDITS: usize = 1_000;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -711,7 +713,6 @@ async fn a_burst_of_a_thousand_edits_is_absorbed_without_dropping_any() {
         .unwrap();
     assert!(reset.status().is_success());
     // 1,000 edits, ten or so per contact, twenty at a time: 1,000 signed deliveries.
-    const EDITS: usize = 1_000;
     let edits: Vec<(u64, String)> = (0..EDITS)
         .map(|i| (ids[i % ids.len()], format!("Burst{}x{i}", i % ids.len())))
         .collect();
