@@ -88,4 +88,39 @@ pub enum Command {
     },
     /// Exit 0 if the running daemon's /readyz answers 200 (for container health checks).
     Healthcheck,
+    /// List the recent runs (one per cycle; an undo is a run too): id, start and end,
+    /// whether it went through, and per provider what was pulled and written.
+    Runs {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many runs to show, newest first.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show the history of one person: every change a provider made to them, every write
+    /// contact-sync sent, links and deletions, oldest first. Works while the daemon runs.
+    History {
+        /// The person: an email, a phone, a contact id, or PROVIDER:REMOTE_ID (e.g.
+        /// support:42).
+        key: String,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put back what a run changed, as a run of its own: pull, restore the values from
+    /// before that run on the fields nobody changed since, and push them to every
+    /// provider.
+    Undo {
+        /// The run to undo (`contact-sync runs` lists them).
+        #[arg(long, value_name = "ID")]
+        run: i64,
+        /// Print the undo's plan; send nothing and leave the store as it was.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete the people the run created, in the providers where it created them
+        /// and that can delete.
+        #[arg(long)]
+        delete_created: bool,
+    },
 }

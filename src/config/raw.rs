@@ -39,6 +39,7 @@ pub(super) struct RawConfig {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct RawStore {
     pub(super) path: PathBuf,
+    pub(super) history_days: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +78,7 @@ pub(super) fn defaults() -> RawConfig {
     RawConfig {
         store: RawStore {
             path: PathBuf::from("/var/lib/contact-sync/contacts.db"),
+            history_days: 90,
         },
         sync: RawSync {
             schedule: "0 */5 * * * *".to_owned(),
@@ -91,7 +93,7 @@ pub(super) fn defaults() -> RawConfig {
 }
 
 pub(super) const TOP_KEYS: &[&str] = &["store", "sync", "http", "providers"];
-pub(super) const STORE_KEYS: &[&str] = &["path"];
+pub(super) const STORE_KEYS: &[&str] = &["path", "history_days"];
 pub(super) const SYNC_KEYS: &[&str] = &[
     "schedule",
     "default_region",

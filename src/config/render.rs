@@ -37,6 +37,7 @@ impl Settings {
         }
         let mut store = Dict::new();
         store.insert("path".into(), self.store_path.display().to_string().into());
+        store.insert("history_days".into(), self.history_days.into());
         let mut sync = Dict::new();
         sync.insert("schedule".into(), self.schedule.clone().into());
         sync.insert(

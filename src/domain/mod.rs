@@ -2,6 +2,7 @@
 //! planning. No I/O, no clocks, no async.
 
 pub mod cycle_plan;
+pub mod journal;
 pub mod matching;
 pub mod merge;
 pub mod names;

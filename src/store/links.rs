@@ -2,8 +2,10 @@
 //! (`creating`, `active`, `gone`), with the snapshot of what the provider last held.
 
 use super::contacts;
+use super::journal::{self, NewEntry, Stamp};
 use super::pull::{fields_json, parse_fields, parse_tags, tags_json};
 use super::{Seq, StoreError};
+use crate::domain::journal::{Changes, EventKind, add_tag_change, created, sent_changes};
 use crate::domain::matching::ContactId;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -70,8 +72,18 @@ pub fn begin_create(
     Ok((n == 1).then(|| conn.last_insert_rowid()))
 }
 
-/// Records the answer of a create or a discovery: the link becomes active with `snapshot`.
-/// When `replan` is set the contact is planned again (the provider may differ from it).
+/// How a `creating` link found its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOp {
+    /// Our create went through: journaled as a `sent_to` create of what was sent.
+    Created,
+    /// The provider held the record already: journaled as `linked`.
+    Found,
+}
+
+/// Records the answer of a create or a discovery: the link becomes active with `snapshot`,
+/// the journal says how, and the contact is planned again (the provider may differ from
+/// it).
 #[allow(clippy::too_many_arguments)]
 pub fn finish_link(
     conn: &mut Connection,
@@ -81,10 +93,11 @@ pub fn finish_link(
     remote_id: &str,
     snapshot: &Fields,
     tags: Option<&Tags>,
-    replan: bool,
+    how: LinkOp,
     intent: Option<i64>,
-    now: i64,
+    stamp: Stamp,
 ) -> Result<bool, StoreError> {
+    let now = stamp.at;
     let tx = conn.transaction()?;
     if let Some(id) = intent {
         super::intents::complete_intent(&tx, id)?;
@@ -118,9 +131,24 @@ pub fn finish_link(
     }
     tx.prepare_cached("UPDATE links SET remote_id = ?2, state = 'active', snapshot = ?3, tags = ?4, hash = 0, updated_at = ?5 WHERE id = ?1")?
         .execute(params![link_id, remote_id, fields_json(snapshot), tags.map(tags_json), now])?;
-    if replan {
-        contacts::bump(&tx, contact_id, seq.next())?;
-    }
+    let (kind, op, changes) = match how {
+        LinkOp::Created => (EventKind::SentTo, Some("create"), created(snapshot, tags)),
+        LinkOp::Found => (EventKind::Linked, None, Changes::new()),
+    };
+    journal::write(
+        &tx,
+        stamp,
+        NewEntry {
+            contact: contact_id,
+            provider: Some(provider_id),
+            kind,
+            op,
+            remote_id: Some(remote_id),
+            outcome: None,
+            changes: &changes,
+        },
+    )?;
+    contacts::bump(&tx, contact_id, seq.next())?;
     tx.commit()?;
     Ok(true)
 }
@@ -176,6 +204,88 @@ pub fn update_link_snapshot(
     conn.prepare_cached("UPDATE links SET snapshot = ?2, tags = coalesce(?3, tags), hash = 0, updated_at = ?4 WHERE id = ?1")?
         .execute(params![link_id, fields_json(snapshot), tags.map(tags_json), now])?;
     Ok(())
+}
+
+/// Journals a write that went through (`sent_to`, in the caller's transaction): each field
+/// of `snapshot` that differs from the link's snapshot now (the value it replaced there, as
+/// far as the store knew it), and the tag set when `tags` changes it.
+pub fn journal_write(
+    conn: &Connection,
+    link_id: i64,
+    op: &str,
+    snapshot: &Fields,
+    tags: Option<&Tags>,
+    stamp: Stamp,
+) -> Result<(), StoreError> {
+    let (provider_id, contact_id, remote_id, old, old_tags): (
+        i64,
+        ContactId,
+        Option<String>,
+        String,
+        Option<String>,
+    ) = conn
+        .prepare_cached(
+            "SELECT provider_id, contact_id, remote_id, snapshot, tags FROM links WHERE id = ?1",
+        )?
+        .query_row([link_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+    let mut changes = sent_changes(&parse_fields(&old)?, snapshot);
+    if let Some(tags) = tags {
+        add_tag_change(
+            &mut changes,
+            &parse_tags(old_tags.as_deref())?.unwrap_or_default(),
+            tags,
+        );
+    }
+    journal::write(
+        conn,
+        stamp,
+        NewEntry {
+            contact: contact_id,
+            provider: Some(provider_id),
+            kind: EventKind::SentTo,
+            op: Some(op),
+            remote_id: remote_id.as_deref(),
+            outcome: None,
+            changes: &changes,
+        },
+    )
+}
+
+/// Journals a link going away (in the caller's transaction): our delete (`sent_to`
+/// delete) or the provider's (`gone`).
+pub fn journal_gone(
+    conn: &Connection,
+    link_id: i64,
+    deleted_by_us: bool,
+    stamp: Stamp,
+) -> Result<(), StoreError> {
+    let Some((provider_id, contact_id, remote_id)): Option<(i64, ContactId, Option<String>)> = conn
+        .prepare_cached("SELECT provider_id, contact_id, remote_id FROM links WHERE id = ?1")?
+        .query_row([link_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let (kind, op) = if deleted_by_us {
+        (EventKind::SentTo, Some("delete"))
+    } else {
+        (EventKind::Gone, None)
+    };
+    journal::write(
+        conn,
+        stamp,
+        NewEntry {
+            contact: contact_id,
+            provider: Some(provider_id),
+            kind,
+            op,
+            remote_id: remote_id.as_deref(),
+            outcome: None,
+            changes: &Changes::new(),
+        },
+    )
 }
 
 /// Marks a link gone (the provider answered 404 for it).

@@ -8,6 +8,7 @@
 pub mod contacts;
 pub mod cycle;
 pub mod intents;
+pub mod journal;
 pub mod links;
 pub mod migrations;
 pub mod pull;

@@ -6,16 +6,18 @@
 //! the 20 % guard.
 
 use super::contacts;
+use super::journal::{self, NewEntry, Stamp};
 use super::{Seq, StoreError};
+use crate::domain::journal::{Changes, EventKind, add_tag_change, created, field_changes};
 use crate::domain::matching::ContactId;
 use crate::domain::merge::{
-    ContactWrite, Held, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched, NewContact,
-    NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
+    ContactWrite, Held, HeldContact, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched,
+    NewContact, NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
 };
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashSet;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 pub use crate::domain::merge::FieldOwners;
 
@@ -213,11 +215,16 @@ pub fn apply_page(
     provider_id: i64,
     order: usize,
     records: &[NormalizedRecord],
-    now: i64,
+    stamp: Stamp,
 ) -> Result<PageOutcome, StoreError> {
+    let now = stamp.at;
     let tx = conn.transaction()?;
     let held = read_held(&tx, provider_id, records)?;
+    // The people as they were before this page, for the journal (only those the page
+    // may change are held: an unchanged record costs nothing here).
+    let mut before = held.contacts.clone();
     let merge = merge_page(records, held, owners, order);
+    let journal = PageJournal { provider_id, stamp };
     let mut out = PageOutcome {
         pulled: records.len() as u64,
         ..PageOutcome::default()
@@ -230,23 +237,22 @@ pub fn apply_page(
                 if update.contact_changed() {
                     out.changed += 1;
                 }
-                apply_update(&tx, seq, provider_id, &records[update.record], &update, now)?;
+                let rec = &records[update.record];
+                apply_update(&tx, seq, provider_id, rec, &update, now)?;
+                journal.update(&tx, &mut before, rec, &update)?;
             }
             Step::Create(new) => {
-                out.seen.push(apply_create(
-                    &tx,
-                    seq,
-                    provider_id,
-                    &records[new.record],
-                    &new,
-                    now,
-                )?);
+                let rec = &records[new.record];
+                let (link, contact) = apply_create(&tx, seq, provider_id, rec, &new, now)?;
+                out.seen.push(link);
+                journal.created(&tx, contact, rec, &new)?;
                 out.new_contacts += 1;
             }
             Step::Match(matched) => {
                 let rec = &records[matched.record];
                 out.seen
                     .push(apply_match(&tx, seq, provider_id, rec, &matched, now)?);
+                journal.matched(&tx, &mut before, rec, &matched)?;
                 resolve_conflict(&tx, provider_id, &rec.remote_id, now)?;
                 out.matched += 1;
             }
@@ -261,6 +267,144 @@ pub fn apply_page(
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// Writes a page's journal entries, in the page's transaction: what each record changed
+/// on its person (`changed_in`), and records tied to a person (`linked`).
+struct PageJournal {
+    provider_id: i64,
+    stamp: Stamp,
+}
+
+impl PageJournal {
+    fn entry(
+        &self,
+        conn: &Connection,
+        contact: ContactId,
+        kind: EventKind,
+        op: Option<&str>,
+        rec: &NormalizedRecord,
+        changes: &Changes,
+    ) -> Result<(), StoreError> {
+        journal::write(
+            conn,
+            self.stamp,
+            NewEntry {
+                contact,
+                provider: Some(self.provider_id),
+                kind,
+                op,
+                remote_id: Some(&rec.remote_id),
+                outcome: None,
+                changes,
+            },
+        )
+    }
+
+    /// A linked record's changes; the person's state moves on in `before`.
+    fn update(
+        &self,
+        conn: &Connection,
+        before: &mut HashMap<ContactId, HeldContact>,
+        rec: &NormalizedRecord,
+        update: &LinkUpdate,
+    ) -> Result<(), StoreError> {
+        if update.reactivate {
+            self.entry(
+                conn,
+                update.contact,
+                EventKind::Linked,
+                None,
+                rec,
+                &Changes::new(),
+            )?;
+        }
+        if !update.contact_changed() {
+            return Ok(());
+        }
+        let Some(held) = before.get_mut(&update.contact) else {
+            return Ok(());
+        };
+        let mut changes = match &update.write {
+            ContactWrite::Fields { fields, .. } => {
+                let changes = field_changes(&held.fields, fields);
+                held.fields = fields.clone();
+                changes
+            }
+            _ => Changes::new(),
+        };
+        let mut tags = held.tags.clone();
+        for t in &update.tags_add {
+            tags.insert(t);
+        }
+        for t in &update.tags_remove {
+            tags.remove(t);
+        }
+        add_tag_change(&mut changes, &held.tags, &tags);
+        held.tags = tags;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.entry(
+            conn,
+            update.contact,
+            EventKind::ChangedIn,
+            None,
+            rec,
+            &changes,
+        )
+    }
+
+    /// A record that became a new person.
+    fn created(
+        &self,
+        conn: &Connection,
+        contact: ContactId,
+        rec: &NormalizedRecord,
+        new: &NewContact,
+    ) -> Result<(), StoreError> {
+        let tags: Tags = new.tags.iter().collect();
+        let changes = created(&new.fields, Some(&tags));
+        self.entry(
+            conn,
+            contact,
+            EventKind::Linked,
+            Some("create"),
+            rec,
+            &changes,
+        )
+    }
+
+    /// A record tied to a person who existed: what it filled in.
+    fn matched(
+        &self,
+        conn: &Connection,
+        before: &mut HashMap<ContactId, HeldContact>,
+        rec: &NormalizedRecord,
+        matched: &Matched,
+    ) -> Result<(), StoreError> {
+        let mut changes = Changes::new();
+        if let Some(held) = before.get_mut(&matched.contact) {
+            if let Some((fields, _)) = &matched.write {
+                changes = field_changes(&held.fields, fields);
+                held.fields = fields.clone();
+            }
+            let mut tags = held.tags.clone();
+            for t in &matched.tags {
+                tags.insert(t);
+            }
+            add_tag_change(&mut changes, &held.tags, &tags);
+            held.tags = tags;
+        }
+        self.entry(
+            conn,
+            matched.contact,
+            EventKind::Linked,
+            None,
+            rec,
+            &changes,
+        )
+    }
 }
 
 /// Reads what the merge of `records` needs (see [`Held`]): each record's link; for a link
@@ -382,7 +526,7 @@ fn apply_update(
     Ok(())
 }
 
-/// Creates a new contact and links the record to it; returns the link id.
+/// Creates a new contact and links the record to it; returns the link id and the contact.
 fn apply_create(
     conn: &Connection,
     seq: &Seq,
@@ -390,13 +534,13 @@ fn apply_create(
     rec: &NormalizedRecord,
     new: &NewContact,
     now: i64,
-) -> Result<i64, StoreError> {
+) -> Result<(i64, ContactId), StoreError> {
     let id = contacts::insert(conn, &new.fields, new.phone_valid, seq.next(), now)?;
     for (kind, value) in &new.keys {
         contacts::add_key_if_free(conn, id, *kind, value)?;
     }
     contacts::add_tags(conn, id, &new.tags)?;
-    insert_link(conn, provider_id, id, rec, now)
+    Ok((insert_link(conn, provider_id, id, rec, now)?, id))
 }
 
 /// Fills a matched contact's gaps and links the record to it; returns the link id.
@@ -507,10 +651,11 @@ pub fn apply_staged_tags(
     provider_id: i64,
     universe: &Tags,
     seen: &LinkSet,
-    now: i64,
+    stamp: Stamp,
 ) -> Result<u64, StoreError> {
     /// Links read per batch (memory stays flat however many links the provider has).
     const BATCH: i64 = 2_000;
+    let now = stamp.at;
     let tx = conn.transaction()?;
     let mut changed = 0;
     let mut after = 0i64;
@@ -556,6 +701,11 @@ pub fn apply_staged_tags(
                 continue;
             }
             let (added, removed) = tag_changes(snap.as_ref(), &shown, Some(universe));
+            let before = if added.is_empty() && removed.is_empty() {
+                Tags::new()
+            } else {
+                contacts::load_tags(&tx, contact_id)?
+            };
             let mut touched = contacts::add_tags(&tx, contact_id, &added)? > 0;
             touched |= contacts::remove_tags(&tx, contact_id, &removed)? > 0;
             tx.prepare_cached("UPDATE links SET tags = ?2, updated_at = ?3 WHERE id = ?1")?
@@ -563,6 +713,28 @@ pub fn apply_staged_tags(
             if touched {
                 contacts::bump(&tx, contact_id, seq.next())?;
                 changed += 1;
+                let mut changes = Changes::new();
+                add_tag_change(
+                    &mut changes,
+                    &before,
+                    &contacts::load_tags(&tx, contact_id)?,
+                );
+                let remote_id: Option<String> = tx
+                    .prepare_cached("SELECT remote_id FROM links WHERE id = ?1")?
+                    .query_row([link_id], |r| r.get(0))?;
+                journal::write(
+                    &tx,
+                    stamp,
+                    NewEntry {
+                        contact: contact_id,
+                        provider: Some(provider_id),
+                        kind: EventKind::ChangedIn,
+                        op: None,
+                        remote_id: remote_id.as_deref(),
+                        outcome: None,
+                        changes: &changes,
+                    },
+                )?;
             }
         }
     }
@@ -584,8 +756,9 @@ pub fn mark_gone(
     provider_id: i64,
     seen: &LinkSet,
     guard_percent: u64,
-    now: i64,
+    stamp: Stamp,
 ) -> Result<(Vec<ContactId>, u64), StoreError> {
+    let now = stamp.at;
     // Count first, collect only when the guard lets them go (memory stays flat even when
     // a whole listing went missing).
     let missing_ids = |collect: bool| -> Result<(u64, u64, Vec<i64>), StoreError> {
@@ -616,10 +789,25 @@ pub fn mark_gone(
     let mut contacts = Vec::with_capacity(missing.len());
     {
         let mut stmt = tx.prepare_cached(
-            "UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1 RETURNING contact_id",
+            "UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1 RETURNING contact_id, remote_id",
         )?;
         for id in &missing {
-            contacts.push(stmt.query_row(params![id, now], |r| r.get(0))?);
+            let (contact, remote_id): (ContactId, Option<String>) =
+                stmt.query_row(params![id, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            journal::write(
+                tx,
+                stamp,
+                NewEntry {
+                    contact,
+                    provider: Some(provider_id),
+                    kind: EventKind::Gone,
+                    op: None,
+                    remote_id: remote_id.as_deref(),
+                    outcome: None,
+                    changes: &Changes::new(),
+                },
+            )?;
+            contacts.push(contact);
         }
     }
     Ok((contacts, 0))

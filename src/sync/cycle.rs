@@ -1,7 +1,10 @@
 //! [`Engine::run_cycle`]: recover, pull, then plan and push each provider on its own.
+//! An undo ([`super::undo`]) is the same cycle with its restorations between the pull and
+//! the plan.
 
 use super::failure::ProviderFailure;
 use super::push::{Executor, recover_creating};
+use super::undo::{UndoOutcome, UndoRequest};
 use super::{CycleOptions, CycleReport, Engine, ProviderReport, ProviderSlot, SyncError};
 use crate::provider::Provider;
 use crate::store::pull::FieldOwners;
@@ -24,12 +27,23 @@ impl<P: Provider> Engine<P> {
             deadline,
             budget: self.retry_budget,
             now: self.clock.as_fn(),
+            run: self.run,
         }
     }
 
     /// Runs one cycle. In dry-run the store must be a copy (the plan is persisted there
     /// as on a real run, and printed instead of sent).
     pub async fn run_cycle(&mut self, opts: &CycleOptions) -> Result<CycleReport, SyncError> {
+        Ok(self.cycle(opts, None).await?.0)
+    }
+
+    /// One cycle; with `undo`, the run it names is put back between the pull and the
+    /// plan, so the restored values go out through the same plan and executor.
+    pub(super) async fn cycle(
+        &mut self,
+        opts: &CycleOptions,
+        undo: Option<&UndoRequest>,
+    ) -> Result<(CycleReport, Option<UndoOutcome>), SyncError> {
         let now = self.clock.now_secs();
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         for slot in &self.slots {
@@ -50,11 +64,14 @@ impl<P: Provider> Engine<P> {
             .iter()
             .map(|s| ProviderReport::new(&s.settings.name, s.settings.kind.as_str()))
             .collect();
-        let run_ids = if opts.dry_run {
-            Vec::new()
-        } else {
-            self.store.begin_runs(self.ids.clone(), now).await?
-        };
+        // A dry run records its run too: its store is a copy, and an undo's dry run must
+        // see the changes its pull finds as later than the run it undoes.
+        let prune_before = now.saturating_sub(i64::from(self.history_days) * 86_400);
+        let (run, run_ids) = self
+            .store
+            .begin_runs(self.ids.clone(), undo.map(|u| u.run), prune_before, now)
+            .await?;
+        self.run = Some(run);
 
         let this = &*self;
         // 1. Recover creates a crash left unanswered.
@@ -104,7 +121,15 @@ impl<P: Provider> Engine<P> {
             }
         }
 
-        // 3. Plan and push, each provider on its own: one provider's trouble never holds
+        // 3. An undo puts the run's values back (its restored people are planned below).
+        let mut undone = None;
+        if let Some(request) = undo
+            && !opts.cancel.is_cancelled()
+        {
+            undone = Some(this.put_back(request).await?);
+        }
+
+        // 4. Plan and push, each provider on its own: one provider's trouble never holds
         // back another's writes.
         if !opts.cancel.is_cancelled() {
             let listing_complete = &listing_complete;
@@ -156,8 +181,8 @@ impl<P: Provider> Engine<P> {
             }
         }
 
-        // 4. Record the runs.
-        if !opts.dry_run {
+        // 5. Record the runs.
+        {
             let finished = self.clock.now_secs();
             for ((report, &run_id), &id) in reports.iter().zip(&run_ids).zip(&self.ids) {
                 let error = report.error.as_ref().map(ToString::to_string).or_else(|| {
@@ -178,10 +203,17 @@ impl<P: Provider> Engine<P> {
                     )
                     .await?;
             }
+            let ok = reports.iter().all(ProviderReport::ok);
+            self.store.finish_cycle(run, ok, finished).await?;
         }
-        Ok(CycleReport {
-            providers: reports,
-            dry_run: opts.dry_run,
-        })
+        self.run = None;
+        Ok((
+            CycleReport {
+                providers: reports,
+                dry_run: opts.dry_run,
+                run: Some(run),
+            },
+            undone,
+        ))
     }
 }

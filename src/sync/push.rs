@@ -21,7 +21,8 @@ use crate::domain::merge::normalize_record;
 use crate::domain::normalize::DefaultRegion;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
 use crate::provider::{Capabilities, ErrorKind, LookupKey, Provider, ProviderError, Target};
-use crate::store::cycle::{LinkState, Linked};
+use crate::store::cycle::{LinkState, Linked, LinkedBy};
+use crate::store::journal::Stamp;
 use crate::store::runs::RunCounts;
 use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +77,8 @@ pub struct Executor<'a, P> {
     pub budget: Duration,
     /// Unix seconds now (the clock is passed in).
     pub now: &'a (dyn Fn() -> i64 + Send + Sync),
+    /// The run in progress (what the journal entries of its writes are stamped with).
+    pub run: Option<i64>,
 }
 
 /// The planner's view of a provider for turning intents into steps.
@@ -132,6 +135,14 @@ impl From<ProviderError> for Fail {
 }
 
 impl<P: Provider> Executor<'_, P> {
+    /// The journal stamp of something happening now.
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            run: self.run,
+            at: (self.now)(),
+        }
+    }
+
     fn name(&self) -> &str {
         &self.slot.settings.name
     }
@@ -313,7 +324,13 @@ impl<P: Provider> Executor<'_, P> {
         );
         match self
             .store
-            .fail_intent(step.intent_id, dead, now + wait, error.to_string(), now)
+            .fail_intent(
+                step.intent_id,
+                dead,
+                now + wait,
+                error.to_string(),
+                self.stamp(),
+            )
             .await
         {
             Ok(()) => StepEnd::Failed(error),
@@ -379,9 +396,15 @@ impl<P: Provider> Executor<'_, P> {
                 out.counts.updated += 1;
                 let mut snapshot = link.snapshot;
                 snapshot.extend(change_map);
-                let now = (self.now)();
                 self.store
-                    .record_write(link.id, snapshot, None, Some(intent), now)
+                    .record_write(
+                        link.id,
+                        "update",
+                        snapshot,
+                        None,
+                        Some(intent),
+                        self.stamp(),
+                    )
                     .await?;
                 Ok(())
             }
@@ -426,9 +449,16 @@ impl<P: Provider> Executor<'_, P> {
                         after.remove(t);
                     }
                 }
-                let now = (self.now)();
+                let op = if adding { "tag_add" } else { "tag_remove" };
                 self.store
-                    .record_write(link.id, link.snapshot, Some(after), Some(intent), now)
+                    .record_write(
+                        link.id,
+                        op,
+                        link.snapshot,
+                        Some(after),
+                        Some(intent),
+                        self.stamp(),
+                    )
                     .await?;
                 Ok(())
             }
@@ -446,8 +476,9 @@ impl<P: Provider> Executor<'_, P> {
                 }
                 crate::crash_point!("mid-propagated-delete");
                 out.counts.deleted += 1;
-                let now = (self.now)();
-                self.store.record_gone(link.id, intent, false, now).await?;
+                self.store
+                    .record_gone(link.id, intent, false, true, self.stamp())
+                    .await?;
                 Ok(())
             }
         }
@@ -493,7 +524,7 @@ impl<P: Provider> Executor<'_, P> {
                         tracing::info!(provider = %self.name(), "a create whose answer was lost had reached the provider; linked it");
                         out.counts.matched += 1;
                         return self
-                            .link_and_converge(step, l.link.id, found, want, out)
+                            .link_and_converge(step, l.link.id, found, LinkedBy::Created, want, out)
                             .await;
                     }
                     Verified::Absent => l.link.id,
@@ -520,7 +551,9 @@ impl<P: Provider> Executor<'_, P> {
                     match self.find(fields).await {
                         Ok(Some(found)) => {
                             out.counts.matched += 1;
-                            return self.link_and_converge(step, id, found, want, out).await;
+                            return self
+                                .link_and_converge(step, id, found, LinkedBy::Found, want, out)
+                                .await;
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -548,20 +581,20 @@ impl<P: Provider> Executor<'_, P> {
                 } else {
                     (caps.tags_read || caps.tags_add).then(Tags::new)
                 };
-                let (snapshot, tags_now) = if created.existed {
+                let (snapshot, tags_now, how) = if created.existed {
                     out.counts.matched += 1;
                     // An existing contact answered: we know only the keys it was found by.
-                    (self.key_fields(fields), None)
+                    (self.key_fields(fields), None, LinkedBy::Found)
                 } else {
                     out.counts.created += 1;
-                    (fields.clone(), held_tags)
+                    (fields.clone(), held_tags, LinkedBy::Created)
                 };
                 let found = Linked {
                     remote_id: created.remote_id,
                     snapshot,
                     tags: tags_now,
                 };
-                self.link_and_converge(step, link_id, found, want, out)
+                self.link_and_converge(step, link_id, found, how, want, out)
                     .await
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
@@ -569,7 +602,7 @@ impl<P: Provider> Executor<'_, P> {
                 match self.find(fields).await? {
                     Some(found) => {
                         out.counts.matched += 1;
-                        self.link_and_converge(step, link_id, found, want, out)
+                        self.link_and_converge(step, link_id, found, LinkedBy::Found, want, out)
                             .await
                     }
                     None => {
@@ -594,15 +627,15 @@ impl<P: Provider> Executor<'_, P> {
         step: &Step,
         link_id: i64,
         found: Linked,
+        how: LinkedBy,
         want: &Wanted<'_>,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
-        let now = (self.now)();
         let linked = self
             .store
             // Planned again next cycle: should this step be cut off before it converges
             // the record (a crash), the planner sees what is left against the new link.
-            .link_found(link_id, step.contact_id, found, true, None, now)
+            .link_found(link_id, step.contact_id, found, how, None, self.stamp())
             .await?;
         if !linked {
             // The record is linked to another contact: held as a conflict, not merged.
@@ -642,7 +675,6 @@ impl<P: Provider> Executor<'_, P> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut snapshot = link.snapshot.clone();
-        let now = (self.now)();
         if !changes.is_empty() {
             let target = Target {
                 remote_id: &link.remote_id,
@@ -656,7 +688,14 @@ impl<P: Provider> Executor<'_, P> {
             out.counts.updated += 1;
             snapshot.extend(changes);
             self.store
-                .record_write(link.id, snapshot.clone(), None, None, now)
+                .record_write(
+                    link.id,
+                    "update",
+                    snapshot.clone(),
+                    None,
+                    None,
+                    self.stamp(),
+                )
                 .await?;
         }
         let wanted: Tags = tags.iter().collect();
@@ -699,8 +738,16 @@ impl<P: Provider> Executor<'_, P> {
                     held.remove(t);
                 }
             }
+            let op = if adding { "tag_add" } else { "tag_remove" };
             self.store
-                .record_write(link.id, snapshot.clone(), Some(held.clone()), None, now)
+                .record_write(
+                    link.id,
+                    op,
+                    snapshot.clone(),
+                    Some(held.clone()),
+                    None,
+                    self.stamp(),
+                )
                 .await?;
         }
         self.store.close_intent(step.intent_id).await?;
@@ -785,9 +832,8 @@ impl<P: Provider> Executor<'_, P> {
     /// (never re-created) and the intent closed. Anything else is a failure of the step.
     async fn gone_or_fail(&self, link_id: i64, intent: i64, e: ProviderError) -> Result<(), Fail> {
         if e.kind == ErrorKind::NotFound {
-            let now = (self.now)();
             self.store
-                .record_gone(link_id, intent, self.propagate_deletes, now)
+                .record_gone(link_id, intent, self.propagate_deletes, false, self.stamp())
                 .await?;
             tracing::info!(provider = %e.provider, "a linked record no longer exists there; marked gone");
             return Ok(());
@@ -864,9 +910,15 @@ pub async fn recover_creating<P: Provider>(ex: &Executor<'_, P>) -> Result<u64, 
         match ex.verify(&sent).await.map_err(RecoverError::Provider)? {
             Verified::Found(found) => {
                 tracing::info!(provider = %ex.name(), "an interrupted create had reached the provider; linked it");
-                let now = (ex.now)();
                 ex.store
-                    .link_found(link_id, contact_id, found, true, None, now)
+                    .link_found(
+                        link_id,
+                        contact_id,
+                        found,
+                        LinkedBy::Created,
+                        None,
+                        ex.stamp(),
+                    )
                     .await
                     .map_err(|e| RecoverError::Store(e.to_string()))?;
                 linked += 1;

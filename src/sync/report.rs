@@ -103,6 +103,8 @@ pub struct CycleReport {
     pub providers: Vec<ProviderReport>,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The run id (`contact-sync runs`, `history`, `undo --run`).
+    pub run: Option<i64>,
 }
 
 impl CycleReport {
