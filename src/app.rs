@@ -264,11 +264,15 @@ fn run_engine(
             }
         };
         let names: Vec<String> = slots.iter().map(|s| s.settings.name.clone()).collect();
-        let mut engine = crate::sync::Engine::new(store, slots, settings.default_region)
-            .with_propagate_deletes(settings.propagate_deletes)
-            .with_retry_budget(settings.retry_budget)
-            .with_history_days(settings.history_days)
-            .with_clock(crate::clock::Clock::system());
+        let mut engine = crate::sync::Engine::new(
+            store,
+            slots,
+            settings.default_region,
+            crate::clock::Clock::system(),
+        )
+        .with_propagate_deletes(settings.propagate_deletes)
+        .with_retry_budget(settings.retry_budget)
+        .with_history_days(settings.history_days);
         let display = crate::daemon::progress::Display::new(&names);
         let opts = crate::sync::CycleOptions {
             dry_run,

@@ -5,8 +5,11 @@ use super::contacts;
 use super::journal::{self, NewEntry, Stamp};
 use super::pull::{fields_json, parse_fields, parse_tags, tags_json};
 use super::{Seq, StoreError};
-use crate::domain::journal::{Changes, EventKind, add_tag_change, created, sent_changes};
-use crate::domain::matching::ContactId;
+use crate::domain::field;
+use crate::domain::journal::{
+    Changes, EventKind, add_tag_change, created, field_changes, sent_changes,
+};
+use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -82,8 +85,10 @@ pub enum LinkOp {
 }
 
 /// Records the answer of a create or a discovery: the link becomes active with `snapshot`,
-/// the journal says how, and the contact is planned again (the provider may differ from
-/// it).
+/// the journal says how (`how`; what the record filled in is a `linked` entry), and the
+/// record fills the contact's gaps. When `replan` is set the contact is planned
+/// again (the provider may differ from it). Returns `None` when another contact holds the
+/// record (a conflict, not linked), else whether the contact's gaps were filled.
 #[allow(clippy::too_many_arguments)]
 pub fn finish_link(
     conn: &mut Connection,
@@ -93,10 +98,11 @@ pub fn finish_link(
     remote_id: &str,
     snapshot: &Fields,
     tags: Option<&Tags>,
+    replan: bool,
     how: LinkOp,
     intent: Option<i64>,
     stamp: Stamp,
-) -> Result<bool, StoreError> {
+) -> Result<Option<bool>, StoreError> {
     let now = stamp.at;
     let tx = conn.transaction()?;
     if let Some(id) = intent {
@@ -127,30 +133,98 @@ pub fn finish_link(
             now,
         )?;
         tx.commit()?;
-        return Ok(false);
+        return Ok(None);
     }
     tx.prepare_cached("UPDATE links SET remote_id = ?2, state = 'active', snapshot = ?3, tags = ?4, hash = 0, updated_at = ?5 WHERE id = ?1")?
         .execute(params![link_id, remote_id, fields_json(snapshot), tags.map(tags_json), now])?;
-    let (kind, op, changes) = match how {
-        LinkOp::Created => (EventKind::SentTo, Some("create"), created(snapshot, tags)),
-        LinkOp::Found => (EventKind::Linked, None, Changes::new()),
+    let fills = fill_gaps(&tx, contact_id, snapshot, tags, seq, now)?;
+    let entry = |kind, op, changes: &Changes| {
+        journal::write(
+            &tx,
+            stamp,
+            NewEntry {
+                contact: contact_id,
+                provider: Some(provider_id),
+                kind,
+                op,
+                remote_id: Some(remote_id),
+                outcome: None,
+                changes,
+            },
+        )
     };
-    journal::write(
-        &tx,
-        stamp,
-        NewEntry {
-            contact: contact_id,
-            provider: Some(provider_id),
-            kind,
-            op,
-            remote_id: Some(remote_id),
-            outcome: None,
-            changes: &changes,
-        },
-    )?;
-    contacts::bump(&tx, contact_id, seq.next())?;
+    match how {
+        LinkOp::Created => {
+            entry(EventKind::SentTo, Some("create"), &created(snapshot, tags))?;
+            if let Some(fills) = &fills {
+                entry(EventKind::Linked, None, fills)?;
+            }
+        }
+        LinkOp::Found => entry(
+            EventKind::Linked,
+            None,
+            fills.as_ref().unwrap_or(&Changes::new()),
+        )?,
+    }
+    let filled = fills.is_some();
+    if replan && !filled {
+        contacts::bump(&tx, contact_id, seq.next())?;
+    }
     tx.commit()?;
-    Ok(true)
+    Ok(Some(filled))
+}
+
+/// A record just linked fills the contact's gaps with what it holds (never a field the
+/// contact has; an email or external key only when no other contact holds it; a phone
+/// never, since its validity is not known here) and brings its tags. Returns what changed
+/// on the contact, if anything (then it is planned again, so the other providers get it
+/// too).
+fn fill_gaps(
+    conn: &Connection,
+    contact_id: ContactId,
+    found: &Fields,
+    found_tags: Option<&Tags>,
+    seq: &Seq,
+    now: i64,
+) -> Result<Option<Changes>, StoreError> {
+    let Some(held) = contacts::load_held(conn, contact_id)? else {
+        return Ok(None);
+    };
+    let mut fills = crate::domain::merge::gaps_filled_by(&held.fields, found);
+    fills.remove(field::PHONE);
+    for (key, kind) in [
+        (field::EMAIL, KeyKind::Email),
+        (field::SOURCE_ID, KeyKind::SourceId),
+    ] {
+        if let Some(value) = fills.get(key)
+            && !contacts::add_key_if_free(conn, contact_id, kind, value)?
+        {
+            fills.remove(key);
+        }
+    }
+    let new_tags: Vec<String> = found_tags
+        .map(|t| {
+            t.names()
+                .filter(|n| !held.tags.contains(n))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if fills.is_empty() && new_tags.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = held.fields.clone();
+    fields.extend(fills);
+    crate::domain::names::complete(&mut fields);
+    contacts::save_fields(conn, contact_id, &fields, held.phone_valid, seq.next(), now)?;
+    contacts::add_tags(conn, contact_id, &new_tags)?;
+    let mut changes = field_changes(&held.fields, &fields);
+    let mut tags_after = held.tags.clone();
+    for t in &new_tags {
+        tags_after.insert(t);
+    }
+    add_tag_change(&mut changes, &held.tags, &tags_after);
+    Ok(Some(changes))
 }
 
 /// Drops a `creating` link whose create never reached the provider, and marks the

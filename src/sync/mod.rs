@@ -123,6 +123,9 @@ pub enum SyncError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Putting a run's values back failed (nothing of it was applied).
+    #[error("the undo could not put the values back: {0}")]
+    Undo(String),
 }
 
 /// The engine: the store plus the providers of this cycle, in config order.
@@ -179,8 +182,14 @@ pub fn lookup_keys<'a>(caps: &Capabilities, fields: &'a Fields) -> Vec<LookupKey
 
 impl<P: Provider> Engine<P> {
     /// An engine over `store` for `slots` (config order decides same-cycle conflicts),
-    /// reading the system clock; see [`Engine::with_clock`].
-    pub fn new(store: Store, slots: Vec<ProviderSlot<P>>, region: DefaultRegion) -> Self {
+    /// stamping runs, links and intents with `clock` (the caller's: the engine reads no
+    /// clock of its own).
+    pub fn new(
+        store: Store,
+        slots: Vec<ProviderSlot<P>>,
+        region: DefaultRegion,
+        clock: Clock,
+    ) -> Self {
         phone_regexes::enlarge_cache();
         Self {
             store,
@@ -191,7 +200,7 @@ impl<P: Provider> Engine<P> {
             propagate_deletes: false,
             ids: Vec::new(),
             retry_budget: DEFAULT_RETRY_BUDGET,
-            clock: Clock::system(),
+            clock,
             history_days: DEFAULT_HISTORY_DAYS,
             run: None,
         }
@@ -226,13 +235,6 @@ impl<P: Provider> Engine<P> {
     #[must_use]
     pub fn with_retry_budget(mut self, budget: std::time::Duration) -> Self {
         self.retry_budget = budget;
-        self
-    }
-
-    /// Sets the clock the cycle stamps runs, links and intents with.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
         self
     }
 
