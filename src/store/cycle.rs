@@ -222,6 +222,7 @@ impl Store {
     /// linked, with what it filled in); the intent (if any) is closed and the contact is
     /// planned again when `replan` (or when it was filled). `None`: the record is linked
     /// to another contact (held as a conflict); else whether the contact was filled.
+    #[allow(clippy::too_many_arguments)]
     pub async fn link_found(
         &self,
         link_id: i64,
