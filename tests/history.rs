@@ -280,3 +280,65 @@ async fn unknown_keys_and_runs_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run 999"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undoing_an_import_with_delete_created_deletes_what_it_created_where_it_can() {
+    let world = World::new(12).await;
+    let seeded: Vec<usize> = world
+        .names()
+        .iter()
+        .map(|n| common::contacts(&world.instance(n).dump()).len())
+        .collect();
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let run_id = newest_run(&world).await["id"].as_i64().unwrap();
+    let synced: Vec<usize> = world
+        .names()
+        .iter()
+        .map(|n| common::contacts(&world.instance(n).dump()).len())
+        .collect();
+    assert!(
+        synced.iter().zip(&seeded).all(|(s, b)| s > b),
+        "{synced:?} {seeded:?}"
+    );
+
+    // Without --delete-created nothing is deleted, and it says so.
+    let out = world
+        .run(&["undo", "--run", &run_id.to_string(), "--dry-run"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("--delete-created deletes them"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = world
+        .run(&["undo", "--run", &run_id.to_string(), "--delete-created"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, name) in world.names().iter().enumerate() {
+        let now = common::contacts(&world.instance(name).dump()).len();
+        let kind = world.instance(name).kind();
+        if kind == "dmchamp" {
+            assert_eq!(now, synced[i], "DM Champ cannot delete: {}", stdout(&out));
+        } else {
+            assert_eq!(
+                now,
+                seeded[i],
+                "{name} is back to what it held: {}",
+                stdout(&out)
+            );
+        }
+    }
+    assert!(stdout(&out).contains("kept"), "{}", stdout(&out));
+    // Deleted records are never created again.
+    let writes = world.writes();
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    assert_eq!(world.writes(), writes);
+}

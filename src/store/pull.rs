@@ -722,13 +722,20 @@ pub fn apply_staged_tags(
                 let remote_id: Option<String> = tx
                     .prepare_cached("SELECT remote_id FROM links WHERE id = ?1")?
                     .query_row([link_id], |r| r.get(0))?;
+                // Tags first seen on this link (none known before) came with the record,
+                // as a link's fields do: a `linked` entry, not a change made there.
+                let kind = if snap.is_some() {
+                    EventKind::ChangedIn
+                } else {
+                    EventKind::Linked
+                };
                 journal::write(
                     &tx,
                     stamp,
                     NewEntry {
                         contact: contact_id,
                         provider: Some(provider_id),
-                        kind: EventKind::ChangedIn,
+                        kind,
                         op: None,
                         remote_id: remote_id.as_deref(),
                         outcome: None,
