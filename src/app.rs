@@ -319,10 +319,20 @@ fn run_engine(
 /// Opens the store read-only for a report command (`None`: no store yet); an exit code
 /// once the problem is printed.
 fn read_only_store(settings: &Settings) -> Result<Option<rusqlite::Connection>, u8> {
-    store::open_read_only(&settings.store_path).map_err(|e| {
+    let conn = store::open_read_only(&settings.store_path).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_FAILED
-    })
+    })?;
+    if let Some(c) = &conn
+        && !store::is_current(c).unwrap_or(false)
+    {
+        eprintln!(
+            "error: the store {} was last written by an older contact-sync and has no journal yet; run one sync (`contact-sync --sync-now`, or start the daemon) to bring it up to date",
+            settings.store_path.display()
+        );
+        return Err(EXIT_FAILED);
+    }
+    Ok(conn)
 }
 
 fn print_json(value: &impl serde::Serialize) -> u8 {

@@ -245,6 +245,13 @@ pub fn open_read_only(path: &Path) -> Result<Option<Connection>, StoreError> {
     Ok(Some(conn))
 }
 
+/// Whether a store opened read-only has every migration this binary knows (a store last
+/// written by an older contact-sync is brought up to date by the next sync, which opens it
+/// for writing).
+pub fn is_current(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(schema_version(conn)? >= migrations::latest_version())
+}
+
 /// The change sequence of golden records: every change takes the next number, so
 /// planning finds what changed since its watermark. Only the writer thread advances it.
 #[derive(Debug, Clone, Default)]
