@@ -261,16 +261,21 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
                     format!("not in this provider's listing{again}"),
                 )
             } else {
+                // The create finds the record holding that key — unless another key is
+                // searched first: a record found by another key must be known by this
+                // one too (DM Champ tags by phone), so then it is searched as well.
+                let keys = lookup_keys(shape, fields);
                 let create_finds = shape.create_finds.as_ref().and_then(|name| {
+                    let only_key = keys.iter().all(|k| &k.field == name);
                     fields
                         .get(name)
-                        .filter(|v| !v.is_empty())
+                        .filter(|v| only_key && !v.is_empty())
                         .map(|v| LookupBy {
                             field: name.clone(),
                             value: v.clone(),
                         })
                 });
-                let lookup = lookup_keys(shape, fields)
+                let lookup = keys
                     .into_iter()
                     .filter(|k| create_finds.as_ref().is_none_or(|c| c.field != k.field))
                     .collect();
@@ -557,12 +562,28 @@ mod tests {
         else {
             panic!("{:?}", steps[0].action);
         };
-        // The email is still searched first (a record holding it under another phone is
-        // the same person); the phone is found by the create itself.
+        // With an email to search, the phone is searched too (first): a record found by
+        // its email must be known there by its phone as well.
         assert_eq!(
             lookup.iter().map(|k| k.field.as_str()).collect::<Vec<_>>(),
-            ["email"]
+            ["phone", "email"]
         );
+        assert!(create_finds.is_none());
+        // With only a phone there is nothing to search: the create itself finds it.
+        let op = Operation::Create {
+            fields: fields(&[("phone", "+34600000001")]),
+            tags: vec![],
+        };
+        let steps = plan_provider(&shape, vec![due(2, 8, op, LinkView::None)]);
+        let Action::CreateUnlessFound {
+            lookup,
+            create_finds,
+            ..
+        } = &steps[0].action
+        else {
+            panic!("{:?}", steps[0].action);
+        };
+        assert!(lookup.is_empty());
         assert_eq!(
             create_finds.as_ref().map(|k| k.value.as_str()),
             Some("+34600000001")
@@ -572,16 +593,6 @@ mod tests {
             "{}",
             steps[0].describe()
         );
-        // Without an email there is nothing to search: the create alone.
-        let op = Operation::Create {
-            fields: fields(&[("phone", "+34600000001")]),
-            tags: vec![],
-        };
-        let steps = plan_provider(&shape, vec![due(2, 8, op, LinkView::None)]);
-        let Action::CreateUnlessFound { lookup, .. } = &steps[0].action else {
-            panic!("{:?}", steps[0].action);
-        };
-        assert!(lookup.is_empty());
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {

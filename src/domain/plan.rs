@@ -229,9 +229,12 @@ pub fn plan_contact(
             tags,
         } => {
             let mut changes = Vec::new();
+            // The provider's own split of the same name into given and family name is not
+            // a change.
+            let same_name = names::same_name(&desired, snapshot);
             for (f, new) in &desired {
                 let old = snapshot.get(f).cloned().unwrap_or_default();
-                if &old == new {
+                if &old == new || (same_name && names::is_split_name_field(f)) {
                     continue;
                 }
                 let immutable = (f == field::PHONE && !shape.phone_mutable)

@@ -569,7 +569,14 @@ impl<P: Provider> Executor<'_, P> {
                     } else {
                         self.key_fields(fields)
                     };
-                    (found_by, None)
+                    // Its tags are read where they can be, so only the missing ones are
+                    // written.
+                    let tags = if caps.tags_read_by_id && !caps.tags_by_listing {
+                        Some(self.slot.client.read_tags(&created.remote_id).await?)
+                    } else {
+                        None
+                    };
+                    (found_by, tags)
                 } else {
                     out.counts.created += 1;
                     (fields.clone(), held_tags)
@@ -676,10 +683,14 @@ impl<P: Provider> Executor<'_, P> {
     /// and the tags to add and remove; `None` when nothing.
     fn left_to_converge(&self, want: &Wanted<'_>, link: &ActiveLink) -> Option<Converge> {
         let caps = self.caps();
+        // The provider's own split of the same name into given and family name is not a
+        // change (as the planner sees it).
+        let same_name = crate::domain::names::same_name(want.desired, &link.snapshot);
         let changes: Fields = want
             .desired
             .iter()
             .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
+            .filter(|(k, _)| !(same_name && crate::domain::names::is_split_name_field(k)))
             .filter(|(k, _)| {
                 (k.as_str() != field::PHONE || caps.phone_mutable)
                     && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
