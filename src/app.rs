@@ -15,6 +15,10 @@ pub fn run(cli: &Cli) -> ExitCode {
     let code = match &cli.command {
         Some(Command::CheckConfig) => check_config(cli),
         Some(Command::Status { json }) => status(cli, *json),
+        Some(Command::Review { json, action }) => match load_settings(cli, Secrets::Skip) {
+            Ok(settings) => crate::review::run(&settings, *json, action.as_ref()),
+            Err(code) => code,
+        },
         Some(Command::Demo { contacts }) => demo(*contacts),
         Some(Command::Simulate {
             contacts,

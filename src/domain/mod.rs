@@ -8,5 +8,6 @@ pub mod names;
 pub mod normalize;
 pub mod plan;
 pub mod record;
+pub mod review;
 
 pub use record::{Fields, GoldenRecord, RemoteRecord, Tags, attr_field, field, tag_key};
