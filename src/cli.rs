@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long, requires = "sync_now")]
     pub dry_run: bool,
 
+    /// With --dry-run: print the first-run match report and the plan as one JSON object.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+
     /// Limit the cycle to these providers (instance names; repeatable).
     #[arg(long = "provider", value_name = "NAME")]
     pub providers: Vec<String>,

@@ -308,3 +308,80 @@ async fn merge_makes_one_person_in_every_provider_and_then_nothing_is_written() 
         json!([])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
+    let world = World::new(30).await;
+    let (a, b) = two_people(&world);
+    mixed_up_record(&world, &a, &b).await;
+    // One Argentinian mobile, written with the mobile 9 in Chatwoot and without in MaiAgent.
+    let http = reqwest::Client::builder().build().unwrap();
+    let r = http
+        .post(world.chatwoot_url("/contacts"))
+        .header("api_access_token", world.chatwoot_token())
+        .json(&json!({"name": "Lucía Pereyra", "phone_number": "+5491123456789"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let info = world.sim.info();
+    let r = http
+        .post(format!(
+            "{}/api/contacts/",
+            info["maiagent"]["base_url"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({
+            "name": "Lucía Pereyra",
+            "phoneNumber": "+54 11 2345-6789",
+            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+
+    let writes = world.writes();
+    let out = world.run(&["--sync-now", "--dry-run", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &v["report"];
+    let m = &report["matched_by"];
+    for key in ["source_id", "phone", "email", "phone_variant"] {
+        assert!(m[key].is_u64(), "{report}");
+    }
+    assert!(
+        m["phone"].as_u64().unwrap() + m["email"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(m["phone_variant"], 1, "the Argentinian mobile: {report}");
+    let gains = report["new_people"].as_object().unwrap();
+    for name in world.names() {
+        assert!(gains[&name].is_u64(), "{name}: {report}");
+    }
+    assert!(gains.values().map(|n| n.as_u64().unwrap()).sum::<u64>() > 0);
+    let items = report["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "the mixed-up record is held: {report}");
+    assert!(
+        items
+            .iter()
+            .all(|i| i["provider"] == "sales-bot" && i["id"].is_i64())
+    );
+    let plan = v["plan"].as_array().unwrap();
+    assert!(!plan.is_empty());
+    assert!(plan.iter().all(|s| s["provider"].is_string()));
+    assert_eq!(world.writes(), writes, "a dry run writes nothing");
+    assert_eq!(world.status().await["contacts"], 0, "nor to the store");
+
+    let human = world.run(&["--sync-now", "--dry-run"]).await;
+    let text = stdout(&human);
+    let report_at = text.find("first-run match report").expect(&text);
+    let plan_at = text.find("planned write(s)").expect(&text);
+    assert!(
+        report_at < plan_at,
+        "the report comes before the plan:\n{text}"
+    );
+}

@@ -4,6 +4,7 @@
 
 use super::names;
 use super::record::{Fields, GoldenRecord, Tags, field};
+use super::whatsapp;
 use serde::{Deserialize, Serialize};
 
 /// What one provider can hold and do, as far as planning is concerned.
@@ -231,7 +232,9 @@ pub fn plan_contact(
             let mut changes = Vec::new();
             for (f, new) in &desired {
                 let old = snapshot.get(f).cloned().unwrap_or_default();
-                if &old == new {
+                // A phone the provider holds in another WhatsApp form of the same number
+                // is never rewritten because of the equivalence.
+                if &old == new || (f == field::PHONE && whatsapp::equivalent(&old, new)) {
                     continue;
                 }
                 let immutable = (f == field::PHONE && !shape.phone_mutable)

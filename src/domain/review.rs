@@ -266,6 +266,7 @@ mod tests {
             source_id: None,
             phone: phone.map(Into::into),
             email: email.map(Into::into),
+            phone_variants: Vec::new(),
         }
     }
 
@@ -341,6 +342,7 @@ mod tests {
             source_id: Some("s".into()),
             phone: Some("+1".into()),
             email: Some("b@x".into()),
+            phone_variants: Vec::new(),
         };
         let out = filter_hits(
             &k,

@@ -298,6 +298,23 @@ impl Store {
             .await
     }
 
+    /// How many records are linked (active), over all providers: none before a first run.
+    pub async fn active_links(&self) -> Result<i64, StoreError> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM links WHERE state = 'active'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// The open review items (what a dry run would leave open).
+    pub async fn open_review_items(&self) -> Result<Vec<super::review::Item>, StoreError> {
+        self.call(|c| super::review::open_items(c)).await
+    }
+
     /// The planning watermark of a provider: contacts changed after it are planned.
     pub async fn planned_seq(&self, provider_id: i64) -> Result<i64, StoreError> {
         self.call(move |c| intents::planned_seq(c, provider_id))

@@ -117,8 +117,8 @@ pub fn finish_link(
                 fields: Some(snapshot),
                 tags,
             },
-            ItemKind::AmbiguousMatch,
-            "the provider answered with a record already linked to another contact; not merged",
+            ItemKind::Refused,
+            "the provider refused to hold this person again: the record it holds with this key is linked to another contact; not merged",
             &people,
             now,
         )?;

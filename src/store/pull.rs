@@ -7,7 +7,7 @@
 
 use super::contacts;
 use super::{Seq, StoreError};
-use crate::domain::matching::ContactId;
+use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::merge::{
     ContactWrite, Held, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched, NewContact,
     NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
@@ -33,6 +33,8 @@ pub struct PageOutcome {
     pub changed: u64,
     /// Records held as conflicts.
     pub conflicts: u64,
+    /// Records linked to an existing contact, by the key that found it.
+    pub matched_by: crate::domain::matching::MatchCounts,
     /// Link ids seen on this page.
     pub seen: Vec<i64>,
 }
@@ -284,6 +286,9 @@ pub fn apply_page(
                     .push(apply_match(&tx, seq, provider_id, rec, &matched, now)?);
                 resolve_conflict(&tx, provider_id, &rec.remote_id, now)?;
                 out.matched += 1;
+                if let Some(by) = matched.by {
+                    out.matched_by.add(by);
+                }
             }
             Step::Conflict(conflict) => {
                 let rec = &records[conflict.record];
@@ -414,6 +419,12 @@ fn apply_update(
     }
     for moved in &update.keys {
         contacts::move_key(conn, update.contact, moved.kind, moved.value.as_deref())?;
+        // A phone's WhatsApp variants move with it (where nobody else holds them).
+        if moved.kind == KeyKind::Phone && moved.value.is_some() {
+            for v in &rec.keys.phone_variants {
+                contacts::add_key_if_free(conn, update.contact, KeyKind::Phone, v)?;
+            }
+        }
     }
     for conflict in &update.conflicts {
         record_conflict(

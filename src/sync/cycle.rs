@@ -109,6 +109,7 @@ impl<P: Provider> Engine<P> {
                     report.counts.pulled += p.pulled;
                     report.counts.matched += p.matched;
                     report.conflicts += p.conflicts;
+                    report.matched_by += p.matched_by;
                     report.gone += p.gone;
                     report.complete = p.complete;
                     if let Some(w) = p.warning {

@@ -23,7 +23,7 @@
 
 use super::{NormalizedRecord, changed_fields, is_change, tag_changes};
 use crate::domain::matching::{
-    Candidate, ConflictReason, ContactId, KeyKind, MatchOutcome, match_batch,
+    Candidate, ConflictReason, ContactId, KeyKind, MatchOutcome, MatchedBy, match_batch,
 };
 use crate::domain::names;
 use crate::domain::record::{Fields, Tags, field, set_field};
@@ -299,6 +299,8 @@ pub struct Matched {
     /// Fields whose values another person shares (kept apart by a `review apart`
     /// decision): not copied onto the contact, pinned on the new link.
     pub pins: Vec<String>,
+    /// The key that found the contact (`None`: another record of the page did).
+    pub by: Option<MatchedBy>,
 }
 
 /// Why a record is held for review.
@@ -462,12 +464,27 @@ pub fn merge_page(
                         .collect(),
                 })
             }
-            MatchOutcome::Existing { contact, .. } => {
+            MatchOutcome::Existing { contact, by } => {
                 let adopt = match links_here.get(&contact) {
                     Some(&LinkHere::Creating(link)) if adopted.insert(contact) => Some(link),
                     _ => None,
                 };
+                // A phone match needed the WhatsApp rules when the person's phone is
+                // written another way than the record's.
+                let theirs = contacts
+                    .get(&contact)
+                    .and_then(|c| c.fields.get(field::PHONE))
+                    .filter(|p| !p.is_empty());
+                let by = by.map(|kind| match kind {
+                    KeyKind::SourceId => MatchedBy::SourceId,
+                    KeyKind::Email => MatchedBy::Email,
+                    KeyKind::Phone if theirs.is_some() && theirs != rec.keys.phone.as_ref() => {
+                        MatchedBy::PhoneVariant
+                    }
+                    KeyKind::Phone => MatchedBy::Phone,
+                });
                 Step::Match(match_existing(
+                    by,
                     i,
                     rec,
                     contact,
@@ -590,7 +607,9 @@ fn merge_linked(
     update
 }
 
+#[allow(clippy::too_many_arguments)]
 fn match_existing(
+    by: Option<MatchedBy>,
     record: usize,
     rec: &NormalizedRecord,
     contact_id: ContactId,
@@ -608,6 +627,7 @@ fn match_existing(
         tags: Vec::new(),
         adopt,
         pins,
+        by,
     };
     let Some(golden) = contact else {
         return matched;
@@ -674,6 +694,7 @@ mod tests {
                 source_id: key(field::SOURCE_ID),
                 phone: key(field::PHONE),
                 email: key(field::EMAIL),
+                phone_variants: Vec::new(),
             },
             hash: content_hash(&fields, tags.as_ref()),
             fields,
@@ -922,6 +943,7 @@ mod tests {
                 tags: vec!["new".into()],
                 adopt: Some(40),
                 pins: Vec::new(),
+                by: Some(MatchedBy::Phone),
             })]
         );
     }
