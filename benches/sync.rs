@@ -22,6 +22,7 @@
 //! scenario groups (`ceiling`, `one`, `four`; default all).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use contact_sync::clock::Clock;
 use contact_sync::demo::{KeyStyle, config_for};
 use contact_sync::domain::RemoteRecord;
 use contact_sync::provider::Provider;
@@ -99,7 +100,12 @@ fn engine_child(config: &Path) {
                 Some("cycle") => {
                     if engine.is_none() {
                         let store = Store::open(&store_path).await.unwrap();
-                        engine = Some(Engine::new(store, slots.take().unwrap(), region));
+                        engine = Some(Engine::new(
+                            store,
+                            slots.take().unwrap(),
+                            region,
+                            Clock::system(),
+                        ));
                     }
                     let engine = engine.as_mut().unwrap();
                     let opts = CycleOptions {

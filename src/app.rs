@@ -245,10 +245,14 @@ fn sync_now(cli: &Cli) -> u8 {
         let first_run = cli.dry_run && matches!(store.active_links().await, Ok(0));
         let report_store = store.clone();
         let names: Vec<String> = slots.iter().map(|s| s.settings.name.clone()).collect();
-        let mut engine = crate::sync::Engine::new(store, slots, settings.default_region)
-            .with_propagate_deletes(settings.propagate_deletes)
-            .with_retry_budget(settings.retry_budget)
-            .with_clock(crate::clock::Clock::system());
+        let mut engine = crate::sync::Engine::new(
+            store,
+            slots,
+            settings.default_region,
+            crate::clock::Clock::system(),
+        )
+        .with_propagate_deletes(settings.propagate_deletes)
+        .with_retry_budget(settings.retry_budget);
         let display = crate::daemon::progress::Display::new(&names);
         let opts = crate::sync::CycleOptions {
             dry_run: cli.dry_run,

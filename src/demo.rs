@@ -118,8 +118,12 @@ pub async fn run(contacts: u64) -> Result<String, String> {
     let slots = crate::slots::build_slots(&settings, &[])
         .map_err(|_| "cannot build the provider clients".to_owned())?;
     let store = Store::open(&store_path).await.map_err(|e| e.to_string())?;
-    let mut engine = Engine::new(store, slots, settings.default_region)
-        .with_clock(crate::clock::Clock::system());
+    let mut engine = Engine::new(
+        store,
+        slots,
+        settings.default_region,
+        crate::clock::Clock::system(),
+    );
     let opts = CycleOptions {
         drain_all: true,
         ..CycleOptions::default()

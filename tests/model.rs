@@ -36,6 +36,7 @@
 //! steps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use contact_sync::clock::Clock;
 use contact_sync::config;
 use contact_sync::demo::{KeyStyle, config_for};
 use contact_sync::domain::normalize::{DefaultRegion, normalize_email, normalize_phone};
@@ -712,7 +713,7 @@ impl Case {
         let store = Store::open(&dir.path().join("contacts.db"))
             .await
             .map_err(|e| e.to_string())?;
-        let engine = Engine::new(store, slots, settings.default_region);
+        let engine = Engine::new(store, slots, settings.default_region, Clock::system());
         let settings_kept = settings.clone();
         let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let mut case = Case {
@@ -818,7 +819,8 @@ impl Case {
         let slots = contact_sync::app::build_slots(&self.settings, &[])
             .map_err(|code| format!("cannot build the clients (exit {code})"))?;
         let store = Store::open(&copy).await.map_err(|e| e.to_string())?;
-        let mut dry_engine = Engine::new(store, slots, self.settings.default_region);
+        let mut dry_engine =
+            Engine::new(store, slots, self.settings.default_region, Clock::system());
         let dry = dry_engine
             .run_cycle(&CycleOptions {
                 drain_all: true,

@@ -134,6 +134,48 @@ async fn a_provider_that_never_answers_is_cut_off_and_the_others_converge() {
     assert_converged(&world);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listable_provider_that_never_answers_does_not_hold_back_the_others() {
+    let world = World::new(30).await;
+    world.set_sync("retry_budget = \"6s\"");
+    world.set_provider("support", "timeout = \"1s\"");
+    // Chatwoot accepts connections and never answers: its listing cannot be read.
+    world
+        .server("chatwoot")
+        .faults()
+        .add(FaultRule::new(FaultAction::Delay { millis: 600_000 }));
+    let started = Instant::now();
+    let out = world.sync().await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", log(&out));
+    let shown = stdout(&out);
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("support"))
+        .unwrap_or_default();
+    assert!(!line.ends_with("ok"), "{shown}");
+    assert!(took < Duration::from_secs(30), "took {took:?}\n{shown}");
+    // Everyone the other listings show reached the other three in that same run.
+    let expected: BTreeMap<&str, usize> =
+        world.expected_without(&["chatwoot"]).into_iter().collect();
+    for kind in ["maiagent", "agentalk", "dmchamp"] {
+        assert_eq!(
+            world.contacts(kind).len(),
+            expected[kind],
+            "{kind} converged while Chatwoot hung\n{shown}"
+        );
+    }
+    for name in ["sales-bot", "whatsapp", "campaigns"] {
+        let l = shown.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(l.ends_with("ok"), "{l}");
+    }
+    // Once it answers, the next run reads it and everything converges.
+    world.server("chatwoot").faults().clear();
+    let out = world.sync().await;
+    assert_eq!(out.status.code(), Some(0), "{}", log(&out));
+    assert_converged(&world);
+}
+
 /// Per person (email), the labels one Chatwoot account holds.
 fn labels(dump: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
     contacts(dump)

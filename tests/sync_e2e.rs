@@ -640,3 +640,47 @@ async fn with_propagate_deletes_a_deletion_reaches_the_providers_that_can_delete
     assert_eq!(world.writes(), before);
     assert!(!held(world.contacts("maiagent"), "email", &email));
 }
+
+/// A person a lookup-only platform holds with an email the listed platforms lack: the
+/// first sync links them there and never erases what that platform holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_found_record_keeps_what_only_it_holds() {
+    use contact_sync::simulator::seed;
+    let people = 300;
+    let world = World::new(people).await;
+    let (chatwoot, maiagent, agentalk) = (
+        seed::Provider::of("chatwoot").unwrap(),
+        seed::Provider::of("maiagent").unwrap(),
+        seed::Provider::of("agentalk").unwrap(),
+    );
+    // Held by Agentalk with an email that no listable platform holding them has.
+    let cases: Vec<(String, String)> = seed::people(common::SEED, people)
+        .filter_map(|p| {
+            let at = seed::placement(common::SEED, p.index);
+            if !at.contains(agentalk) {
+                return None;
+            }
+            let mut listed = [chatwoot, maiagent].into_iter().filter(|q| at.contains(*q));
+            let first = listed.next()?;
+            let without = |q| seed::written_for(common::SEED, &p, q).email.is_none();
+            (without(first) && listed.all(without)).then_some(())?;
+            let in_aa = seed::written_for(common::SEED, &p, agentalk);
+            Some((in_aa.phone_e164.clone()?, in_aa.email_key()?))
+        })
+        .collect();
+    assert!(!cases.is_empty(), "the seed has such people");
+    let out = world.sync().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let held: HashMap<String, String> = world
+        .contacts("agentalk")
+        .iter()
+        .map(|c| (text(c, "phone"), text(c, "email").trim().to_lowercase()))
+        .collect();
+    for (phone, email) in &cases {
+        assert_eq!(
+            held.get(phone),
+            Some(email),
+            "Agentalk kept the email of {phone}"
+        );
+    }
+}

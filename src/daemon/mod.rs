@@ -114,10 +114,14 @@ pub async fn serve<P: Provider + 'static>(settings: &Settings, slots: Vec<Provid
     }
     metrics::register_providers(&names);
 
-    let engine = Engine::new(store, slots, settings.default_region)
-        .with_propagate_deletes(settings.propagate_deletes)
-        .with_retry_budget(settings.retry_budget)
-        .with_clock(crate::clock::Clock::system());
+    let engine = Engine::new(
+        store,
+        slots,
+        settings.default_region,
+        crate::clock::Clock::system(),
+    )
+    .with_propagate_deletes(settings.propagate_deletes)
+    .with_retry_budget(settings.retry_budget);
     let daemon = schedule::Daemon::new(engine, Arc::clone(&health), cancel.clone());
     let groups = schedule::schedule_groups(&settings.schedule, &schedules);
     let mut sched = match schedule::scheduler(&daemon, groups, systemd::watchdog_interval()).await {

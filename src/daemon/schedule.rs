@@ -355,6 +355,7 @@ mod tests {
         tags_add: false,
         tags_on_create: false,
         tags_remove: false,
+        create_finds_phone: false,
         tags_by_listing: false,
         needs_phone: false,
         phone_mutable: true,
@@ -438,7 +439,12 @@ mod tests {
             settings: settings.providers[0].clone(),
             client: fake,
         }];
-        let engine = Engine::new(store, slots, settings.default_region);
+        let engine = Engine::new(
+            store,
+            slots,
+            settings.default_region,
+            crate::clock::Clock::system(),
+        );
         let health = Arc::new(Health::new(&["a".into()], Duration::from_mins(30)));
         health.set_store_open(true);
         let d = Daemon::new(engine, Arc::clone(&health), CancellationToken::new());

@@ -82,6 +82,9 @@ pub enum Action {
     CreateUnlessFound {
         /// Keys to search by.
         lookup: Vec<LookupBy>,
+        /// The key the create itself finds: a provider whose create answers the record
+        /// that already holds this key (DM Champ, by phone) is not searched by it first.
+        create_finds: Option<LookupBy>,
         /// Fields the contact should hold.
         fields: Fields,
         /// Tags it should carry.
@@ -175,6 +178,9 @@ pub struct StepShape {
     /// The fields it can be searched by, in the order tried (`phone`, `email`,
     /// `source_id`).
     pub lookups: Vec<String>,
+    /// The field whose existing holder a create answers instead of making a new record
+    /// (DM Champ: `phone`): not searched before a create, the create finds it.
+    pub create_finds: Option<String>,
     /// The phone of an existing contact can be changed (else writes address the contact
     /// by the phone the provider holds).
     pub phone_mutable: bool,
@@ -265,9 +271,23 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
                     format!("not in this provider's listing{again}"),
                 )
             } else {
+                let create_finds = shape.create_finds.as_ref().and_then(|name| {
+                    fields
+                        .get(name)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| LookupBy {
+                            field: name.clone(),
+                            value: v.clone(),
+                        })
+                });
+                let lookup = lookup_keys(shape, fields)
+                    .into_iter()
+                    .filter(|k| create_finds.as_ref().is_none_or(|c| c.field != k.field))
+                    .collect();
                 (
                     Action::CreateUnlessFound {
-                        lookup: lookup_keys(shape, fields),
+                        lookup,
+                        create_finds,
                         fields: fields.clone(),
                         tags: tags.clone(),
                         desired: intent.projection.clone(),
@@ -466,14 +486,18 @@ impl Step {
             }
             Action::CreateUnlessFound {
                 lookup,
+                create_finds,
                 fields,
                 tags,
                 ..
             } => {
-                let by: Vec<String> = lookup
+                let mut by: Vec<String> = lookup
                     .iter()
                     .map(|k| format!("{}={:?}", k.field, k.value))
                     .collect();
+                if let Some(k) = create_finds {
+                    by.push(format!("the create itself ({}={:?})", k.field, k.value));
+                }
                 let mut s = format!("create      {who} unless found by {}:", by.join(" or "));
                 push_fields(&mut s, fields, tags);
                 s
@@ -521,9 +545,56 @@ mod tests {
         StepShape {
             enumerate,
             lookups: vec!["phone".into(), "email".into()],
+            create_finds: None,
             phone_mutable: enumerate,
             source_id_mutable: true,
         }
+    }
+
+    #[test]
+    fn a_create_that_finds_the_phone_is_not_preceded_by_a_phone_lookup() {
+        let shape = StepShape {
+            create_finds: Some("phone".into()),
+            ..shape(false)
+        };
+        let op = Operation::Create {
+            fields: fields(&[("email", "ana@x.io"), ("phone", "+34600000001")]),
+            tags: vec![],
+        };
+        let steps = plan_provider(&shape, vec![due(1, 7, op, LinkView::None)]);
+        let Action::CreateUnlessFound {
+            lookup,
+            create_finds,
+            ..
+        } = &steps[0].action
+        else {
+            panic!("{:?}", steps[0].action);
+        };
+        // The email is still searched first (a record holding it under another phone is
+        // the same person); the phone is found by the create itself.
+        assert_eq!(
+            lookup.iter().map(|k| k.field.as_str()).collect::<Vec<_>>(),
+            ["email"]
+        );
+        assert_eq!(
+            create_finds.as_ref().map(|k| k.value.as_str()),
+            Some("+34600000001")
+        );
+        assert!(
+            steps[0].describe().contains("the create itself (phone="),
+            "{}",
+            steps[0].describe()
+        );
+        // Without an email there is nothing to search: the create alone.
+        let op = Operation::Create {
+            fields: fields(&[("phone", "+34600000001")]),
+            tags: vec![],
+        };
+        let steps = plan_provider(&shape, vec![due(2, 8, op, LinkView::None)]);
+        let Action::CreateUnlessFound { lookup, .. } = &steps[0].action else {
+            panic!("{:?}", steps[0].action);
+        };
+        assert!(lookup.is_empty());
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {

@@ -44,6 +44,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_add: true,
     tags_on_create: true,
     tags_remove: true,
+    create_finds_phone: false,
     tags_by_listing: true,
     needs_phone: false,
     phone_mutable: true,

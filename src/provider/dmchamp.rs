@@ -36,6 +36,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_add: true,
     tags_on_create: false,
     tags_remove: false,
+    create_finds_phone: true,
     tags_by_listing: false,
     needs_phone: true,
     phone_mutable: false,

@@ -46,6 +46,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     tags_add: false,
     tags_on_create: false,
     tags_remove: false,
+    create_finds_phone: false,
     tags_by_listing: false,
     needs_phone: false,
     phone_mutable: true,

@@ -115,6 +115,9 @@ pub struct Capabilities {
     pub tags_on_create: bool,
     /// Tags can be removed.
     pub tags_remove: bool,
+    /// A create of a phone the provider already holds answers that record's id instead of
+    /// making a new one (DM Champ): the create doubles as the phone lookup.
+    pub create_finds_phone: bool,
     /// The listing can be filtered by tag ([`Provider::list_tag_names`] /
     /// [`Provider::list_tag_page`]) — how Chatwoot labels are read without one request per
     /// contact.

@@ -21,6 +21,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -59,8 +60,11 @@ pub enum FaultAction {
         /// HTTP status code.
         status: u16,
     },
-    /// The real response cut in the middle (a consistent `Content-Length`, so the HTTP
-    /// exchange succeeds and only the JSON is broken).
+    /// The real response cut in the middle, as when a proxy or the network drops the
+    /// connection mid-body: the status and the full `Content-Length` are sent, then half
+    /// the body, then the connection is aborted. The client sees an incomplete message
+    /// (a transport failure, retried), not a complete body holding broken JSON (that is
+    /// [`FaultAction::InvalidJson`]).
     Truncated,
     /// The real response with every string value replaced by an object or a number.
     WrongTypes,
@@ -332,9 +336,21 @@ pub(crate) async fn apply(action: FaultAction, req: Request, next: Next) -> Resp
             simple(code, "text/html; charset=utf-8", Body::from(page))
         }
         FaultAction::Truncated => {
-            let (parts, bytes) = run_collect(req, next).await;
-            let cut = bytes.len() / 2;
-            rebuild(parts, bytes.slice(..cut))
+            let (mut parts, bytes) = run_collect(req, next).await;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            let head = bytes.slice(..bytes.len() / 2);
+            // The status, headers and half the body go out (the pause lets them be
+            // flushed), then the connection is aborted.
+            let stream = futures::stream::iter([Ok(head)]).chain(futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "simulated truncated body",
+                ))
+            }));
+            Response::from_parts(parts, Body::from_stream(stream))
         }
         FaultAction::WrongTypes => {
             let (parts, bytes) = run_collect(req, next).await;

@@ -48,6 +48,15 @@ pub struct LinkNow {
     pub link: links::ActiveLink,
 }
 
+/// How a create begins: a new `creating` link, or the link the contact already has.
+#[derive(Debug, Clone)]
+pub enum CreateStart {
+    /// The `creating` link written (its id).
+    Begun(i64),
+    /// The contact is linked (or being created, or gone) there already.
+    Linked(LinkNow),
+}
+
 /// What finishing a complete listing did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ListingEnd {
@@ -132,8 +141,10 @@ impl Store {
             .await
     }
 
-    /// A `creating` link found in the provider: it becomes active with what was found;
-    /// the intent (if any) is closed and the contact is planned again when `replan`.
+    /// A `creating` link found in the provider: it becomes active with what was found,
+    /// which fills the contact's gaps; the intent (if any) is closed and the contact is
+    /// planned again when `replan` (or when it was filled). `None`: the record is linked
+    /// to another contact (held as a conflict); else whether the contact was filled.
     pub async fn link_found(
         &self,
         link_id: i64,
@@ -142,7 +153,7 @@ impl Store {
         replan: bool,
         intent: Option<i64>,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
         self.call_seq(move |c, seq| {
             links::finish_link(
                 c,
@@ -410,17 +421,30 @@ impl Store {
         .await
     }
 
-    /// Writes a `creating` link before a create is sent; `None` when the contact already
-    /// has a link there.
+    /// Writes a `creating` link before a create is sent, unless the contact already has a
+    /// link there: then that link, as it is now.
     pub async fn begin_create(
         &self,
         provider_id: i64,
         contact_id: ContactId,
         sent: Fields,
         now: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        self.call(move |c| links::begin_create(c, provider_id, contact_id, &sent, now))
-            .await
+    ) -> Result<CreateStart, StoreError> {
+        self.call(move |c| {
+            if let Some(id) = links::begin_create(c, provider_id, contact_id, &sent, now)? {
+                return Ok(CreateStart::Begun(id));
+            }
+            match links::link_of(c, provider_id, contact_id)? {
+                Some((state, link)) => Ok(CreateStart::Linked(LinkNow {
+                    state: LinkState::parse(&state)?,
+                    link,
+                })),
+                None => Err(StoreError::Corrupt(format!(
+                    "contact {contact_id}: a link was neither created nor found"
+                ))),
+            }
+        })
+        .await
     }
 
     /// A write went through: the link's new snapshot (and tags, when given), and the

@@ -4,7 +4,8 @@
 use super::contacts;
 use super::pull::{fields_json, parse_fields, parse_tags, tags_json};
 use super::{Seq, StoreError};
-use crate::domain::matching::ContactId;
+use crate::domain::field;
+use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::review::ItemKind;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -71,8 +72,10 @@ pub fn begin_create(
     Ok((n == 1).then(|| conn.last_insert_rowid()))
 }
 
-/// Records the answer of a create or a discovery: the link becomes active with `snapshot`.
-/// When `replan` is set the contact is planned again (the provider may differ from it).
+/// Records the answer of a create or a discovery: the link becomes active with `snapshot`,
+/// and the record fills the contact's gaps. When `replan` is set the contact is planned
+/// again (the provider may differ from it). Returns `None` when another contact holds the
+/// record (a conflict, not linked), else whether the contact's gaps were filled.
 #[allow(clippy::too_many_arguments)]
 pub fn finish_link(
     conn: &mut Connection,
@@ -85,7 +88,7 @@ pub fn finish_link(
     replan: bool,
     intent: Option<i64>,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<bool>, StoreError> {
     let tx = conn.transaction()?;
     if let Some(id) = intent {
         super::intents::complete_intent(&tx, id)?;
@@ -123,14 +126,61 @@ pub fn finish_link(
             now,
         )?;
         tx.commit()?;
-        return Ok(false);
+        return Ok(None);
     }
     tx.prepare_cached("UPDATE links SET remote_id = ?2, state = 'active', snapshot = ?3, tags = ?4, hash = 0, updated_at = ?5 WHERE id = ?1")?
         .execute(params![link_id, remote_id, fields_json(snapshot), tags.map(tags_json), now])?;
-    if replan {
+    let filled = fill_gaps(&tx, contact_id, snapshot, tags, seq, now)?;
+    if replan && !filled {
         contacts::bump(&tx, contact_id, seq.next())?;
     }
     tx.commit()?;
+    Ok(Some(filled))
+}
+
+/// A record just linked fills the contact's gaps with what it holds (never a field the
+/// contact has; an email or external key only when no other contact holds it; a phone
+/// never, since its validity is not known here) and brings its tags. Returns whether the
+/// contact changed (then it is planned again, so the other providers get it too).
+fn fill_gaps(
+    conn: &Connection,
+    contact_id: ContactId,
+    found: &Fields,
+    found_tags: Option<&Tags>,
+    seq: &Seq,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let Some(held) = contacts::load_held(conn, contact_id)? else {
+        return Ok(false);
+    };
+    let mut fills = crate::domain::merge::gaps_filled_by(&held.fields, found);
+    fills.remove(field::PHONE);
+    for (key, kind) in [
+        (field::EMAIL, KeyKind::Email),
+        (field::SOURCE_ID, KeyKind::SourceId),
+    ] {
+        if let Some(value) = fills.get(key)
+            && !contacts::add_key_if_free(conn, contact_id, kind, value)?
+        {
+            fills.remove(key);
+        }
+    }
+    let new_tags: Vec<String> = found_tags
+        .map(|t| {
+            t.names()
+                .filter(|n| !held.tags.contains(n))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if fills.is_empty() && new_tags.is_empty() {
+        return Ok(false);
+    }
+    let mut fields = held.fields;
+    fields.extend(fills);
+    crate::domain::names::complete(&mut fields);
+    contacts::save_fields(conn, contact_id, &fields, held.phone_valid, seq.next(), now)?;
+    contacts::add_tags(conn, contact_id, &new_tags)?;
     Ok(true)
 }
 

@@ -1,12 +1,126 @@
 //! [`Engine::run_cycle`]: recover, pull, then plan and push each provider on its own.
 
-use super::failure::ProviderFailure;
-use super::push::{Executor, recover_creating};
+use super::failure::{ExecFailure, ProviderFailure};
+use super::push::{ExecOutcome, Executor, recover_creating};
 use super::{CycleOptions, CycleReport, Engine, ProviderReport, ProviderSlot, SyncError};
-use crate::provider::Provider;
+use crate::domain::cycle_plan::Step;
+use crate::provider::{Provider, ProviderError};
+use crate::store::StoreError;
 use crate::store::pull::FieldOwners;
+use crate::store::runs::RunCounts;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Passes after the first that carry what records found by lookups filled in.
+const MAX_FILL_PASSES: usize = 2;
+/// How often a provider waiting to plan looks again at the health of pulls still running.
+const TROUBLE_POLL: Duration = Duration::from_millis(100);
+
+/// Where each provider's recover-and-pull stands in this cycle.
+struct PullBoard {
+    finished: Vec<AtomicBool>,
+    complete: Vec<AtomicBool>,
+    /// How many pulls have finished; waiters subscribe to it.
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+impl PullBoard {
+    fn new(n: usize) -> Self {
+        PullBoard {
+            finished: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            complete: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            count: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    fn finish(&self, i: usize, complete: bool) {
+        self.complete[i].store(complete, Ordering::SeqCst);
+        self.finished[i].store(true, Ordering::SeqCst);
+        self.count.send_modify(|n| *n += 1);
+    }
+
+    fn is_finished(&self, i: usize) -> bool {
+        self.finished[i].load(Ordering::SeqCst)
+    }
+
+    /// Whether provider `i`'s listing completed in this cycle.
+    fn is_complete(&self, i: usize) -> bool {
+        self.complete[i].load(Ordering::SeqCst)
+    }
+
+    fn finished_count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Every pull is finished or in trouble (it failed an attempt, or was cut off).
+    fn settled<P: Provider>(&self, slots: &[ProviderSlot<P>]) -> bool {
+        slots.iter().enumerate().all(|(i, slot)| {
+            self.is_finished(i)
+                || slot
+                    .client
+                    .health()
+                    .is_some_and(|h| h.streak() > 0 || h.is_cut_off())
+        })
+    }
+
+    /// Waits until `ready` holds, looking again whenever a pull finishes and every
+    /// [`TROUBLE_POLL`] (a provider can fall into trouble without a pull finishing).
+    async fn wait_until(&self, ready: impl Fn() -> bool) {
+        let mut changed = self.count.subscribe();
+        while !ready() {
+            let _ = tokio::time::timeout(TROUBLE_POLL, changed.changed()).await;
+        }
+    }
+}
+
+/// One provider's plan-and-push rounds of a cycle, summed.
+#[derive(Default)]
+struct PushDone {
+    plan_secs: f64,
+    push_secs: f64,
+    skipped: u64,
+    counts: RunCounts,
+    writes: u64,
+    sends: u64,
+    steps: Vec<Step>,
+    failures: Vec<ProviderError>,
+    failure: Option<ExecFailure>,
+    store_error: Option<StoreError>,
+    filled: u64,
+}
+
+impl PushDone {
+    fn merge(&mut self, other: PushDone) {
+        self.plan_secs += other.plan_secs;
+        self.push_secs += other.push_secs;
+        self.skipped += other.skipped;
+        self.counts += other.counts;
+        self.writes += other.writes;
+        self.sends += other.sends;
+        self.steps.extend(other.steps);
+        self.failures.extend(other.failures);
+        self.filled += other.filled;
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
+        if self.store_error.is_none() {
+            self.store_error = other.store_error;
+        }
+    }
+
+    fn add(&mut self, outcome: ExecOutcome) {
+        self.filled += outcome.filled;
+        self.counts += outcome.counts;
+        self.writes += outcome.writes;
+        self.sends += outcome.sends;
+        self.steps.extend(outcome.steps);
+        self.failures.extend(outcome.failures);
+        if self.failure.is_none() {
+            self.failure = outcome.failure;
+        }
+    }
+}
 
 impl<P: Provider> Engine<P> {
     fn executor<'a>(
@@ -73,33 +187,134 @@ impl<P: Provider> Engine<P> {
         };
 
         let this = &*self;
-        // 1. Recover creates a crash left unanswered.
-        let recoveries = futures::future::join_all(this.slots.iter().zip(&this.ids).map(
-            |(slot, &id)| async move {
-                let started = Instant::now();
-                let result = recover_creating(&this.executor(slot, id, deadline)).await;
-                (result, started.elapsed().as_secs_f64())
+        let board = PullBoard::new(this.slots.len());
+        let board = &board;
+        let owners = Arc::new(Mutex::new(FieldOwners::default()));
+
+        // 1–2. Each provider on its own: recover the creates a crash left unanswered,
+        // then pull.
+        let pulls = futures::future::join_all(this.slots.iter().zip(&this.ids).enumerate().map(
+            |(order, (slot, &id))| {
+                let owners = owners.clone();
+                async move {
+                    let started = Instant::now();
+                    let recovered = recover_creating(&this.executor(slot, id, deadline)).await;
+                    let recover_secs = started.elapsed().as_secs_f64();
+                    let pulled = this.pull_provider(slot, id, order, owners, opts).await;
+                    board.finish(order, matches!(&pulled, Ok(p) if p.complete));
+                    (recovered, recover_secs, pulled)
+                }
             },
-        ))
-        .await;
-        for (report, (result, secs)) in reports.iter_mut().zip(recoveries) {
-            report.timings.pull += secs;
-            match result {
-                Ok(n) => report.counts.matched += n,
-                Err(e) => report.fail(ProviderFailure::Recover(e)),
+        ));
+
+        // 3. Plan and push, each provider on its own: one provider's trouble never holds
+        // back another's writes. A provider plans once its own pull is done and every
+        // other pull is done or in trouble (a failed attempt); a pull in trouble that
+        // completes later in the cycle brings another round, so what it read still goes
+        // out in this run.
+        let pushes = futures::future::join_all(
+            this.slots
+                .iter()
+                .zip(&this.ids)
+                .enumerate()
+                .filter(|(_, (s, _))| s.settings.push)
+                .map(|(i, (slot, &id))| async move {
+                    let mut done = PushDone::default();
+                    board.wait_until(|| board.is_finished(i)).await;
+                    loop {
+                        board.wait_until(|| board.settled(&this.slots)).await;
+                        let seen = board.finished_count();
+                        if opts.cancel.is_cancelled() {
+                            break;
+                        }
+                        let caps = slot.client.capabilities();
+                        let may_create = !caps.enumerate || board.is_complete(i);
+                        let planning = Instant::now();
+                        let planned = this.plan_provider(slot, id, may_create).await;
+                        done.plan_secs += planning.elapsed().as_secs_f64();
+                        match planned {
+                            Ok(p) => done.skipped += p.skipped,
+                            Err(e) => {
+                                done.store_error = Some(e);
+                                break;
+                            }
+                        }
+                        let pushing = Instant::now();
+                        let outcome = this.executor(slot, id, deadline).run(opts).await;
+                        done.push_secs += pushing.elapsed().as_secs_f64();
+                        let stopped = outcome.failure.is_some();
+                        done.add(outcome);
+                        if stopped {
+                            break;
+                        }
+                        if board.finished_count() == seen {
+                            if seen == this.slots.len() {
+                                break;
+                            }
+                            board.wait_until(|| board.finished_count() > seen).await;
+                        }
+                    }
+                    (i, done)
+                }),
+        );
+        let (pulls, mut pushes) = futures::future::join(pulls, pushes).await;
+
+        // 4. Records found by lookups fill their contacts' gaps (an email only a lookup-only
+        // platform held, its tags): one more plan-and-push pass carries that to the others
+        // in this same run.
+        for _ in 0..MAX_FILL_PASSES {
+            let filled: u64 = pushes.iter().map(|(_, d)| d.filled).sum();
+            if filled == 0 || opts.cancel.is_cancelled() || opts.dry_run {
+                break;
+            }
+            tracing::debug!(
+                filled,
+                "records found by lookup filled contacts; one more pass"
+            );
+            for (_, done) in &mut pushes {
+                done.filled = 0;
+            }
+            let more = futures::future::join_all(pushes.iter().map(|(i, done)| {
+                let i = *i;
+                let stopped = done.failure.is_some() || done.store_error.is_some();
+                async move {
+                    let mut again = PushDone::default();
+                    if stopped {
+                        return again;
+                    }
+                    let (slot, id) = (&this.slots[i], this.ids[i]);
+                    let caps = slot.client.capabilities();
+                    let may_create = !caps.enumerate || board.is_complete(i);
+                    let planning = Instant::now();
+                    let planned = this.plan_provider(slot, id, may_create).await;
+                    again.plan_secs += planning.elapsed().as_secs_f64();
+                    match planned {
+                        Ok(p) => again.skipped += p.skipped,
+                        Err(e) => {
+                            again.store_error = Some(e);
+                            return again;
+                        }
+                    }
+                    let pushing = Instant::now();
+                    let outcome = this.executor(slot, id, deadline).run(opts).await;
+                    again.push_secs += pushing.elapsed().as_secs_f64();
+                    again.add(outcome);
+                    again
+                }
+            }))
+            .await;
+            for ((_, done), again) in pushes.iter_mut().zip(more) {
+                done.merge(again);
             }
         }
 
-        // 2. Pull.
-        let owners = Arc::new(Mutex::new(FieldOwners::default()));
-        let pulls =
-            futures::future::join_all(this.slots.iter().zip(&this.ids).enumerate().map(
-                |(order, (slot, &id))| this.pull_provider(slot, id, order, owners.clone(), opts),
-            ))
-            .await;
-        let mut listing_complete = vec![false; this.slots.len()];
-        for (i, (report, result)) in reports.iter_mut().zip(pulls).enumerate() {
-            match result {
+        for (report, (recovered, recover_secs, pulled)) in reports.iter_mut().zip(pulls) {
+            report.timings.pull += recover_secs;
+            match recovered {
+                Ok(n) => report.counts.matched += n,
+                Err(e) => report.fail(ProviderFailure::Recover(e)),
+            }
+            match pulled {
                 Ok(p) if !p.pulled_now => {}
                 Ok(p) => {
                     report.timings.fetch += p.times.fetch;
@@ -115,65 +330,29 @@ impl<P: Provider> Engine<P> {
                     if let Some(w) = p.warning {
                         report.warnings.push(w);
                     }
-                    listing_complete[i] = p.complete;
                 }
                 Err(e) => report.fail(ProviderFailure::Pull(e)),
             }
         }
-
-        // 3. Plan and push, each provider on its own: one provider's trouble never holds
-        // back another's writes.
-        if !opts.cancel.is_cancelled() {
-            let listing_complete = &listing_complete;
-            let work = futures::future::join_all(
-                this.slots
-                    .iter()
-                    .zip(&this.ids)
-                    .enumerate()
-                    .filter(|(_, (s, _))| s.settings.push)
-                    .map(|(i, (slot, &id))| async move {
-                        let caps = slot.client.capabilities();
-                        let may_create = !caps.enumerate || listing_complete[i];
-                        let planning = Instant::now();
-                        let planned = this.plan_provider(slot, id, may_create).await;
-                        let plan_secs = planning.elapsed().as_secs_f64();
-                        let pushing = Instant::now();
-                        let pushed = match planned {
-                            Ok(_) => Some(this.executor(slot, id, deadline).run(opts).await),
-                            Err(_) => None,
-                        };
-                        (
-                            i,
-                            planned,
-                            plan_secs,
-                            pushed,
-                            pushing.elapsed().as_secs_f64(),
-                        )
-                    }),
-            )
-            .await;
-            for (i, planned, plan_secs, pushed, push_secs) in work {
-                let report = &mut reports[i];
-                report.timings.plan += plan_secs;
-                report.timings.push += push_secs;
-                match planned {
-                    Ok(p) => report.counts.skipped += p.skipped,
-                    Err(e) => return Err(SyncError::Store(e)),
-                }
-                if let Some(outcome) = pushed {
-                    report.counts += outcome.counts;
-                    report.write_requests += outcome.writes;
-                    report.planned_sends += outcome.sends;
-                    report.steps = outcome.steps;
-                    report.last_step_failure = outcome.failures.last().cloned();
-                    if let Some(f) = outcome.failure {
-                        report.fail(ProviderFailure::Push(f));
-                    }
-                }
+        for (i, done) in pushes {
+            let report = &mut reports[i];
+            report.timings.plan += done.plan_secs;
+            report.timings.push += done.push_secs;
+            report.counts.skipped += done.skipped;
+            if let Some(e) = done.store_error {
+                return Err(SyncError::Store(e));
+            }
+            report.counts += done.counts;
+            report.write_requests += done.writes;
+            report.planned_sends += done.sends;
+            report.steps = done.steps;
+            report.last_step_failure = done.failures.last().cloned();
+            if let Some(f) = done.failure {
+                report.fail(ProviderFailure::Push(f));
             }
         }
 
-        // 4. Record the runs.
+        // 5. Record the runs.
         if !opts.dry_run {
             let finished = self.clock.now_secs();
             for ((report, &run_id), &id) in reports.iter().zip(&run_ids).zip(&self.ids) {

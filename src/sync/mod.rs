@@ -172,8 +172,14 @@ pub fn lookup_keys<'a>(caps: &Capabilities, fields: &'a Fields) -> Vec<LookupKey
 
 impl<P: Provider> Engine<P> {
     /// An engine over `store` for `slots` (config order decides same-cycle conflicts),
-    /// reading the system clock; see [`Engine::with_clock`].
-    pub fn new(store: Store, slots: Vec<ProviderSlot<P>>, region: DefaultRegion) -> Self {
+    /// stamping runs, links and intents with `clock` (the caller's: the engine reads no
+    /// clock of its own).
+    pub fn new(
+        store: Store,
+        slots: Vec<ProviderSlot<P>>,
+        region: DefaultRegion,
+        clock: Clock,
+    ) -> Self {
         phone_regexes::enlarge_cache();
         Self {
             store,
@@ -184,7 +190,7 @@ impl<P: Provider> Engine<P> {
             propagate_deletes: false,
             ids: Vec::new(),
             retry_budget: DEFAULT_RETRY_BUDGET,
-            clock: Clock::system(),
+            clock,
         }
     }
 
@@ -201,13 +207,6 @@ impl<P: Provider> Engine<P> {
     #[must_use]
     pub fn with_retry_budget(mut self, budget: std::time::Duration) -> Self {
         self.retry_budget = budget;
-        self
-    }
-
-    /// Sets the clock the cycle stamps runs, links and intents with.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
         self
     }
 

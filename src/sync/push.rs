@@ -16,12 +16,13 @@
 
 use super::failure::{ExecFailure, RecoverError};
 use super::{CycleOptions, ProgressEvent, ProviderSlot, lookup_keys};
-use crate::domain::cycle_plan::{Action, Step, StepShape, plan_provider};
+use crate::domain::cycle_plan::{Action, LookupBy, Step, StepShape, plan_provider};
 use crate::domain::merge::normalize_record;
 use crate::domain::normalize::DefaultRegion;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
 use crate::provider::{Capabilities, ErrorKind, LookupKey, Provider, ProviderError, Target};
-use crate::store::cycle::{LinkState, Linked};
+use crate::store::cycle::{CreateStart, LinkState, Linked};
+use crate::store::links::ActiveLink;
 use crate::store::runs::RunCounts;
 use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,9 @@ pub struct ExecOutcome {
     pub failures: Vec<ProviderError>,
     /// Why the provider's part stopped early.
     pub failure: Option<ExecFailure>,
+    /// Records found here that filled their contact's gaps (the other providers then
+    /// have something new to receive).
+    pub filled: u64,
 }
 
 /// Where one provider's steps go, and the cycle's limits.
@@ -96,6 +100,7 @@ pub fn step_shape(caps: &Capabilities) -> StepShape {
     StepShape {
         enumerate: caps.enumerate,
         lookups: ordered,
+        create_finds: caps.create_finds_phone.then(|| field::PHONE.to_owned()),
         phone_mutable: caps.phone_mutable,
         source_id_mutable: caps.source_id_mutable,
     }
@@ -398,9 +403,10 @@ impl<P: Provider> Executor<'_, P> {
                     desired,
                     tags,
                 };
-                self.ensure_created(step, &want, false, out).await
+                self.ensure_created(step, &want, None, out).await
             }
             Action::CreateUnlessFound {
+                lookup,
                 fields,
                 tags,
                 desired,
@@ -411,7 +417,7 @@ impl<P: Provider> Executor<'_, P> {
                     desired,
                     tags,
                 };
-                self.ensure_created(step, &want, true, out).await
+                self.ensure_created(step, &want, Some(lookup), out).await
             }
             Action::Update {
                 remote_id,
@@ -533,21 +539,25 @@ impl<P: Provider> Executor<'_, P> {
         &self,
         step: &Step,
         want: &Wanted<'_>,
-        search_first: bool,
+        search_first: Option<&[LookupBy]>,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
         let (fields, tags) = (want.fields, want.tags);
         let contact_id = step.contact_id;
         let now = (self.now)();
-        let link_id = match self.store.link_now(self.provider_id, contact_id).await? {
-            Some(l) if l.state == LinkState::Active => {
-                return self.converge(step, want, out).await;
+        let start = self
+            .store
+            .begin_create(self.provider_id, contact_id, fields.clone(), now)
+            .await?;
+        let link_id = match start {
+            CreateStart::Linked(l) if l.state == LinkState::Active => {
+                return self.converge(step, want, l.link, out).await;
             }
-            Some(l) if l.state == LinkState::Gone => {
+            CreateStart::Linked(l) if l.state == LinkState::Gone => {
                 self.store.close_intent(step.intent_id).await?;
                 return Ok(());
             }
-            Some(l) => {
+            CreateStart::Linked(l) => {
                 // An earlier try's answer was lost: was it created?
                 match self.verify(fields).await? {
                     Verified::Found(found) => {
@@ -559,26 +569,23 @@ impl<P: Provider> Executor<'_, P> {
                     }
                     Verified::Absent => l.link.id,
                     Verified::Unknown => {
-                        return Err(Fail::Provider(ProviderError::new(
-                            self.name(),
-                            "confirm an interrupted create",
-                            ErrorKind::Permanent,
-                            "the provider cannot be searched by this contact's keys, so the create is not sent again",
-                        ).with_hint("The next complete listing of this provider shows whether it was created; nothing is duplicated")));
+                        // Not sent again (it may have landed) and not a failure: the link
+                        // stays `creating` until the provider's next complete listing
+                        // shows the record (linked) or not (dropped, so it is planned
+                        // again).
+                        tracing::warn!(
+                            provider = %self.name(),
+                            "a create whose answer was lost cannot be confirmed by a search (this provider cannot be searched by the contact's keys); it is not sent again, and the next complete listing shows whether it landed"
+                        );
+                        out.counts.skipped += 1;
+                        self.store.close_intent(step.intent_id).await?;
+                        return Ok(());
                     }
                 }
             }
-            None => {
-                let Some(id) = self
-                    .store
-                    .begin_create(self.provider_id, contact_id, fields.clone(), now)
-                    .await?
-                else {
-                    self.store.close_intent(step.intent_id).await?;
-                    return Ok(());
-                };
-                if search_first {
-                    match self.find(fields).await {
+            CreateStart::Begun(id) => {
+                if let Some(keys) = search_first {
+                    match self.find_by(keys).await {
                         Ok(Some(found)) => {
                             out.counts.matched += 1;
                             return self.link_and_converge(step, id, found, want, out).await;
@@ -611,8 +618,19 @@ impl<P: Provider> Executor<'_, P> {
                 };
                 let (snapshot, tags_now) = if created.existed {
                     out.counts.matched += 1;
-                    // An existing contact answered: we know only the keys it was found by.
-                    (self.key_fields(fields), None)
+                    // An existing contact answered: we know only the key it was found by
+                    // (a provider whose create finds the phone: the phone), not whatever
+                    // else we sent, which it did not take.
+                    let found_by = if caps.create_finds_phone {
+                        fields
+                            .iter()
+                            .filter(|(k, _)| k.as_str() == field::PHONE)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    } else {
+                        self.key_fields(fields)
+                    };
+                    (found_by, None)
                 } else {
                     out.counts.created += 1;
                     (fields.clone(), held_tags)
@@ -659,18 +677,95 @@ impl<P: Provider> Executor<'_, P> {
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
         let now = (self.now)();
+        let link = ActiveLink {
+            id: link_id,
+            remote_id: found.remote_id.clone(),
+            snapshot: found.snapshot.clone(),
+            tags: found.tags.clone(),
+        };
+        // A record found here for the first time fills the contact's gaps (the store
+        // records them on the contact with the link) and keeps its tags: what only it
+        // holds is never erased.
+        let mut desired = want.desired.clone();
+        desired.extend(crate::domain::merge::gaps_filled_by(
+            want.desired,
+            &found.snapshot,
+        ));
+        let mut wanted: Tags = want.tags.iter().collect();
+        for tag in found.tags.iter().flat_map(Tags::names) {
+            wanted.insert(tag);
+        }
+        let tags: Vec<String> = wanted.names().map(str::to_owned).collect();
+        let want = &Wanted {
+            fields: want.fields,
+            desired: &desired,
+            tags: &tags,
+        };
+        if self.left_to_converge(want, &link).is_none() {
+            // The record holds what the contact wants: linked and the intent closed in one
+            // transaction.
+            let filled = self
+                .store
+                .link_found(
+                    link_id,
+                    step.contact_id,
+                    found,
+                    false,
+                    Some(step.intent_id),
+                    now,
+                )
+                .await?;
+            out.filled += u64::from(filled == Some(true));
+            return Ok(());
+        }
         let linked = self
             .store
             // Planned again next cycle: should this step be cut off before it converges
             // the record (a crash), the planner sees what is left against the new link.
             .link_found(link_id, step.contact_id, found, true, None, now)
             .await?;
-        if !linked {
+        let Some(filled) = linked else {
             // The record is linked to another contact: held as a conflict, not merged.
             self.store.close_intent(step.intent_id).await?;
             return Ok(());
-        }
-        self.converge(step, want, out).await
+        };
+        out.filled += u64::from(filled);
+        self.converge(step, want, link, out).await
+    }
+
+    /// What converging `link` to what the contact wants would send: the field changes
+    /// and the tags to add and remove; `None` when nothing.
+    fn left_to_converge(&self, want: &Wanted<'_>, link: &ActiveLink) -> Option<Converge> {
+        let caps = self.caps();
+        let changes: Fields = want
+            .desired
+            .iter()
+            .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
+            .filter(|(k, _)| {
+                (k.as_str() != field::PHONE || caps.phone_mutable)
+                    && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let wanted: Tags = want.tags.iter().collect();
+        let known = link.tags.clone().unwrap_or_default();
+        // As the planner compares a linked record: add what it lacks; remove what it
+        // carries beyond the contact's tags only when its tags are known.
+        let add: Vec<String> = if caps.tags_add {
+            wanted.difference(&known).map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        let remove: Vec<String> = if caps.tags_remove && link.tags.is_some() {
+            known.difference(&wanted).map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        (!changes.is_empty() || !add.is_empty() || !remove.is_empty()).then_some(Converge {
+            changes,
+            add,
+            remove,
+        })
     }
 
     /// Brings a linked record to the contact as this provider would hold it (the fields
@@ -682,26 +777,22 @@ impl<P: Provider> Executor<'_, P> {
         &self,
         step: &Step,
         want: &Wanted<'_>,
+        link: ActiveLink,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
-        let (fields, tags) = (want.desired, want.tags);
-        let caps = self.caps().clone();
-        let Some(link) = self.active_link(step.contact_id).await? else {
+        let Some(Converge {
+            changes,
+            add,
+            remove,
+        }) = self.left_to_converge(want, &link)
+        else {
             self.store.close_intent(step.intent_id).await?;
             return Ok(());
         };
-        let shape = step_shape(&caps);
-        let address = crate::domain::cycle_plan::addressed_fields(&shape, fields, &link.snapshot);
+        let shape = step_shape(self.caps());
+        let address =
+            crate::domain::cycle_plan::addressed_fields(&shape, want.desired, &link.snapshot);
         let known = link.tags.clone().unwrap_or_default();
-        let changes: Fields = fields
-            .iter()
-            .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
-            .filter(|(k, _)| {
-                (k.as_str() != field::PHONE || caps.phone_mutable)
-                    && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         let mut snapshot = link.snapshot.clone();
         let now = (self.now)();
         if !changes.is_empty() {
@@ -720,20 +811,7 @@ impl<P: Provider> Executor<'_, P> {
                 .record_write(link.id, snapshot.clone(), None, None, now)
                 .await?;
         }
-        let wanted: Tags = tags.iter().collect();
         let mut held = known.clone();
-        // As the planner compares a linked record: add what it lacks; remove what it
-        // carries beyond the contact's tags only when its tags are known.
-        let add: Vec<String> = if caps.tags_add {
-            wanted.difference(&known).map(str::to_owned).collect()
-        } else {
-            Vec::new()
-        };
-        let remove: Vec<String> = if caps.tags_remove && link.tags.is_some() {
-            known.difference(&wanted).map(str::to_owned).collect()
-        } else {
-            Vec::new()
-        };
         for (adding, todo) in [(true, add), (false, remove)] {
             if todo.is_empty() {
                 continue;
@@ -777,6 +855,23 @@ impl<P: Provider> Executor<'_, P> {
             .filter(|(k, _)| shape.lookups.iter().any(|l| l == *k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Looks a contact up by `keys`, in order (the step's own lookups).
+    async fn find_by(&self, keys: &[LookupBy]) -> Result<Option<Linked>, ProviderError> {
+        for k in keys {
+            let key = match k.field.as_str() {
+                field::PHONE => LookupKey::Phone(&k.value),
+                field::EMAIL => LookupKey::Email(&k.value),
+                field::SOURCE_ID => LookupKey::SourceId(&k.value),
+                _ => continue,
+            };
+            let Some(record) = self.slot.client.lookup(key).await? else {
+                continue;
+            };
+            return Ok(Some(self.linked_from(key, record).await?));
+        }
+        Ok(None)
     }
 
     /// Looks a contact up by the keys in `fields`, in the provider's order.
@@ -867,6 +962,13 @@ struct Wanted<'a> {
     tags: &'a [String],
 }
 
+/// What converging a linked record sends.
+struct Converge {
+    changes: Fields,
+    add: Vec<String>,
+    remove: Vec<String>,
+}
+
 enum Verified {
     Found(Linked),
     Absent,
@@ -903,6 +1005,7 @@ impl ExecOutcome {
     fn absorb(&mut self, other: ExecOutcome) {
         self.counts += other.counts;
         self.writes += other.writes;
+        self.filled += other.filled;
         self.failures.extend(other.failures);
         if self.failure.is_none() {
             self.failure = other.failure;

@@ -185,13 +185,21 @@ impl World {
     /// only look people up holds those it was seeded with plus everyone known it can
     /// store (with a phone, where it needs one); a listable one holds everyone known.
     pub fn expected(&self) -> Vec<(&'static str, usize)> {
+        self.expected_without(&[])
+    }
+
+    /// As [`World::expected`], when the listable platforms in `unread` could not be read:
+    /// only the people the others list are known.
+    pub fn expected_without(&self, unread: &[&str]) -> Vec<(&'static str, usize)> {
         let kinds: Vec<seed::Provider> = seed::Provider::all()
             .filter(|p| self.sim.provider(p.kind).is_some())
             .collect();
         let mut held = vec![0usize; kinds.len()];
         for p in seed::people(SEED, self.people) {
             let at = seed::placement(SEED, p.index);
-            let known = at.providers().any(|q| q.listable);
+            let known = at
+                .providers()
+                .any(|q| q.listable && !unread.contains(&q.kind));
             let phone = p.phone_e164.is_some();
             for (n, kind) in held.iter_mut().zip(&kinds) {
                 let storable = phone || !kind.needs_phone;

@@ -33,6 +33,25 @@ pub struct NormalizedRecord {
     pub hash: i64,
 }
 
+/// What a record found by a lookup (for a contact not yet linked in that provider) adds to
+/// the contact: like a record a listing matches, it only fills the contact's gaps — the
+/// fields the contact lacks, never one it has — and brings its tags. Returns the fields it
+/// fills.
+pub fn gaps_filled_by(contact: &Fields, found: &Fields) -> Fields {
+    // The name is one value written in up to three fields: a contact with any of them
+    // has a name, which a found record's other spelling of it must not complete.
+    let names = [field::NAME, field::FIRST_NAME, field::LAST_NAME];
+    let has_name = names
+        .iter()
+        .any(|n| contact.get(*n).is_some_and(|v| !v.is_empty()));
+    found
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && contact.get(*k).is_none_or(String::is_empty))
+        .filter(|(k, _)| !(has_name && names.contains(&k.as_str())))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Normalises every field of a record: phones to E.164 (raw text kept if invalid),
 /// emails lower-cased (raw kept if invalid), text trimmed.
 pub fn normalize_record(record: &RemoteRecord, region: DefaultRegion) -> NormalizedRecord {
@@ -161,6 +180,29 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_found_record_fills_only_the_gaps() {
+        let contact: Fields = [("name", "Ana"), ("email", "")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let found: Fields = [("name", "Ana Maria"), ("email", "ana@x.io"), ("city", "")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let filled = gaps_filled_by(&contact, &found);
+        assert_eq!(filled.len(), 1, "{filled:?}");
+        assert_eq!(filled.get("email").map(String::as_str), Some("ana@x.io"));
+        // A contact named by its display name does not get the found first/last names.
+        let found: Fields = [("first_name", "陳美玲"), ("last_name", "陳")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert!(gaps_filled_by(&contact, &found).is_empty());
+        // A contact without any name takes the found one.
+        assert_eq!(gaps_filled_by(&Fields::new(), &found).len(), 2);
     }
 
     #[test]
