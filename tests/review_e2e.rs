@@ -316,16 +316,16 @@ async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
     mixed_up_record(&world, &a, &b).await;
     // One Argentinian mobile, written with the mobile 9 in Chatwoot and without in MaiAgent.
     let http = reqwest::Client::builder().build().unwrap();
-    let r = http
+    let response = http
         .post(world.chatwoot_url("/contacts"))
         .header("api_access_token", world.chatwoot_token())
         .json(&json!({"name": "Lucía Pereyra", "phone_number": "+5491123456789"}))
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success());
+    assert!(response.status().is_success());
     let info = world.sim.info();
-    let r = http
+    let response = http
         .post(format!(
             "{}/api/contacts/",
             info["maiagent"]["base_url"].as_str().unwrap()
@@ -342,22 +342,25 @@ async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(response.status().as_u16(), 201);
 
     let writes = world.writes();
     let out = world.run(&["--sync-now", "--dry-run", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let report = &v["report"];
-    let m = &report["matched_by"];
+    let dry: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &dry["report"];
+    let matched = &report["matched_by"];
     for key in ["source_id", "phone", "email", "phone_variant"] {
-        assert!(m[key].is_u64(), "{report}");
+        assert!(matched[key].is_u64(), "{report}");
     }
     assert!(
-        m["phone"].as_u64().unwrap() + m["email"].as_u64().unwrap() > 0,
+        matched["phone"].as_u64().unwrap() + matched["email"].as_u64().unwrap() > 0,
         "{report}"
     );
-    assert_eq!(m["phone_variant"], 1, "the Argentinian mobile: {report}");
+    assert_eq!(
+        matched["phone_variant"], 1,
+        "the Argentinian mobile: {report}"
+    );
     let gains = report["new_people"].as_object().unwrap();
     for name in world.names() {
         assert!(gains[&name].is_u64(), "{name}: {report}");
@@ -370,7 +373,7 @@ async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
             .iter()
             .all(|i| i["provider"] == "sales-bot" && i["id"].is_i64())
     );
-    let plan = v["plan"].as_array().unwrap();
+    let plan = dry["plan"].as_array().unwrap();
     assert!(!plan.is_empty());
     assert!(plan.iter().all(|s| s["provider"].is_string()));
     assert_eq!(world.writes(), writes, "a dry run writes nothing");
