@@ -15,6 +15,10 @@ pub fn run(cli: &Cli) -> ExitCode {
     let code = match &cli.command {
         Some(Command::CheckConfig) => check_config(cli),
         Some(Command::Status { json }) => status(cli, *json),
+        Some(Command::Review { json, action }) => match load_settings(cli, Secrets::Skip) {
+            Ok(settings) => crate::review::run(&settings, *json, action.as_ref()),
+            Err(code) => code,
+        },
         Some(Command::Demo { contacts }) => demo(*contacts),
         Some(Command::Simulate {
             contacts,
@@ -238,6 +242,8 @@ fn sync_now(cli: &Cli) -> u8 {
                 return EXIT_FAILED;
             }
         };
+        let first_run = cli.dry_run && matches!(store.active_links().await, Ok(0));
+        let report_store = store.clone();
         let names: Vec<String> = slots.iter().map(|s| s.settings.name.clone()).collect();
         let mut engine = crate::sync::Engine::new(
             store,
@@ -261,7 +267,37 @@ fn sync_now(cli: &Cli) -> u8 {
         match result {
             Ok(report) => {
                 if cli.dry_run {
+                    let items = match report_store.open_review_items().await {
+                        Ok(items) => items,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return EXIT_FAILED;
+                        }
+                    };
+                    let matches = report.match_report(&items);
+                    if cli.json {
+                        let plan: Vec<serde_json::Value> = report
+                            .providers
+                            .iter()
+                            .flat_map(|p| {
+                                p.steps.iter().map(|s| {
+                                    let mut v =
+                                        serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
+                                    if let Some(o) = v.as_object_mut() {
+                                        o.insert("provider".into(), p.name.clone().into());
+                                    }
+                                    v
+                                })
+                            })
+                            .collect();
+                        println!("{}", serde_json::json!({ "report": matches, "plan": plan }));
+                        return if report.ok() { EXIT_OK } else { EXIT_FAILED };
+                    }
                     println!("dry run: nothing was written to any provider or to the store\n");
+                    if first_run {
+                        print!("{}", matches.render());
+                        println!();
+                    }
                     print!("{}", report.plan_listing());
                     println!();
                 }

@@ -132,6 +132,15 @@ pub enum Action {
         /// Remote id.
         remote_id: String,
     },
+    /// Merge record `remote_id` into `into`, both records of this person in a provider
+    /// that merges (a `review merge` decision; Chatwoot's merge action). Not an intent:
+    /// its outcome is recorded on the merged record.
+    Merge {
+        /// The record that disappears.
+        remote_id: String,
+        /// The record that stays (the survivor's).
+        into: String,
+    },
     /// Nothing is sent; the intent is closed for `reason`.
     Skip {
         /// Why nothing is sent.
@@ -141,7 +150,7 @@ pub enum Action {
 
 impl Action {
     /// A short name (`create`, `create_unless_found`, `update`, `tag_add`, `tag_remove`,
-    /// `delete`, `skip`).
+    /// `delete`, `merge`, `skip`).
     pub fn name(&self) -> &'static str {
         match self {
             Action::Create { .. } => "create",
@@ -150,6 +159,7 @@ impl Action {
             Action::TagAdd { .. } => "tag_add",
             Action::TagRemove { .. } => "tag_remove",
             Action::Delete { .. } => "delete",
+            Action::Merge { .. } => "merge",
             Action::Skip { .. } => "skip",
         }
     }
@@ -513,6 +523,9 @@ impl Step {
                 remote_id, tags, ..
             } => format!("tag remove  {who} (id {remote_id}): {}", tags.join(", ")),
             Action::Delete { remote_id } => format!("delete      {who} (id {remote_id})"),
+            Action::Merge { remote_id, into } => {
+                format!("merge       {who}: record {remote_id} into record {into}")
+            }
             Action::Skip { why } => format!("skip        {who}: {why}"),
         };
         let _ = write!(s, " — {}", self.reason);

@@ -4,7 +4,10 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration, oldest first. Append only: never edit a released migration.
-pub const MIGRATION_SQL: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+pub const MIGRATION_SQL: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_review.sql"),
+];
 
 /// The migrations as `rusqlite_migration` wants them.
 pub fn migrations() -> Migrations<'static> {
