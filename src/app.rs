@@ -15,6 +15,10 @@ pub fn run(cli: &Cli) -> ExitCode {
     let code = match &cli.command {
         Some(Command::CheckConfig) => check_config(cli),
         Some(Command::Status { json }) => status(cli, *json),
+        Some(Command::Review { json, action }) => match load_settings(cli, Secrets::Skip) {
+            Ok(settings) => crate::review::run(&settings, *json, action.as_ref()),
+            Err(code) => code,
+        },
         Some(Command::Demo { contacts }) => demo(*contacts),
         Some(Command::Simulate {
             contacts,
@@ -220,15 +224,17 @@ fn sync_now(cli: &Cli) -> u8 {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    run_engine(&settings, slots, cli.dry_run, None)
+    run_engine(&settings, slots, cli.dry_run, cli.json, None)
 }
 
 /// Runs one cycle (or, with `undo`, the undo of a run) on the store — on a copy of it in
-/// dry-run — with progress on the terminal, and prints what it did.
+/// dry-run — with progress on the terminal, and prints what it did (`json`: a dry run's
+/// match report and plan as one JSON object).
 fn run_engine(
     settings: &Settings,
     slots: Slots,
     dry_run: bool,
+    json: bool,
     undo: Option<crate::sync::undo::UndoRequest>,
 ) -> u8 {
     let rt = match runtime() {
@@ -263,6 +269,8 @@ fn run_engine(
                 return EXIT_FAILED;
             }
         };
+        let first_run = dry_run && undo.is_none() && matches!(store.active_links().await, Ok(0));
+        let report_store = store.clone();
         let names: Vec<String> = slots.iter().map(|s| s.settings.name.clone()).collect();
         let mut engine = crate::sync::Engine::new(
             store,
@@ -293,7 +301,37 @@ fn run_engine(
         match result {
             Ok((report, undone)) => {
                 if dry_run {
+                    let items = match report_store.open_review_items().await {
+                        Ok(items) => items,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return EXIT_FAILED;
+                        }
+                    };
+                    let matches = report.match_report(&items);
+                    if json {
+                        let plan: Vec<serde_json::Value> = report
+                            .providers
+                            .iter()
+                            .flat_map(|p| {
+                                p.steps.iter().map(|s| {
+                                    let mut v =
+                                        serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
+                                    if let Some(o) = v.as_object_mut() {
+                                        o.insert("provider".into(), p.name.clone().into());
+                                    }
+                                    v
+                                })
+                            })
+                            .collect();
+                        println!("{}", serde_json::json!({ "report": matches, "plan": plan }));
+                        return if report.ok() { EXIT_OK } else { EXIT_FAILED };
+                    }
                     println!("dry run: nothing was written to any provider or to the store\n");
+                    if first_run {
+                        print!("{}", matches.render());
+                        println!();
+                    }
                 }
                 if let Some((run, outcome)) = &undone {
                     println!("{}", outcome.describe(*run));
@@ -516,7 +554,7 @@ fn undo(cli: &Cli, request: crate::sync::undo::UndoRequest, dry_run: bool) -> u8
         );
         return EXIT_USAGE;
     }
-    run_engine(&settings, slots, dry_run, Some(request))
+    run_engine(&settings, slots, dry_run, false, Some(request))
 }
 
 fn demo(contacts: u64) -> u8 {

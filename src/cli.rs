@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long, requires = "sync_now")]
     pub dry_run: bool,
 
+    /// With --dry-run: print the first-run match report and the plan as one JSON object.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+
     /// Limit the cycle to these providers (instance names; repeatable).
     #[arg(long = "provider", value_name = "NAME")]
     pub providers: Vec<String>,
@@ -63,6 +67,17 @@ pub enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// The review queue: records whose person is in doubt (open items), and the
+    /// decisions on them. Works while the daemon runs: a decision is carried out by the
+    /// next sync cycle.
+    Review {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// What to do; none lists the open items.
+        #[command(subcommand)]
+        action: Option<ReviewAction>,
     },
     /// Load and validate the config, print it with secrets as ***; exit 2 if invalid.
     CheckConfig,
@@ -122,5 +137,37 @@ pub enum Command {
         /// and that can delete.
         #[arg(long)]
         delete_created: bool,
+    },
+}
+
+/// `review` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ReviewAction {
+    /// Show an item: its records and the candidate people side by side, field by field.
+    Show {
+        /// The item's id (from `contact-sync review`).
+        id: i64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// They are one person: the people become one (the one known longest survives, or
+    /// the one named by --keep) and every record of them links to it.
+    Merge {
+        /// The item's id.
+        id: i64,
+        /// The contact that survives (one of the item's contacts).
+        #[arg(long, value_name = "CONTACT_ID")]
+        keep: Option<i64>,
+    },
+    /// They are different people: the record is linked to one person (the one named by
+    /// --link, else the one its strongest key names) and the value it shares with the
+    /// other is never used to match them again.
+    Apart {
+        /// The item's id.
+        id: i64,
+        /// The contact the record belongs to.
+        #[arg(long, value_name = "CONTACT_ID")]
+        link: Option<i64>,
     },
 }

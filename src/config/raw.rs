@@ -49,6 +49,7 @@ pub(super) struct RawSync {
     pub(super) propagate_deletes: bool,
     pub(super) shutdown_timeout: String,
     pub(super) retry_budget: String,
+    pub(super) whatsapp_phone_variants: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,6 +87,7 @@ pub(super) fn defaults() -> RawConfig {
             propagate_deletes: false,
             shutdown_timeout: "30s".to_owned(),
             retry_budget: "2m".to_owned(),
+            whatsapp_phone_variants: true,
         },
         http: None,
         providers: Vec::new(),
@@ -100,6 +102,7 @@ pub(super) const SYNC_KEYS: &[&str] = &[
     "propagate_deletes",
     "shutdown_timeout",
     "retry_budget",
+    "whatsapp_phone_variants",
 ];
 pub(super) const HTTP_KEYS: &[&str] = &["listen", "unready_after"];
 /// The keys every provider table takes; each kind adds its own

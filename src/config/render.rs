@@ -46,6 +46,10 @@ impl Settings {
         );
         sync.insert("propagate_deletes".into(), self.propagate_deletes.into());
         sync.insert(
+            "whatsapp_phone_variants".into(),
+            self.default_region.whatsapp_variants().into(),
+        );
+        sync.insert(
             "shutdown_timeout".into(),
             humantime::format_duration(self.shutdown_timeout)
                 .to_string()

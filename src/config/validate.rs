@@ -69,16 +69,18 @@ fn sync_section(sync: &RawSync, problems: &mut Vec<Problem>) -> SyncKeys {
         sync.schedule.clone()
     });
     let default_region_code = sync.default_region.trim().to_ascii_uppercase();
-    let default_region = DefaultRegion::parse(&default_region_code).unwrap_or_else(|| {
-        problems.push(problem(
-            "sync.default_region",
-            format!(
-                "`{}` is not a known ISO 3166 region code; write e.g. \"US\", \"GB\", \"TW\"",
-                sync.default_region
-            ),
-        ));
-        DefaultRegion::default()
-    });
+    let default_region = DefaultRegion::parse(&default_region_code)
+        .unwrap_or_else(|| {
+            problems.push(problem(
+                "sync.default_region",
+                format!(
+                    "`{}` is not a known ISO 3166 region code; write e.g. \"US\", \"GB\", \"TW\"",
+                    sync.default_region
+                ),
+            ));
+            DefaultRegion::default()
+        })
+        .with_whatsapp_variants(sync.whatsapp_phone_variants);
     let shutdown_timeout =
         parse_duration(&sync.shutdown_timeout, "sync.shutdown_timeout", problems)
             .unwrap_or(Duration::from_secs(30));

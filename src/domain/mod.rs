@@ -9,5 +9,7 @@ pub mod names;
 pub mod normalize;
 pub mod plan;
 pub mod record;
+pub mod review;
+pub mod whatsapp;
 
 pub use record::{Fields, GoldenRecord, RemoteRecord, Tags, attr_field, field, tag_key};

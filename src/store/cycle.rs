@@ -363,6 +363,54 @@ impl Store {
         .await
     }
 
+    /// Carries out the review decisions written since the last cycle (one transaction
+    /// per item). `can_merge`: the providers that merge records themselves.
+    pub async fn apply_decisions(
+        &self,
+        can_merge: Vec<i64>,
+        now: i64,
+    ) -> Result<super::review::AppliedDecisions, StoreError> {
+        self.call_seq(move |c, seq| super::review::apply_decisions(c, seq, &can_merge, now))
+            .await
+    }
+
+    /// The merges a provider that merges records itself still has to run.
+    pub async fn pending_merges(
+        &self,
+        provider_id: i64,
+    ) -> Result<Vec<super::review::RemoteMerge>, StoreError> {
+        self.call(move |c| super::review::pending_merges(c, provider_id))
+            .await
+    }
+
+    /// Records how a merge in the provider went (see [`super::review::finish_merge`]).
+    pub async fn finish_merge(
+        &self,
+        provider_id: i64,
+        remote_id: String,
+        outcome: Result<(), (String, bool)>,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| super::review::finish_merge(c, provider_id, &remote_id, outcome))
+            .await
+    }
+
+    /// How many records are linked (active), over all providers: none before a first run.
+    pub async fn active_links(&self) -> Result<i64, StoreError> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM links WHERE state = 'active'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// The open review items (what a dry run would leave open).
+    pub async fn open_review_items(&self) -> Result<Vec<super::review::Item>, StoreError> {
+        self.call(|c| super::review::open_items(c)).await
+    }
+
     /// The planning watermark of a provider: contacts changed after it are planned.
     pub async fn planned_seq(&self, provider_id: i64) -> Result<i64, StoreError> {
         self.call(move |c| intents::planned_seq(c, provider_id))

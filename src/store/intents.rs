@@ -49,7 +49,8 @@ pub fn plan_inputs(
         "SELECT c.id, c.seq, c.name, c.first_name, c.last_name, c.email, c.phone, c.source_id, c.attrs, c.phone_valid,
                 l.state, l.remote_id, l.snapshot, l.tags,
                 (SELECT json_group_array(tag) FROM contact_tags t WHERE t.contact_id = c.id),
-                EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id), c.deleted
+                EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id), c.deleted,
+                (SELECT json_group_array(field) FROM link_pins p WHERE p.link_id = l.id)
          FROM contacts c LEFT JOIN links l ON l.contact_id = c.id AND l.provider_id = ?1
          WHERE c.seq > ?2 ORDER BY c.seq LIMIT ?3",
     )?;
@@ -75,6 +76,7 @@ pub fn plan_inputs(
                 r.get::<_, String>(14)?,
                 r.get::<_, bool>(15)?,
                 r.get::<_, bool>(16)?,
+                r.get::<_, Option<String>>(17)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -92,6 +94,7 @@ pub fn plan_inputs(
         contact_tags,
         has_key,
         deleted,
+        pins,
     ) in rows
     {
         let link = match state.as_deref() {
@@ -104,10 +107,18 @@ pub fn plan_inputs(
                 tags: parse_tags(tags.as_deref())?,
             },
         };
+        let mut fields = contacts::fields_from_row(values, &attrs)?;
+        // Pinned fields (`review apart`) keep the value the provider holds.
+        if let (LinkView::Active { snapshot, .. }, Some(pins)) = (&link, pins.as_deref()) {
+            let pins: Vec<String> = serde_json::from_str(pins).unwrap_or_default();
+            if !pins.is_empty() {
+                crate::domain::review::hold_pinned(&mut fields, snapshot, &pins);
+            }
+        }
         out.push(PlanInput {
             contact: GoldenRecord {
                 id,
-                fields: contacts::fields_from_row(values, &attrs)?,
+                fields,
                 phone_valid,
                 has_key,
                 deleted,

@@ -10,6 +10,7 @@ use crate::domain::journal::{
     Changes, EventKind, add_tag_change, created, field_changes, sent_changes,
 };
 use crate::domain::matching::{ContactId, KeyKind};
+use crate::domain::review::ItemKind;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -115,21 +116,29 @@ pub fn finish_link(
         [link_id],
         |r| r.get(0),
     )?;
-    let clash: Option<i64> = tx
+    let clash: Option<ContactId> = tx
         .query_row(
-            "SELECT id FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND id != ?3",
+            "SELECT contact_id FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND id != ?3",
             params![provider_id, remote_id, link_id],
             |r| r.get(0),
         )
         .optional()?;
-    if clash.is_some() {
+    if let Some(other) = clash {
         tx.execute("DELETE FROM links WHERE id = ?1", [link_id])?;
+        let mut people = vec![contact_id, other];
+        people.sort_unstable();
+        people.dedup();
         super::pull::record_conflict(
             &tx,
             provider_id,
-            remote_id,
-            "the provider answered with a record already linked to another contact; not merged",
-            &[contact_id],
+            super::pull::ItemRecord {
+                remote_id,
+                fields: Some(snapshot),
+                tags,
+            },
+            ItemKind::Refused,
+            "the provider refused to hold this person again: the record it holds with this key is linked to another contact; not merged",
+            &people,
             now,
         )?;
         tx.commit()?;

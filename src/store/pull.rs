@@ -9,11 +9,12 @@ use super::contacts;
 use super::journal::{self, NewEntry, Stamp};
 use super::{Seq, StoreError};
 use crate::domain::journal::{Changes, EventKind, add_tag_change, created, field_changes};
-use crate::domain::matching::ContactId;
+use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::merge::{
     ContactWrite, Held, HeldContact, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched,
     NewContact, NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
 };
+use crate::domain::review::ItemKind;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::hash_map::Entry;
@@ -34,6 +35,8 @@ pub struct PageOutcome {
     pub changed: u64,
     /// Records held as conflicts.
     pub conflicts: u64,
+    /// Records linked to an existing contact, by the key that found it.
+    pub matched_by: crate::domain::matching::MatchCounts,
     /// Link ids seen on this page.
     pub seen: Vec<i64>,
 }
@@ -174,23 +177,57 @@ pub fn link_state_of(
         .optional()?)
 }
 
-/// Records (or refreshes) a conflict.
+/// What a review item says about the record it is about.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemRecord<'a> {
+    /// The provider's id of the record.
+    pub remote_id: &'a str,
+    /// Its fields as the provider showed them (or as they were sent), if known.
+    pub fields: Option<&'a Fields>,
+    /// Its tags, if known.
+    pub tags: Option<&'a Tags>,
+}
+
+/// Opens (or refreshes) a review item about a record. An item whose people were decided
+/// to be different people (`review apart`) is never opened again; an item decided but
+/// not yet carried out keeps its decision. Returns whether the item is open.
 pub fn record_conflict(
     conn: &Connection,
     provider_id: i64,
-    remote_id: &str,
+    record: ItemRecord<'_>,
+    kind: ItemKind,
     reason: &str,
     contacts: &[ContactId],
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    if super::review::all_kept_apart(conn, contacts)? {
+        tracing::debug!(provider_id, remote_id = %record.remote_id, ?contacts, "not held for review: decided to be different people");
+        return Ok(false);
+    }
     let ids = serde_json::to_string(contacts).unwrap_or_else(|_| "[]".to_owned());
-    conn.prepare_cached(
-        "INSERT INTO conflicts (provider_id, remote_id, reason, contact_ids, detected_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (provider_id, remote_id) DO UPDATE SET reason = excluded.reason, contact_ids = excluded.contact_ids,
-         detected_at = excluded.detected_at, resolved_at = NULL",
-    )?
-    .execute(params![provider_id, remote_id, reason, ids, now])?;
-    Ok(())
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO conflicts (provider_id, remote_id, kind, reason, contact_ids, record, record_tags, detected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, '{}'), ?7, ?8)
+             ON CONFLICT (provider_id, remote_id) DO UPDATE SET kind = excluded.kind, reason = excluded.reason,
+             contact_ids = excluded.contact_ids,
+             record = CASE WHEN ?6 IS NULL THEN record ELSE excluded.record END,
+             record_tags = coalesce(excluded.record_tags, record_tags),
+             detected_at = CASE WHEN resolved_at IS NULL AND decided_at IS NULL THEN detected_at ELSE excluded.detected_at END,
+             resolved_at = NULL, decision = NULL, decision_contact = NULL, decided_at = NULL, history = NULL
+             WHERE decided_at IS NULL OR resolved_at IS NOT NULL",
+        )?
+        .execute(params![
+            provider_id,
+            record.remote_id,
+            kind.as_str(),
+            reason,
+            ids,
+            record.fields.map(fields_json),
+            record.tags.map(tags_json),
+            now
+        ])?;
+    Ok(n > 0)
 }
 
 fn resolve_conflict(
@@ -255,14 +292,28 @@ pub fn apply_page(
                 journal.matched(&tx, &mut before, rec, &matched)?;
                 resolve_conflict(&tx, provider_id, &rec.remote_id, now)?;
                 out.matched += 1;
+                if let Some(by) = matched.by {
+                    out.matched_by.add(by);
+                }
             }
             Step::Conflict(conflict) => {
-                let remote_id = &records[conflict.record].remote_id;
+                let rec = &records[conflict.record];
                 let text = conflict.cause.describe();
-                record_conflict(&tx, provider_id, remote_id, &text, &conflict.contacts, now)?;
-                tracing::warn!(provider_id, %remote_id, contacts = ?conflict.contacts, "conflict: {text}");
-                out.conflicts += 1;
+                let opened = record_conflict(
+                    &tx,
+                    provider_id,
+                    item_record(rec),
+                    conflict.cause.item_kind(),
+                    &text,
+                    &conflict.contacts,
+                    now,
+                )?;
+                if opened {
+                    tracing::warn!(provider_id, remote_id = %rec.remote_id, contacts = ?conflict.contacts, "held for review: {text}");
+                    out.conflicts += 1;
+                }
             }
+            Step::Merged => {}
         }
     }
     tx.commit()?;
@@ -407,6 +458,14 @@ impl PageJournal {
     }
 }
 
+fn item_record(rec: &NormalizedRecord) -> ItemRecord<'_> {
+    ItemRecord {
+        remote_id: &rec.remote_id,
+        fields: Some(&rec.fields),
+        tags: rec.tags.as_ref(),
+    }
+}
+
 /// Reads what the merge of `records` needs (see [`Held`]): each record's link; for a link
 /// to merge, its contact and the owners of its changed keys; for an unlinked record, the
 /// owners of its keys, their links in this provider, and those that could be matched.
@@ -423,6 +482,10 @@ fn read_held(
     let mut owners_seen = HashSet::new();
     for rec in records {
         let Some(link) = find_link(conn, provider_id, &rec.remote_id)? else {
+            if super::review::is_merged_record(conn, provider_id, &rec.remote_id)? {
+                held.records.push(HeldRecord::Merged);
+                continue;
+            }
             for (kind, value) in rec.keys.iter() {
                 let Some(owner) = contacts::key_owner(conn, kind, value)? else {
                     continue;
@@ -430,6 +493,11 @@ fn read_held(
                 held.keys.insert(kind, value, owner);
                 if !owners_seen.insert(owner) {
                     continue;
+                }
+                for rule in super::review::apart_rules_of(conn, owner)? {
+                    if !held.apart.contains(&rule) {
+                        held.apart.push(rule);
+                    }
                 }
                 let here = link_state_of(conn, provider_id, owner)?.map(|(link_id, state)| {
                     if state == "creating" {
@@ -473,6 +541,7 @@ fn read_held(
             active,
             snapshot,
             tags: parse_tags(link.tags.as_deref())?,
+            pins: super::review::pins_of(conn, link.id)?,
         }));
     }
     Ok(held)
@@ -494,12 +563,19 @@ fn apply_update(
     }
     for moved in &update.keys {
         contacts::move_key(conn, update.contact, moved.kind, moved.value.as_deref())?;
+        // A phone's WhatsApp variants move with it (where nobody else holds them).
+        if moved.kind == KeyKind::Phone && moved.value.is_some() {
+            for v in &rec.keys.phone_variants {
+                contacts::add_key_if_free(conn, update.contact, KeyKind::Phone, v)?;
+            }
+        }
     }
     for conflict in &update.conflicts {
         record_conflict(
             conn,
             provider_id,
-            &rec.remote_id,
+            item_record(rec),
+            conflict.cause.item_kind(),
             &conflict.cause.describe(),
             &conflict.contacts,
             now,
@@ -559,16 +635,19 @@ fn apply_match(
         contacts::add_key_if_free(conn, matched.contact, *kind, value)?;
     }
     contacts::add_tags(conn, matched.contact, &matched.tags)?;
-    match matched.adopt {
+    let link_id = match matched.adopt {
         Some(link_id) => {
             adopt_link(conn, link_id, rec, now)?;
-            Ok(link_id)
+            link_id
         }
-        None => insert_link(conn, provider_id, matched.contact, rec, now),
-    }
+        None => insert_link(conn, provider_id, matched.contact, rec, now)?,
+    };
+    super::review::pin_fields(conn, link_id, &matched.pins)?;
+    Ok(link_id)
 }
 
-fn insert_link(
+/// Links a record to a contact with the record as the snapshot; returns the link id.
+pub fn insert_link(
     conn: &Connection,
     provider_id: i64,
     contact: ContactId,

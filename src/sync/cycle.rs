@@ -174,6 +174,22 @@ impl<P: Provider> Engine<P> {
                 .collect();
             self.ids = self.store.ensure_providers(names).await?;
         }
+        // Review decisions written since the last cycle are carried out first.
+        let can_merge: Vec<i64> = self
+            .slots
+            .iter()
+            .zip(&self.ids)
+            .filter(|(s, _)| s.client.can_merge())
+            .map(|(_, &id)| id)
+            .collect();
+        let decided = self.store.apply_decisions(can_merge, now).await?;
+        if decided.applied + decided.reopened > 0 {
+            tracing::info!(
+                applied = decided.applied,
+                reopened = decided.reopened,
+                "review decisions carried out"
+            );
+        }
         let mut reports: Vec<ProviderReport> = self
             .slots
             .iter()
@@ -353,6 +369,7 @@ impl<P: Provider> Engine<P> {
                     report.counts.pulled += p.pulled;
                     report.counts.matched += p.matched;
                     report.conflicts += p.conflicts;
+                    report.matched_by += p.matched_by;
                     report.gone += p.gone;
                     report.complete = p.complete;
                     if let Some(w) = p.warning {

@@ -276,6 +276,7 @@ impl PullOutcome {
     fn absorb(&mut self, (page, secs): (pull::PageOutcome, f64), seen: &mut LinkSet) {
         self.times.store += secs;
         self.matched += page.matched;
+        self.matched_by += page.matched_by;
         self.conflicts += page.conflicts;
         seen.extend(page.seen);
     }
@@ -286,6 +287,7 @@ impl PullOutcome {
 pub(super) struct PullOutcome {
     pub(super) pulled: u64,
     pub(super) matched: u64,
+    pub(super) matched_by: crate::domain::matching::MatchCounts,
     pub(super) conflicts: u64,
     pub(super) gone: u64,
     pub(super) complete: bool,

@@ -172,6 +172,12 @@ impl<P: Provider> Executor<'_, P> {
         let stop = AtomicBool::new(false);
         let mut after = 0;
         let mut left = 0u64;
+        // Records a review decided to merge go first: the survivor's record may take a
+        // phone or email the merged record holds (Chatwoot refuses a value held twice).
+        if let Err(e) = self.run_merges(opts, &mut out).await {
+            out.failure = Some(ExecFailure::Store(e.to_string()));
+            return out;
+        }
         loop {
             if opts.cancel.is_cancelled() {
                 break;
@@ -224,6 +230,61 @@ impl<P: Provider> Executor<'_, P> {
             });
         }
         out
+    }
+
+    /// Runs the provider's pending merges (`review merge` where the provider holds both
+    /// records of the person and merges them itself), each as a `merge` step of the plan.
+    async fn run_merges(
+        &self,
+        opts: &CycleOptions,
+        out: &mut ExecOutcome,
+    ) -> Result<(), StoreError> {
+        if !self.slot.client.can_merge() {
+            return Ok(());
+        }
+        let merges = self.store.pending_merges(self.provider_id).await?;
+        for m in merges {
+            let step = Step {
+                intent_id: 0,
+                contact_id: m.contact_id,
+                who: m.who,
+                attempts: m.attempts,
+                action: Action::Merge {
+                    remote_id: m.remote_id.clone(),
+                    into: m.into.clone(),
+                },
+                reason: "review: decided to be one person".to_owned(),
+            };
+            out.sends += 1;
+            if opts.dry_run || opts.record_steps || out.steps.len() < MAX_REPORTED_STEPS {
+                out.steps.push(step.clone());
+            }
+            if opts.dry_run || opts.cancel.is_cancelled() || self.cut_off() {
+                continue;
+            }
+            out.writes += 1;
+            let outcome = match self.slot.client.merge(&m.into, &m.remote_id).await {
+                Ok(()) => Ok(()),
+                // Merged already (an earlier answer was lost): the mergee is gone.
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                Err(e) if e.kind == ErrorKind::CutOff => continue,
+                Err(e) => {
+                    let give_up = !e.is_transient() || m.attempts + 1 >= MAX_ATTEMPTS;
+                    tracing::warn!(provider = %self.name(), op = "merge", attempts = m.attempts + 1, given_up = give_up, "{e}");
+                    out.counts.failed += 1;
+                    let text = e.to_string();
+                    out.failures.push(e);
+                    Err((text, give_up))
+                }
+            };
+            if outcome.is_ok() {
+                out.counts.updated += 1;
+            }
+            self.store
+                .finish_merge(self.provider_id, m.remote_id, outcome)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Runs one contact's steps in order; stops at the first that cannot run.
@@ -348,7 +409,7 @@ impl<P: Provider> Executor<'_, P> {
         let contact_id = step.contact_id;
         let intent = step.intent_id;
         match &step.action {
-            Action::Skip { .. } => Ok(()),
+            Action::Skip { .. } | Action::Merge { .. } => Ok(()),
             Action::Create {
                 fields,
                 tags,
@@ -602,7 +663,14 @@ impl<P: Provider> Executor<'_, P> {
                     } else {
                         self.key_fields(fields)
                     };
-                    (found_by, None, LinkedBy::Found)
+                    // Its tags are read where they can be, so only the missing ones are
+                    // written.
+                    let tags = if caps.tags_read_by_id && !caps.tags_by_listing {
+                        Some(self.slot.client.read_tags(&created.remote_id).await?)
+                    } else {
+                        None
+                    };
+                    (found_by, tags, LinkedBy::Found)
                 } else {
                     out.counts.created += 1;
                     (fields.clone(), held_tags, LinkedBy::Created)
@@ -718,10 +786,14 @@ impl<P: Provider> Executor<'_, P> {
     /// and the tags to add and remove; `None` when nothing.
     fn left_to_converge(&self, want: &Wanted<'_>, link: &ActiveLink) -> Option<Converge> {
         let caps = self.caps();
+        // The provider's own split of the same name into given and family name is not a
+        // change (as the planner sees it).
+        let same_name = crate::domain::names::same_name(want.desired, &link.snapshot);
         let changes: Fields = want
             .desired
             .iter()
             .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
+            .filter(|(k, _)| !(same_name && crate::domain::names::is_split_name_field(k)))
             .filter(|(k, _)| {
                 (k.as_str() != field::PHONE || caps.phone_mutable)
                     && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
