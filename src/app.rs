@@ -15,6 +15,10 @@ pub fn run(cli: &Cli) -> ExitCode {
     let code = match &cli.command {
         Some(Command::CheckConfig) => check_config(cli),
         Some(Command::Status { json }) => status(cli, *json),
+        Some(Command::Review { json, action }) => match load_settings(cli, Secrets::Skip) {
+            Ok(settings) => crate::review::run(&settings, *json, action.as_ref()),
+            Err(code) => code,
+        },
         Some(Command::Demo { contacts }) => demo(*contacts),
         Some(Command::Simulate {
             contacts,
@@ -23,6 +27,20 @@ pub fn run(cli: &Cli) -> ExitCode {
         }) => simulate(*contacts, *seed, info_file.as_deref()),
         Some(Command::Healthcheck) => healthcheck(cli),
         Some(Command::Webhooks { command }) => webhooks(cli, command),
+        Some(Command::Runs { json, limit }) => runs(cli, *json, *limit),
+        Some(Command::History { key, json }) => history(cli, key, *json),
+        Some(Command::Undo {
+            run,
+            dry_run,
+            delete_created,
+        }) => undo(
+            cli,
+            crate::sync::undo::UndoRequest {
+                run: *run,
+                delete_created: *delete_created,
+            },
+            *dry_run,
+        ),
         None if cli.sync_now => sync_now(cli),
         None => daemon(cli),
     };
@@ -237,6 +255,19 @@ fn sync_now(cli: &Cli) -> u8 {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    run_engine(&settings, slots, cli.dry_run, cli.json, None)
+}
+
+/// Runs one cycle (or, with `undo`, the undo of a run) on the store — on a copy of it in
+/// dry-run — with progress on the terminal, and prints what it did (`json`: a dry run's
+/// match report and plan as one JSON object).
+fn run_engine(
+    settings: &Settings,
+    slots: Slots,
+    dry_run: bool,
+    json: bool,
+    undo: Option<crate::sync::undo::UndoRequest>,
+) -> u8 {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -245,7 +276,7 @@ fn sync_now(cli: &Cli) -> u8 {
         let cancel = tokio_util::sync::CancellationToken::new();
         crate::daemon::cancel_on_signal(cancel.clone());
         let dry_dir;
-        let store_path = if cli.dry_run {
+        let store_path = if dry_run {
             dry_dir = match tempfile::tempdir() {
                 Ok(d) => d,
                 Err(e) => {
@@ -269,6 +300,8 @@ fn sync_now(cli: &Cli) -> u8 {
                 return EXIT_FAILED;
             }
         };
+        let first_run = dry_run && undo.is_none() && matches!(store.active_links().await, Ok(0));
+        let report_store = store.clone();
         let names: Vec<String> = slots.iter().map(|s| s.settings.name.clone()).collect();
         let mut engine = crate::sync::Engine::new(
             store,
@@ -277,10 +310,11 @@ fn sync_now(cli: &Cli) -> u8 {
             crate::clock::Clock::system(),
         )
         .with_propagate_deletes(settings.propagate_deletes)
-        .with_retry_budget(settings.retry_budget);
+        .with_retry_budget(settings.retry_budget)
+        .with_history_days(settings.history_days);
         let display = crate::daemon::progress::Display::new(&names);
         let opts = crate::sync::CycleOptions {
-            dry_run: cli.dry_run,
+            dry_run,
             drain_all: true,
             cancel,
             pull_only: None,
@@ -288,16 +322,60 @@ fn sync_now(cli: &Cli) -> u8 {
             record_steps: false,
             only_contacts: None,
         };
-        let result = engine.run_cycle(&opts).await;
+        let result = match undo {
+            None => engine.run_cycle(&opts).await.map(|r| (r, None)),
+            Some(request) => engine
+                .undo_run(&opts, request)
+                .await
+                .map(|(r, o)| (r, Some((request.run, o)))),
+        };
         display.finish();
         match result {
-            Ok(report) => {
-                if cli.dry_run {
+            Ok((report, undone)) => {
+                if dry_run {
+                    let items = match report_store.open_review_items().await {
+                        Ok(items) => items,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return EXIT_FAILED;
+                        }
+                    };
+                    let matches = report.match_report(&items);
+                    if json {
+                        let plan: Vec<serde_json::Value> = report
+                            .providers
+                            .iter()
+                            .flat_map(|p| {
+                                p.steps.iter().map(|s| {
+                                    let mut v =
+                                        serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
+                                    if let Some(o) = v.as_object_mut() {
+                                        o.insert("provider".into(), p.name.clone().into());
+                                    }
+                                    v
+                                })
+                            })
+                            .collect();
+                        println!("{}", serde_json::json!({ "report": matches, "plan": plan }));
+                        return if report.ok() { EXIT_OK } else { EXIT_FAILED };
+                    }
                     println!("dry run: nothing was written to any provider or to the store\n");
+                    if first_run {
+                        print!("{}", matches.render());
+                        println!();
+                    }
+                }
+                if let Some((run, outcome)) = &undone {
+                    println!("{}", outcome.describe(*run));
+                }
+                if dry_run {
                     print!("{}", report.plan_listing());
                     println!();
                 }
                 print!("{}", report.summary_table());
+                if let Some(run) = report.run.filter(|_| !dry_run) {
+                    println!("run {run}");
+                }
                 if report.ok() { EXIT_OK } else { EXIT_FAILED }
             }
             Err(e) => {
@@ -306,6 +384,209 @@ fn sync_now(cli: &Cli) -> u8 {
             }
         }
     })
+}
+
+/// Opens the store read-only for a report command (`None`: no store yet); an exit code
+/// once the problem is printed.
+fn read_only_store(settings: &Settings) -> Result<Option<rusqlite::Connection>, u8> {
+    let conn = store::open_read_only(&settings.store_path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_FAILED
+    })?;
+    if let Some(c) = &conn
+        && !store::is_current(c).unwrap_or(false)
+    {
+        eprintln!(
+            "error: the store {} was last written by an older contact-sync and has no journal yet; run one sync (`contact-sync --sync-now`, or start the daemon) to bring it up to date",
+            settings.store_path.display()
+        );
+        return Err(EXIT_FAILED);
+    }
+    Ok(conn)
+}
+
+fn print_json(value: &impl serde::Serialize) -> u8 {
+    match serde_json::to_string(value) {
+        Ok(text) => {
+            println!("{text}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot render JSON: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn runs(cli: &Cli, json: bool, limit: usize) -> u8 {
+    let settings = match load_settings(cli, Secrets::Skip) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let runs = match read_only_store(&settings) {
+        Ok(Some(conn)) => match store::journal::list_runs(&conn, limit) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        },
+        Ok(None) => Vec::new(),
+        Err(code) => return code,
+    };
+    if json {
+        return print_json(&serde_json::json!({ "runs": runs }));
+    }
+    print!("{}", render_runs(&runs));
+    EXIT_OK
+}
+
+/// The human form of `contact-sync runs`.
+pub fn render_runs(runs: &[store::journal::RunView]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if runs.is_empty() {
+        out.push_str("no runs yet\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<21} {:<21} {:<4}  per provider: pulled/created/updated/tags/failed",
+        "run", "started", "finished", "ok"
+    );
+    for r in runs {
+        let ok = match r.ok {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        let _ = write!(
+            out,
+            "{:>6}  {:<21} {:<21} {:<4} ",
+            r.id,
+            r.started_at,
+            r.finished_at.as_deref().unwrap_or("-"),
+            ok
+        );
+        for p in &r.providers {
+            let _ = write!(
+                out,
+                " {} {}/{}/{}/{}/{}",
+                p.name, p.pulled, p.created, p.updated, p.tag_changes, p.failed
+            );
+        }
+        if let Some(undone) = r.undo_of {
+            let _ = write!(out, "  (undo of run {undone})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn history(cli: &Cli, key: &str, json: bool) -> u8 {
+    let settings = match load_settings(cli, Secrets::Skip) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let unknown = || {
+        eprintln!(
+            "error: no person in the store matches {key:?}; give an email, a phone, a contact id, or PROVIDER:REMOTE_ID (e.g. {}:42)",
+            settings
+                .providers
+                .first()
+                .map_or("support", |p| p.name.as_str())
+        );
+        EXIT_USAGE
+    };
+    let conn = match read_only_store(&settings) {
+        Ok(Some(conn)) => conn,
+        Ok(None) => return unknown(),
+        Err(code) => return code,
+    };
+    let found = store::journal::resolve_key(&conn, key, settings.default_region).and_then(|id| {
+        id.map(|id| store::journal::history(&conn, id).map(|h| (id, h)))
+            .transpose()
+    });
+    let (contact, entries) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return unknown(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let events = store::journal::history_events(&entries);
+    if json {
+        return print_json(&serde_json::json!({ "contact": contact, "events": events }));
+    }
+    print!("{}", render_history(contact, &events));
+    EXIT_OK
+}
+
+/// The human form of `contact-sync history`.
+pub fn render_history(contact: i64, events: &[store::journal::HistoryEvent]) -> String {
+    use std::fmt::Write;
+    let mut out = format!("contact {contact}: {} event(s)\n", events.len());
+    let show = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    for e in events {
+        let run = e.run.map(|r| format!("run {r}")).unwrap_or_default();
+        let provider = e.provider.as_deref().unwrap_or("contact-sync");
+        let what = match &e.field {
+            Some(f) => format!("{f} {} → {}", show(&e.old), show(&e.new)),
+            None => format!("record {} → {}", show(&e.old), show(&e.new)),
+        };
+        let _ = write!(
+            out,
+            "{}  {:<8} {:<10} {:<16} {what}",
+            e.at,
+            run,
+            e.kind.as_str(),
+            provider
+        );
+        if let Some(op) = &e.op {
+            let _ = write!(out, "  [{op}: {}]", e.outcome.as_deref().unwrap_or("ok"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn undo(cli: &Cli, request: crate::sync::undo::UndoRequest, dry_run: bool) -> u8 {
+    let (settings, slots) = match settings_and_slots(cli) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let info = match read_only_store(&settings) {
+        Ok(Some(conn)) => match store::journal::run_info(&conn, request.run) {
+            Ok(info) => info,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        },
+        Ok(None) => None,
+        Err(code) => return code,
+    };
+    let Some((started_at, _, _)) = info else {
+        eprintln!(
+            "error: there is no run {} in the store; `contact-sync runs` lists them",
+            request.run
+        );
+        return EXIT_USAGE;
+    };
+    let kept_since =
+        crate::clock::Clock::system().now_secs() - i64::from(settings.history_days) * 86_400;
+    if started_at < kept_since {
+        eprintln!(
+            "error: run {} began more than store.history_days ({}) days ago; its journal is pruned, so it cannot be undone",
+            request.run, settings.history_days
+        );
+        return EXIT_USAGE;
+    }
+    run_engine(&settings, slots, dry_run, false, Some(request))
 }
 
 fn demo(contacts: u64) -> u8 {

@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long, requires = "sync_now")]
     pub dry_run: bool,
 
+    /// With --dry-run: print the first-run match report and the plan as one JSON object.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+
     /// Limit the cycle to these providers (instance names; repeatable).
     #[arg(long = "provider", value_name = "NAME")]
     pub providers: Vec<String>,
@@ -64,6 +68,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The review queue: records whose person is in doubt (open items), and the
+    /// decisions on them. Works while the daemon runs: a decision is carried out by the
+    /// next sync cycle.
+    Review {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// What to do; none lists the open items.
+        #[command(subcommand)]
+        action: Option<ReviewAction>,
+    },
     /// Load and validate the config, print it with secrets as ***; exit 2 if invalid.
     CheckConfig,
     /// Start simulated providers in-process with overlapping contacts, sync them, and show
@@ -88,6 +103,41 @@ pub enum Command {
     },
     /// Exit 0 if the running daemon's /readyz answers 200 (for container health checks).
     Healthcheck,
+    /// List the recent runs (one per cycle; an undo is a run too): id, start and end,
+    /// whether it went through, and per provider what was pulled and written.
+    Runs {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many runs to show, newest first.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show the history of one person: every change a provider made to them, every write
+    /// contact-sync sent, links and deletions, oldest first. Works while the daemon runs.
+    History {
+        /// The person: an email, a phone, a contact id, or PROVIDER:REMOTE_ID (e.g.
+        /// support:42).
+        key: String,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put back what a run changed, as a run of its own: pull, restore the values from
+    /// before that run on the fields nobody changed since, and push them to every
+    /// provider.
+    Undo {
+        /// The run to undo (`contact-sync runs` lists them).
+        #[arg(long, value_name = "ID")]
+        run: i64,
+        /// Print the undo's plan; send nothing and leave the store as it was.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete the people the run created, in the providers where it created them
+        /// and that can delete.
+        #[arg(long)]
+        delete_created: bool,
+    },
     /// Chatwoot account webhooks, which carry a change to contact-sync in seconds.
     Webhooks {
         /// What to do.
@@ -116,5 +166,37 @@ pub enum WebhooksCommand {
         /// The Chatwoot provider (instance name in the config).
         #[arg(long, value_name = "NAME")]
         provider: String,
+    },
+}
+
+/// `review` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ReviewAction {
+    /// Show an item: its records and the candidate people side by side, field by field.
+    Show {
+        /// The item's id (from `contact-sync review`).
+        id: i64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// They are one person: the people become one (the one known longest survives, or
+    /// the one named by --keep) and every record of them links to it.
+    Merge {
+        /// The item's id.
+        id: i64,
+        /// The contact that survives (one of the item's contacts).
+        #[arg(long, value_name = "CONTACT_ID")]
+        keep: Option<i64>,
+    },
+    /// They are different people: the record is linked to one person (the one named by
+    /// --link, else the one its strongest key names) and the value it shares with the
+    /// other is never used to match them again.
+    Apart {
+        /// The item's id.
+        id: i64,
+        /// The contact the record belongs to.
+        #[arg(long, value_name = "CONTACT_ID")]
+        link: Option<i64>,
     },
 }

@@ -45,6 +45,7 @@ pub mod demo;
 pub mod domain;
 pub mod exit;
 pub mod provider;
+pub mod review;
 pub mod simulator;
 pub mod slots;
 pub mod store;

@@ -433,6 +433,17 @@ fn norm_name(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `got` ("given family") is `want` written as given + family name, in either order,
+/// spaces aside.
+fn same_name_split(got: &str, want: &str) -> bool {
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    let Some((given, family)) = got.split_once(' ') else {
+        return false;
+    };
+    let want = squash(want);
+    squash(&format!("{family}{given}")) == want || squash(&format!("{given}{family}")) == want
+}
+
 fn tag_set<'a>(names: impl IntoIterator<Item = &'a Value>) -> BTreeSet<String> {
     names
         .into_iter()
@@ -623,7 +634,11 @@ fn differences(model: &Model, seen: &[Vec<Seen>; 4]) -> Vec<String> {
                 && c.name
                     .strip_prefix(&name)
                     .is_some_and(|rest| rest.starts_with(' '));
-            if c.name != name && !one_word_kept {
+            // Agentalk and DM Champ hold given and family name: their own split of the
+            // same name (family name first without a space, as Chinese names are written)
+            // is kept, not rewritten.
+            let own_split = (k == 2 || k == 3) && same_name_split(&c.name, &name);
+            if c.name != name && !one_word_kept && !own_split {
                 field("name", &c.name, &p.name);
             }
             let email = match k {

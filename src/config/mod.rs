@@ -46,6 +46,8 @@ pub struct Settings {
     pub source: Option<PathBuf>,
     /// SQLite store path.
     pub store_path: PathBuf,
+    /// How many days the journal keeps (`store.history_days`, default 90, 1..=36500).
+    pub history_days: u32,
     /// Default cron schedule (6 fields).
     pub schedule: String,
     /// Region code for national-format phone numbers, as written (upper-cased).
@@ -239,6 +241,21 @@ mod tests {
     }
 
     const AGENTALK: &str = "[[providers]]\nname = \"a\"\nkind = \"agentalk\"\napi_key = \"k\"\n";
+
+    #[test]
+    fn history_days_defaults_to_90_and_must_be_a_positive_number_of_days() {
+        assert_eq!(from_toml_str(AGENTALK).unwrap().history_days, 90);
+        let set = from_toml_str(&format!("[store]\nhistory_days = 30\n{AGENTALK}")).unwrap();
+        assert_eq!(set.history_days, 30);
+        assert!(set.to_redacted_toml().contains("history_days = 30"));
+        for bad in ["0", "-5", "100000"] {
+            let err =
+                from_toml_str(&format!("[store]\nhistory_days = {bad}\n{AGENTALK}")).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert_eq!(err.problems[0].key, "store.history_days");
+            assert!(err.problems[0].message.contains(bad), "{err}");
+        }
+    }
 
     #[test]
     fn retry_budget_defaults_to_two_minutes_and_must_be_positive() {

@@ -39,6 +39,7 @@ pub(super) struct RawConfig {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct RawStore {
     pub(super) path: PathBuf,
+    pub(super) history_days: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +49,7 @@ pub(super) struct RawSync {
     pub(super) propagate_deletes: bool,
     pub(super) shutdown_timeout: String,
     pub(super) retry_budget: String,
+    pub(super) whatsapp_phone_variants: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +79,7 @@ pub(super) fn defaults() -> RawConfig {
     RawConfig {
         store: RawStore {
             path: PathBuf::from("/var/lib/contact-sync/contacts.db"),
+            history_days: 90,
         },
         sync: RawSync {
             schedule: "0 */5 * * * *".to_owned(),
@@ -84,6 +87,7 @@ pub(super) fn defaults() -> RawConfig {
             propagate_deletes: false,
             shutdown_timeout: "30s".to_owned(),
             retry_budget: "2m".to_owned(),
+            whatsapp_phone_variants: true,
         },
         http: None,
         providers: Vec::new(),
@@ -91,13 +95,14 @@ pub(super) fn defaults() -> RawConfig {
 }
 
 pub(super) const TOP_KEYS: &[&str] = &["store", "sync", "http", "providers"];
-pub(super) const STORE_KEYS: &[&str] = &["path"];
+pub(super) const STORE_KEYS: &[&str] = &["path", "history_days"];
 pub(super) const SYNC_KEYS: &[&str] = &[
     "schedule",
     "default_region",
     "propagate_deletes",
     "shutdown_timeout",
     "retry_budget",
+    "whatsapp_phone_variants",
 ];
 pub(super) const HTTP_KEYS: &[&str] = &["listen", "unready_after"];
 /// The keys every provider table takes; each kind adds its own

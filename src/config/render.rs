@@ -41,6 +41,7 @@ impl Settings {
         }
         let mut store = Dict::new();
         store.insert("path".into(), self.store_path.display().to_string().into());
+        store.insert("history_days".into(), self.history_days.into());
         let mut sync = Dict::new();
         sync.insert("schedule".into(), self.schedule.clone().into());
         sync.insert(
@@ -48,6 +49,10 @@ impl Settings {
             self.default_region_code.clone().into(),
         );
         sync.insert("propagate_deletes".into(), self.propagate_deletes.into());
+        sync.insert(
+            "whatsapp_phone_variants".into(),
+            self.default_region.whatsapp_variants().into(),
+        );
         sync.insert(
             "shutdown_timeout".into(),
             humantime::format_duration(self.shutdown_timeout)

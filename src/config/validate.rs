@@ -24,13 +24,14 @@ pub(super) fn validate(
 ) -> Settings {
     let sync = sync_section(&raw.sync, problems);
     let (http_listen, unready_after) = http_section(raw.http.as_ref(), problems);
-    store_section(&raw.store, problems);
+    let history_days = store_section(&raw.store, problems);
     let mut warnings = Vec::new();
     let webhooks = webhooks(&raw.providers, kind_tables, secrets, http_listen, problems);
     let providers = providers(raw.providers, kind_tables, secrets, &mut warnings, problems);
     Settings {
         source,
         store_path: raw.store.path,
+        history_days,
         schedule: sync.schedule,
         default_region_code: sync.default_region_code,
         default_region: sync.default_region,
@@ -70,16 +71,18 @@ fn sync_section(sync: &RawSync, problems: &mut Vec<Problem>) -> SyncKeys {
         sync.schedule.clone()
     });
     let default_region_code = sync.default_region.trim().to_ascii_uppercase();
-    let default_region = DefaultRegion::parse(&default_region_code).unwrap_or_else(|| {
-        problems.push(problem(
-            "sync.default_region",
-            format!(
-                "`{}` is not a known ISO 3166 region code; write e.g. \"US\", \"GB\", \"TW\"",
-                sync.default_region
-            ),
-        ));
-        DefaultRegion::default()
-    });
+    let default_region = DefaultRegion::parse(&default_region_code)
+        .unwrap_or_else(|| {
+            problems.push(problem(
+                "sync.default_region",
+                format!(
+                    "`{}` is not a known ISO 3166 region code; write e.g. \"US\", \"GB\", \"TW\"",
+                    sync.default_region
+                ),
+            ));
+            DefaultRegion::default()
+        })
+        .with_whatsapp_variants(sync.whatsapp_phone_variants);
     let shutdown_timeout =
         parse_duration(&sync.shutdown_timeout, "sync.shutdown_timeout", problems)
             .unwrap_or(Duration::from_secs(30));
@@ -120,12 +123,26 @@ fn http_section(
     (listen, unready_after)
 }
 
-fn store_section(store: &RawStore, problems: &mut Vec<Problem>) {
+/// `[store]`: the path, and `history_days` (how long the journal keeps what happened).
+fn store_section(store: &RawStore, problems: &mut Vec<Problem>) -> u32 {
     if store.path.as_os_str().is_empty() {
         problems.push(problem(
             "store.path",
             "must not be empty; write e.g. \"/var/lib/contact-sync/contacts.db\"",
         ));
+    }
+    match u32::try_from(store.history_days) {
+        Ok(days @ 1..=36_500) => days,
+        _ => {
+            problems.push(problem(
+                "store.history_days",
+                format!(
+                    "`{}` is not a number of days between 1 and 36500; write e.g. 90 (the journal behind `history` and `undo` keeps that many days)",
+                    store.history_days
+                ),
+            ));
+            90
+        }
     }
 }
 

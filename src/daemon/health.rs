@@ -179,6 +179,7 @@ mod tests {
         CycleReport {
             providers: vec![p, ProviderReport::new("b", "agentalk")],
             dry_run: false,
+            run: None,
         }
     }
 

@@ -139,7 +139,8 @@ pub async fn serve<P: Provider + 'static>(settings: &Settings, slots: Vec<Provid
         crate::clock::Clock::system(),
     )
     .with_propagate_deletes(settings.propagate_deletes)
-    .with_retry_budget(settings.retry_budget);
+    .with_retry_budget(settings.retry_budget)
+    .with_history_days(settings.history_days);
     let daemon = schedule::Daemon::new(engine, Arc::clone(&health), cancel.clone());
     let groups = schedule::schedule_groups(&settings.schedule, &schedules);
     let mut sched = match schedule::scheduler(&daemon, groups, systemd::watchdog_interval()).await {

@@ -132,6 +132,15 @@ pub enum Action {
         /// Remote id.
         remote_id: String,
     },
+    /// Merge record `remote_id` into `into`, both records of this person in a provider
+    /// that merges (a `review merge` decision; Chatwoot's merge action). Not an intent:
+    /// its outcome is recorded on the merged record.
+    Merge {
+        /// The record that disappears.
+        remote_id: String,
+        /// The record that stays (the survivor's).
+        into: String,
+    },
     /// Nothing is sent; the intent is closed for `reason`.
     Skip {
         /// Why nothing is sent.
@@ -141,7 +150,7 @@ pub enum Action {
 
 impl Action {
     /// A short name (`create`, `create_unless_found`, `update`, `tag_add`, `tag_remove`,
-    /// `delete`, `skip`).
+    /// `delete`, `merge`, `skip`).
     pub fn name(&self) -> &'static str {
         match self {
             Action::Create { .. } => "create",
@@ -150,6 +159,7 @@ impl Action {
             Action::TagAdd { .. } => "tag_add",
             Action::TagRemove { .. } => "tag_remove",
             Action::Delete { .. } => "delete",
+            Action::Merge { .. } => "merge",
             Action::Skip { .. } => "skip",
         }
     }
@@ -261,16 +271,21 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
                     format!("not in this provider's listing{again}"),
                 )
             } else {
+                // The create finds the record holding that key — unless another key is
+                // searched first: a record found by another key must be known by this
+                // one too (DM Champ tags by phone), so then it is searched as well.
+                let keys = lookup_keys(shape, fields);
                 let create_finds = shape.create_finds.as_ref().and_then(|name| {
+                    let only_key = keys.iter().all(|k| &k.field == name);
                     fields
                         .get(name)
-                        .filter(|v| !v.is_empty())
+                        .filter(|v| only_key && !v.is_empty())
                         .map(|v| LookupBy {
                             field: name.clone(),
                             value: v.clone(),
                         })
                 });
-                let lookup = lookup_keys(shape, fields)
+                let lookup = keys
                     .into_iter()
                     .filter(|k| create_finds.as_ref().is_none_or(|c| c.field != k.field))
                     .collect();
@@ -508,6 +523,9 @@ impl Step {
                 remote_id, tags, ..
             } => format!("tag remove  {who} (id {remote_id}): {}", tags.join(", ")),
             Action::Delete { remote_id } => format!("delete      {who} (id {remote_id})"),
+            Action::Merge { remote_id, into } => {
+                format!("merge       {who}: record {remote_id} into record {into}")
+            }
             Action::Skip { why } => format!("skip        {who}: {why}"),
         };
         let _ = write!(s, " — {}", self.reason);
@@ -557,12 +575,28 @@ mod tests {
         else {
             panic!("{:?}", steps[0].action);
         };
-        // The email is still searched first (a record holding it under another phone is
-        // the same person); the phone is found by the create itself.
+        // With an email to search, the phone is searched too (first): a record found by
+        // its email must be known there by its phone as well.
         assert_eq!(
             lookup.iter().map(|k| k.field.as_str()).collect::<Vec<_>>(),
-            ["email"]
+            ["phone", "email"]
         );
+        assert!(create_finds.is_none());
+        // With only a phone there is nothing to search: the create itself finds it.
+        let op = Operation::Create {
+            fields: fields(&[("phone", "+34600000001")]),
+            tags: vec![],
+        };
+        let steps = plan_provider(&shape, vec![due(2, 8, op, LinkView::None)]);
+        let Action::CreateUnlessFound {
+            lookup,
+            create_finds,
+            ..
+        } = &steps[0].action
+        else {
+            panic!("{:?}", steps[0].action);
+        };
+        assert!(lookup.is_empty());
         assert_eq!(
             create_finds.as_ref().map(|k| k.value.as_str()),
             Some("+34600000001")
@@ -572,16 +606,6 @@ mod tests {
             "{}",
             steps[0].describe()
         );
-        // Without an email there is nothing to search: the create alone.
-        let op = Operation::Create {
-            fields: fields(&[("phone", "+34600000001")]),
-            tags: vec![],
-        };
-        let steps = plan_provider(&shape, vec![due(2, 8, op, LinkView::None)]);
-        let Action::CreateUnlessFound { lookup, .. } = &steps[0].action else {
-            panic!("{:?}", steps[0].action);
-        };
-        assert!(lookup.is_empty());
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {

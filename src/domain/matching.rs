@@ -41,6 +41,53 @@ impl KeyKind {
     }
 }
 
+/// Which key linked a record to an existing person (the first-run match report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedBy {
+    /// Its source id.
+    SourceId,
+    /// Its phone, as written.
+    Phone,
+    /// Another WhatsApp form of its phone.
+    PhoneVariant,
+    /// Its email.
+    Email,
+}
+
+/// How many records were linked to an existing person, by key (`--dry-run` report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MatchCounts {
+    /// By source id.
+    pub source_id: u64,
+    /// By phone.
+    pub phone: u64,
+    /// By email.
+    pub email: u64,
+    /// By a WhatsApp form of the phone.
+    pub phone_variant: u64,
+}
+
+impl MatchCounts {
+    /// Counts one match.
+    pub fn add(&mut self, by: MatchedBy) {
+        match by {
+            MatchedBy::SourceId => self.source_id += 1,
+            MatchedBy::Phone => self.phone += 1,
+            MatchedBy::PhoneVariant => self.phone_variant += 1,
+            MatchedBy::Email => self.email += 1,
+        }
+    }
+}
+
+impl std::ops::AddAssign for MatchCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.source_id += o.source_id;
+        self.phone += o.phone;
+        self.email += o.email;
+        self.phone_variant += o.phone_variant;
+    }
+}
+
 /// The normalised keys of one record (only valid values).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
@@ -50,18 +97,25 @@ pub struct Keys {
     pub phone: Option<String>,
     /// Lower-cased email.
     pub email: Option<String>,
+    /// The phone's other forms (WhatsApp variants): extra phone keys of the same person.
+    pub phone_variants: Vec<String>,
 }
 
 impl Keys {
-    /// `(kind, value)` pairs in matching order.
+    /// `(kind, value)` pairs in matching order (a phone's variants right after it).
     pub fn iter(&self) -> impl Iterator<Item = (KeyKind, &str)> {
         [
             (KeyKind::SourceId, self.source_id.as_deref()),
             (KeyKind::Phone, self.phone.as_deref()),
-            (KeyKind::Email, self.email.as_deref()),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .chain(
+            self.phone_variants
+                .iter()
+                .map(|v| (KeyKind::Phone, v.as_str())),
+        )
+        .chain(self.email.as_deref().map(|v| (KeyKind::Email, v)))
     }
 }
 
@@ -233,6 +287,7 @@ mod tests {
                 source_id: None,
                 phone: phone.map(Into::into),
                 email: email.map(Into::into),
+                phone_variants: Vec::new(),
             },
             hits: hits.to_vec(),
         }
@@ -333,6 +388,7 @@ mod tests {
                     source_id: None,
                     phone: phone.map(|p| format!("+1{p}")),
                     email: email.map(|e| format!("{e}@x")),
+                    phone_variants: Vec::new(),
                 },
                 hits: hits
                     .into_iter()

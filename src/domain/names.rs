@@ -78,6 +78,32 @@ pub fn completed(fields: &Fields) -> Names<'_> {
     }
 }
 
+/// Whether two field maps hold the same name, however each provider splits it: the
+/// display name of one is the other's given and family name joined — with or without a
+/// space, in either order (`陳美玲` is family name `陳` plus given name `美玲`). Spaces do
+/// not count; case does (a change of case is a change).
+pub fn same_name(a: &Fields, b: &Fields) -> bool {
+    fn forms(f: &Fields) -> Vec<String> {
+        let n = completed(f);
+        let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+        let mut out = vec![
+            squash(&n.name),
+            squash(&format!("{}{}", n.first, n.last)),
+            squash(&format!("{}{}", n.last, n.first)),
+        ];
+        out.retain(|s| !s.is_empty());
+        out
+    }
+    let (a, b) = (forms(a), forms(b));
+    a.iter().any(|x| b.contains(x))
+}
+
+/// Whether `field` is the given or the family name: the fields a provider splits a name
+/// into its own way (a display name is compared as written).
+pub fn is_split_name_field(name: &str) -> bool {
+    matches!(name, field::FIRST_NAME | field::LAST_NAME)
+}
+
 /// Writes [`completed`] names into `fields` (empty ones removed).
 pub fn complete(fields: &mut Fields) {
     let Names { name, first, last } = completed(fields);
@@ -117,6 +143,39 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_same_name_split_differently_is_the_same_name() {
+        let f = |pairs: &[(&str, &str)]| -> Fields {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let cjk = f(&[("name", "陳美玲")]);
+        assert!(same_name(
+            &cjk,
+            &f(&[("first_name", "美玲"), ("last_name", "陳")])
+        ));
+        assert!(same_name(&cjk, &f(&[("first_name", "陳美玲")])));
+        let latin = f(&[("name", "Ana López")]);
+        assert!(same_name(
+            &latin,
+            &f(&[("first_name", "Ana"), ("last_name", "López")])
+        ));
+        assert!(!same_name(
+            &latin,
+            &f(&[("first_name", "Ana"), ("last_name", "Lopez")])
+        ));
+        assert!(
+            !same_name(&latin, &f(&[("name", "ana lópez")])),
+            "case counts"
+        );
+        assert!(
+            !same_name(&latin, &Fields::new()),
+            "no name is not the same name"
+        );
     }
 
     #[test]

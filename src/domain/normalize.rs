@@ -34,24 +34,49 @@ impl Phone {
     }
 }
 
-/// The default region used for numbers written without a country code.
+/// The phone rules: the default region used for numbers written without a country code,
+/// and whether WhatsApp's other forms of a number are match keys too
+/// (`sync.whatsapp_phone_variants`, see [`super::whatsapp`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DefaultRegion(Region);
+pub struct DefaultRegion {
+    region: Region,
+    whatsapp: bool,
+}
 
 impl DefaultRegion {
-    /// Parses an ISO 3166-1 alpha-2 region code such as `US` or `gb`.
+    /// Parses an ISO 3166-1 alpha-2 region code such as `US` or `gb` (WhatsApp variants on).
     pub fn parse(code: &str) -> Option<Self> {
         let upper = code.trim().to_ascii_uppercase();
         if upper.len() != 2 {
             return None;
         }
-        Region::from_str(&upper).ok().map(Self)
+        Region::from_str(&upper).ok().map(|region| Self {
+            region,
+            whatsapp: true,
+        })
+    }
+
+    /// The same rules with WhatsApp variants on or off.
+    #[must_use]
+    pub fn with_whatsapp_variants(self, on: bool) -> Self {
+        Self {
+            whatsapp: on,
+            ..self
+        }
+    }
+
+    /// Whether WhatsApp variants are match keys.
+    pub fn whatsapp_variants(self) -> bool {
+        self.whatsapp
     }
 }
 
 impl Default for DefaultRegion {
     fn default() -> Self {
-        Self(Region::US)
+        Self {
+            region: Region::US,
+            whatsapp: true,
+        }
     }
 }
 
@@ -61,15 +86,57 @@ const MAX_PHONE_LEN: usize = 64;
 /// Normalises a phone number written any common way (national format, spaces, dashes,
 /// dots, parentheses, `00` international prefix, `tel:` URIs) to E.164. Returns `None`
 /// for blank input.
+///
+/// WhatsApp ids are read as phones (`…@s.whatsapp.net`, `…@c.us`); a privacy id
+/// (`…@lid`) and every other `@` id is never a phone. With WhatsApp variants on, a form
+/// libphonenumber rejects but WhatsApp writes (`+521…`, Brazil's 8-digit mobiles,
+/// Argentina's `…15…`) normalises to the valid form it stands for.
 pub fn normalize_phone(raw: &str, region: DefaultRegion) -> Option<Phone> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return None;
     }
-    Some(match parse_e164(trimmed, region) {
-        Some(e164) => Phone::E164(e164),
-        None => Phone::Invalid(trimmed.to_owned()),
-    })
+    let wa;
+    let text = match super::whatsapp::parse_wa_id(trimmed) {
+        None => trimmed,
+        Some(super::whatsapp::WaId::Phone(digits)) => {
+            wa = format!("+{digits}");
+            wa.as_str()
+        }
+        Some(super::whatsapp::WaId::NotAPhone) => return Some(Phone::Invalid(trimmed.to_owned())),
+    };
+    Some(
+        match parse_e164(text, region).or_else(|| whatsapp_form(text, region)) {
+            Some(e164) => Phone::E164(e164),
+            None => Phone::Invalid(trimmed.to_owned()),
+        },
+    )
+}
+
+/// A number libphonenumber rejects, written in international form, that is a WhatsApp
+/// form of a valid number: that valid number.
+fn whatsapp_form(text: &str, region: DefaultRegion) -> Option<String> {
+    if !region.whatsapp || text.len() > MAX_PHONE_LEN {
+        return None;
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let intl = if text.starts_with('+') {
+        format!("+{digits}")
+    } else {
+        format!("+{}", digits.strip_prefix("00")?)
+    };
+    super::whatsapp::variants(&intl)
+        .into_iter()
+        .find_map(|v| parse_e164(&v, region).filter(|e| *e == v))
+}
+
+/// The other match keys of a normalised (E.164) phone: its WhatsApp variants, when on.
+pub fn phone_variants(e164: &str, region: DefaultRegion) -> Vec<String> {
+    if region.whatsapp {
+        super::whatsapp::variants(e164)
+    } else {
+        Vec::new()
+    }
 }
 
 fn parse_e164(text: &str, region: DefaultRegion) -> Option<String> {
@@ -102,7 +169,7 @@ fn parse_e164(text: &str, region: DefaultRegion) -> Option<String> {
         Some(intl) => phonenumber::parse(None, &intl)
             .ok()
             .filter(phonenumber::is_valid)?,
-        None => phonenumber::parse(Some(region.0), &digits)
+        None => phonenumber::parse(Some(region.region), &digits)
             .ok()
             .filter(phonenumber::is_valid)
             .or_else(|| {
@@ -225,6 +292,103 @@ mod tests {
             })
             .collect();
         assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    /// Every match key of a phone as typed: its E.164 form and its WhatsApp variants.
+    fn keys_of(raw: &str, rules: DefaultRegion) -> Vec<String> {
+        match normalize_phone(raw, rules) {
+            Some(Phone::E164(e)) => {
+                let mut keys = phone_variants(&e, rules);
+                keys.push(e);
+                keys
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn share_a_key(a: &[String], b: &[String]) -> bool {
+        a.iter().any(|k| b.contains(k))
+    }
+
+    /// Real-world spellings of one mobile, per country: people's national formats, the
+    /// international form with and without WhatsApp's extra digit, WhatsApp ids. Every
+    /// pair shares a match key (one person); the numbers themselves are kept as typed.
+    #[test]
+    fn whatsapp_forms_of_one_mobile_share_a_key() {
+        for (reg, a, b) in [
+            // Brazil: with and without the 9th digit.
+            ("BR", "(11) 98765-4321", "+55 11 8765-4321"),
+            ("BR", "+55 (21) 99876-5432", "552198765432@s.whatsapp.net"),
+            ("US", "+55 31 8888-7777", "+55 31 98888-7777"),
+            ("BR", "5581996543210@c.us", "+55 81 9654-3210"),
+            ("BR", "5511987654321:3@s.whatsapp.net", "(11) 98765-4321"),
+            // Mexico: with and without the mobile 1.
+            ("MX", "55 1234 5678", "+52 1 55 1234 5678"),
+            ("US", "5215512345678@s.whatsapp.net", "+52 55 1234 5678"),
+            ("MX", "+52 1 33 1234 5678", "33 1234 5678"),
+            ("US", "+52 81 1234 5678", "5218112345678@c.us"),
+            // Argentina: with and without the mobile 9, and the national 15.
+            ("AR", "+54 9 11 2345-6789", "+54 11 2345-6789"),
+            ("US", "+54 11 2345-6789", "5491123456789@s.whatsapp.net"),
+            ("US", "+54 11 15 2345 6789", "+54 9 11 2345 6789"),
+            ("AR", "+54 11 15 4567 8901", "+54 9 11 4567-8901"),
+            ("US", "5491145678901@c.us", "+54 11 4567-8901"),
+        ] {
+            let rules = region(reg);
+            let (ka, kb) = (keys_of(a, rules), keys_of(b, rules));
+            assert!(
+                !ka.is_empty() && !kb.is_empty(),
+                "{reg} {a:?} {ka:?} / {b:?} {kb:?}"
+            );
+            assert!(share_a_key(&ka, &kb), "{reg}: {a:?} {ka:?} / {b:?} {kb:?}");
+        }
+    }
+
+    #[test]
+    fn different_numbers_and_landlines_stay_apart() {
+        let rules = region("BR");
+        for (a, b) in [
+            // A landline (3…) has no 9th-digit form.
+            ("+55 11 3333-4444", "+55 11 93333-4444"),
+            ("+55 11 98765-4321", "+55 11 98765-4322"),
+            ("+52 55 1234 5678", "+52 55 1234 5679"),
+            ("+54 9 11 2345-6789", "+54 9 11 2345-6788"),
+        ] {
+            assert!(
+                !share_a_key(&keys_of(a, rules), &keys_of(b, rules)),
+                "{a} / {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn whatsapp_privacy_ids_are_never_phones() {
+        for raw in [
+            "123456789012345@lid",
+            "5511987654321@lid",
+            "120363025246125888@g.us",
+            "status@broadcast",
+        ] {
+            let phone = normalize_phone(raw, region("BR")).unwrap();
+            assert_eq!(phone, Phone::Invalid(raw.to_owned()));
+            assert_eq!(phone.key(), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn without_whatsapp_variants_only_the_valid_form_is_a_key() {
+        let off = region("BR").with_whatsapp_variants(false);
+        assert!(phone_variants("+5511987654321", off).is_empty());
+        assert_eq!(
+            normalize_phone("+55 11 8765-4321", off).and_then(|p| p.key().map(str::to_owned)),
+            None,
+            "an 8-digit Brazilian mobile is not valid on its own"
+        );
+        assert_eq!(
+            normalize_phone("5511987654321@s.whatsapp.net", off),
+            Some(Phone::E164("+5511987654321".into())),
+            "WhatsApp ids are read either way"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::names;
 use super::record::{Fields, GoldenRecord, Tags, field};
+use super::whatsapp;
 use serde::{Deserialize, Serialize};
 
 /// What one provider can hold and do, as far as planning is concerned.
@@ -229,9 +230,17 @@ pub fn plan_contact(
             tags,
         } => {
             let mut changes = Vec::new();
+            // The provider's own split of the same name into given and family name is not
+            // a change.
+            let same_name = names::same_name(&desired, snapshot);
             for (f, new) in &desired {
                 let old = snapshot.get(f).cloned().unwrap_or_default();
-                if &old == new {
+                // A phone the provider holds in another WhatsApp form of the same number
+                // is never rewritten because of the equivalence.
+                if &old == new
+                    || (same_name && names::is_split_name_field(f))
+                    || (f == field::PHONE && whatsapp::equivalent(&old, new))
+                {
                     continue;
                 }
                 let immutable = (f == field::PHONE && !shape.phone_mutable)

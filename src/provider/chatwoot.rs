@@ -908,6 +908,35 @@ impl Provider for Chatwoot {
         let response = self.http.send(request, Idempotency::Idempotent).await?;
         self.http.expect_success(&response)
     }
+
+    fn can_merge(&self) -> bool {
+        true
+    }
+
+    /// `POST /actions/contact_merge` (the base keeps its values, the mergee fills its
+    /// gaps and is destroyed). Not idempotent (a repeat after success answers 404 for the
+    /// mergee, which the caller takes as done), so a lost answer is not resent blindly.
+    async fn merge(&self, base: &str, mergee: &str) -> Result<(), ProviderError> {
+        let operation = format!("merge contact {mergee} into {base}");
+        let id = |s: &str| {
+            s.parse::<u64>().map_err(|_| {
+                self.http.error(
+                    &operation,
+                    ErrorKind::Permanent,
+                    &format!("`{s}` is not a Chatwoot contact id"),
+                )
+            })
+        };
+        let body = json!({"base_contact_id": id(base)?, "mergee_contact_id": id(mergee)?});
+        let request = ApiRequest::new(
+            Method::POST,
+            self.url(&["actions", "contact_merge"]),
+            operation,
+        )
+        .json(&body);
+        let response = self.http.send(request, Idempotency::NonIdempotent).await?;
+        self.http.expect_success(&response)
+    }
 }
 
 /// After labelling: a Permanent error naming the tags Chatwoot refused as account labels

@@ -259,6 +259,22 @@ pub trait Provider: Send + Sync {
     fn health(&self) -> Option<&http::Health> {
         None
     }
+    /// Whether [`Provider::merge`] merges two records of one person into one (Chatwoot's
+    /// merge action); providers that cannot keep both records.
+    fn can_merge(&self) -> bool {
+        false
+    }
+    /// Merges record `mergee` into record `base` (base values win; the mergee only fills
+    /// the base's gaps; the mergee disappears). The default cannot.
+    fn merge(&self, base: &str, mergee: &str) -> impl Future<Output = Res<()>> + Send {
+        let _ = (base, mergee);
+        std::future::ready(Err(ProviderError::new(
+            self.name(),
+            "merge contacts",
+            ErrorKind::Permanent,
+            "this provider cannot merge contacts",
+        )))
+    }
     /// Whether [`Provider::find_created`] can tell if a create whose answer was lost
     /// landed, for contacts its exact lookups cannot find (MaiAgent: by name).
     fn can_find_created(&self) -> bool {

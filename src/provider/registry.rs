@@ -238,6 +238,16 @@ macro_rules! registry {
                 match self { $( AnyProvider::$variant(p) => p.find_created(sent).await, )+ }
             }
 
+            fn can_merge(&self) -> bool {
+                match self {
+                    $(AnyProvider::$variant(p) => p.can_merge(),)+
+                }
+            }
+
+            async fn merge(&self, base: &str, mergee: &str) -> Res<()> {
+                match self { $( AnyProvider::$variant(p) => p.merge(base, mergee).await, )+ }
+            }
+
             fn health(&self) -> Option<&$crate::provider::http::Health> {
                 match self {
                     $(AnyProvider::$variant(p) => p.health(),)+

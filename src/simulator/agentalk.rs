@@ -35,7 +35,7 @@
 //! - Auth failures: 401 `{"detail": "..."}`; an `X-Organization-ID` other than the
 //!   credentials' organization: 403.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -49,6 +49,7 @@ use axum::routing::{delete, get, patch, post};
 use serde_json::{Map, Value, json};
 
 use super::SimulatedProvider;
+use super::floor::{FloorPerson, Requests};
 use super::http::{
     Guarded, Reject, Reply, authorization, contains_ci, credential, detail, first, guard,
     query_pairs, respond,
@@ -829,6 +830,24 @@ impl SimulatedProvider for State {
     }
     fn config_lines(_info: &Value) -> Vec<String> {
         Vec::new()
+    }
+
+    fn import_floor(p: &FloorPerson<'_>) -> Requests {
+        // It cannot be listed: one phone lookup per person known elsewhere with a phone
+        // (its upsert would otherwise overwrite a contact nobody has read).
+        if !p.known || p.phone.is_none() {
+            return Requests::default();
+        }
+        let writes = match p.held {
+            // One upsert carrying the tags.
+            None => 1,
+            Some(_) => u64::from(p.lacks_email()) + u64::from(p.missing_tags() > 0),
+        };
+        Requests { reads: 1, writes }
+    }
+
+    fn listing_floor(_held: u64, _labels: &BTreeMap<String, u64>) -> u64 {
+        0
     }
 }
 

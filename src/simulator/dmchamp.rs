@@ -33,7 +33,7 @@
 //! - `GET /v1/contacts/messages/{id}` answers `[]` (no messages are simulated).
 //! - Lists exist only once added with [`State::add_list`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -47,6 +47,7 @@ use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
 
 use super::SimulatedProvider;
+use super::floor::{FloorPerson, Requests};
 use super::http::{Guarded, Reject, Reply, first, guard, query_pairs, respond};
 use super::seed::{self, Dice, Person, PhoneStyle, TagStyle};
 
@@ -740,6 +741,7 @@ fn parse_id(s: &str) -> Option<u128> {
 impl SimulatedProvider for State {
     const KIND: &'static str = "dmchamp";
     const DEMO_NAME: &'static str = "campaigns";
+    const REVEALS_FIELDS: bool = false;
     const SEED: seed::Provider = seed::Provider {
         kind: Self::KIND,
         share: 30,
@@ -779,6 +781,42 @@ impl SimulatedProvider for State {
     }
     fn config_lines(_info: &Value) -> Vec<String> {
         Vec::new()
+    }
+
+    fn import_floor(p: &FloorPerson<'_>) -> Requests {
+        // It cannot be listed and holds only people with a phone. Its create answers the
+        // contact holding the phone, so it doubles as the phone lookup.
+        if !p.known || p.phone.is_none() {
+            return Requests::default();
+        }
+        // With an email, the phone is looked up first (a record found by its email must be
+        // known by its phone too: tags are written by phone), then the email; with only a
+        // phone, the create itself finds it.
+        let has_email = p.email.is_some();
+        let tag_writes = p.missing_tags() as u64;
+        let tag_read = u64::from(!p.tags.is_empty());
+        match p.held {
+            // A contact it holds shows only its id: one update brings its fields (they
+            // cannot be read), its tags are read where it should carry any, and each
+            // missing tag is written.
+            Some(_) if has_email => Requests {
+                reads: 1 + tag_read,
+                writes: 1 + tag_writes,
+            },
+            Some(_) => Requests {
+                reads: tag_read,
+                writes: 2 + tag_writes,
+            },
+            // Created, then one write per tag.
+            None => Requests {
+                reads: 2 * u64::from(has_email),
+                writes: 1 + tag_writes,
+            },
+        }
+    }
+
+    fn listing_floor(_held: u64, _labels: &BTreeMap<String, u64>) -> u64 {
+        0
     }
 }
 

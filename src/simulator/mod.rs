@@ -24,6 +24,7 @@ pub mod agentalk;
 pub mod chatwoot;
 pub mod dmchamp;
 pub mod faults;
+pub mod floor;
 pub mod http;
 pub mod log;
 pub mod maiagent;

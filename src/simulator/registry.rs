@@ -8,6 +8,7 @@
 //! provider is its module plus one line there.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::faults::Faults;
+use super::floor::{FloorPerson, Requests};
 use super::log::RequestLog;
 use super::seed::{self, Dice, Person};
 use super::{SimServer, seed_blocking};
@@ -29,6 +31,9 @@ pub trait SimulatedProvider: Send + Sync + Sized + 'static {
     const DEMO_NAME: &'static str;
     /// How seeded people are placed into this provider and typed there.
     const SEED: seed::Provider;
+    /// Its listing or lookups answer the contact's fields (DM Champ's answer only an id):
+    /// what only it holds can be learnt by a sync.
+    const REVEALS_FIELDS: bool = true;
 
     /// What a client needs to talk to one instance (account, keys).
     type Credentials: Clone + Debug + Send + Sync + 'static;
@@ -52,6 +57,17 @@ pub trait SimulatedProvider: Send + Sync + Sized + 'static {
     /// described by `info` (its `simulate` entry); `name`, `kind`, `base_url` and the key
     /// are written by the caller.
     fn config_lines(info: &Value) -> Vec<String>;
+    /// The least requests this provider's API allows for one person in a first import
+    /// (see [`super::floor`]), besides reading its listing.
+    fn import_floor(person: &FloorPerson<'_>) -> Requests;
+    /// The least reads of one whole listing of `held` contacts, `labels` counting how many
+    /// carry each label (nothing for a provider that cannot be listed).
+    fn listing_floor(held: u64, labels: &BTreeMap<String, u64>) -> u64;
+    /// The least reads of one whole listing of what it holds now (nothing for a provider
+    /// that cannot be listed).
+    fn listing_floor_now(&self) -> u64 {
+        0
+    }
 }
 
 /// A running simulated provider of any kind (a [`SimServer`] seen through the registry).
@@ -72,6 +88,8 @@ pub trait RunningProvider: Send + Sync {
     fn contact_count(&self) -> usize;
     /// Its entry of the `simulate` object.
     fn info(&self) -> Value;
+    /// [`SimulatedProvider::listing_floor_now`].
+    fn listing_floor(&self) -> u64;
     /// The typed server, for [`super::Simulation::server`].
     fn as_any(&self) -> &dyn Any;
     /// Stops it (see [`SimServer::shutdown`]).
@@ -107,6 +125,9 @@ impl<P: SimulatedProvider> RunningProvider for Running<P> {
     }
     fn info(&self) -> Value {
         P::info(&self.credentials, self.server.base_url())
+    }
+    fn listing_floor(&self) -> u64 {
+        self.server.state().listing_floor_now()
     }
     fn as_any(&self) -> &dyn Any {
         &self.server
@@ -147,6 +168,12 @@ pub struct Entry {
     pub info: fn(&AnyCredentials, &str) -> Value,
     /// [`SimulatedProvider::config_lines`].
     pub config_lines: fn(&Value) -> Vec<String>,
+    /// [`SimulatedProvider::REVEALS_FIELDS`].
+    pub reveals_fields: bool,
+    /// [`SimulatedProvider::import_floor`].
+    pub import_floor: fn(&FloorPerson<'_>) -> Requests,
+    /// [`SimulatedProvider::listing_floor`].
+    pub listing_floor: fn(u64, &BTreeMap<String, u64>) -> u64,
     /// Builds the state from these credentials (of this kind, else an error), seeds it,
     /// and serves it.
     pub start: fn(
@@ -180,6 +207,9 @@ pub const fn entry<P: SimulatedProvider>() -> Entry {
         credentials: credentials_of::<P>,
         info: info_of::<P>,
         config_lines: P::config_lines,
+        reveals_fields: P::REVEALS_FIELDS,
+        import_floor: P::import_floor,
+        listing_floor: P::listing_floor,
         start: start_of::<P>,
     }
 }

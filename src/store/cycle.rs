@@ -4,14 +4,16 @@
 //! these; it never sees a connection.
 
 use super::intents::{self, IntentPayload, PlanInput};
+use super::journal::{self, Stamp};
 use super::pull::{self, FieldOwners, LinkSet, PageOutcome};
 use super::runs::{self, RunCounts};
 use super::{Store, StoreError};
 use super::{contacts, links};
 use crate::domain::cycle_plan::DueIntent;
+use crate::domain::journal::{Entry, Restore, UndoSubject};
 use crate::domain::matching::ContactId;
 use crate::domain::merge::NormalizedRecord;
-use crate::domain::plan::LinkView;
+use crate::domain::plan::{LinkView, Operation};
 use crate::domain::{Fields, Tags};
 use rusqlite::{OptionalExtension, params};
 use std::sync::{Arc, Mutex};
@@ -66,6 +68,15 @@ pub struct ListingEnd {
     pub held_back: u64,
 }
 
+/// How a `creating` link found its record (what the journal says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkedBy {
+    /// Our create went through (its answer, or a lookup after a lost answer).
+    Created,
+    /// A record the provider held already was found and linked.
+    Found,
+}
+
 /// Where a step's record ends up after a create or a lookup.
 #[derive(Debug, Clone)]
 pub struct Linked {
@@ -95,16 +106,81 @@ impl Store {
         .await
     }
 
-    /// Starts a run row for each provider; returns the run ids.
-    pub async fn begin_runs(&self, providers: Vec<i64>, now: i64) -> Result<Vec<i64>, StoreError> {
+    /// Starts a run (a cycle; an undo names the run it undoes) with a row for each
+    /// provider, and prunes the journal entries older than `prune_before`; returns the run
+    /// id and the provider rows' ids.
+    pub async fn begin_runs(
+        &self,
+        providers: Vec<i64>,
+        undo_of: Option<i64>,
+        prune_before: i64,
+        now: i64,
+    ) -> Result<(i64, Vec<i64>), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
+            journal::prune(&tx, prune_before)?;
+            let cycle = journal::begin_cycle(&tx, now, undo_of)?;
             let ids = providers
                 .iter()
-                .map(|&p| runs::begin_run(&tx, p, now))
+                .map(|&p| runs::begin_run(&tx, p, cycle, now))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
-            Ok(ids)
+            Ok((cycle, ids))
+        })
+        .await
+    }
+
+    /// Finishes a run (after its provider rows).
+    pub async fn finish_cycle(&self, run: i64, ok: bool, now: i64) -> Result<(), StoreError> {
+        self.call(move |c| journal::finish_cycle(c, run, ok, now))
+            .await
+    }
+
+    /// The people run `run` changed, with what an undo needs to know of each.
+    pub async fn undo_subjects(&self, run: i64) -> Result<Vec<UndoSubject>, StoreError> {
+        self.call(move |c| journal::undo_subjects(c, run)).await
+    }
+
+    /// The journal of run `run`, oldest first.
+    pub async fn run_entries(&self, run: i64) -> Result<Vec<Entry>, StoreError> {
+        self.call(move |c| journal::run_entries(c, run)).await
+    }
+
+    /// Applies what an undo puts back, and queues a delete of each record in `deletes`
+    /// (`(provider, person)`: people the undone run created there, where the provider can
+    /// delete and the record is still linked) — one transaction. Returns the deletes
+    /// queued.
+    pub async fn apply_undo(
+        &self,
+        restores: Vec<Restore>,
+        deletes: Vec<(i64, ContactId)>,
+        stamp: Stamp,
+    ) -> Result<u64, StoreError> {
+        self.call_seq(move |c, seq| {
+            let tx = c.transaction()?;
+            for r in &restores {
+                journal::apply_restore(&tx, seq, stamp, r)?;
+            }
+            let mut queued = 0;
+            for (provider_id, contact) in deletes {
+                let Some((state, link)) = links::link_of(&tx, provider_id, contact)? else {
+                    continue;
+                };
+                if LinkState::parse(&state)? != LinkState::Active {
+                    continue;
+                }
+                let payload = IntentPayload {
+                    op: Operation::Delete {
+                        remote_id: link.remote_id,
+                    },
+                    projection: link.snapshot,
+                    known_tags: Vec::new(),
+                };
+                intents::insert_intents(&tx, provider_id, &[(contact, payload)], stamp.at)?;
+                queued += 1;
+            }
+            tx.commit()?;
+            Ok(queued)
         })
         .await
     }
@@ -142,19 +218,26 @@ impl Store {
     }
 
     /// A `creating` link found in the provider: it becomes active with what was found,
-    /// which fills the contact's gaps; the intent (if any) is closed and the contact is
+    /// which fills the contact's gaps (journaled as our create, or as a record found and
+    /// linked, with what it filled in); the intent (if any) is closed and the contact is
     /// planned again when `replan` (or when it was filled). `None`: the record is linked
     /// to another contact (held as a conflict); else whether the contact was filled.
+    #[allow(clippy::too_many_arguments)]
     pub async fn link_found(
         &self,
         link_id: i64,
         contact_id: ContactId,
         found: Linked,
         replan: bool,
+        how: LinkedBy,
         intent: Option<i64>,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<Option<bool>, StoreError> {
         self.call_seq(move |c, seq| {
+            let op = match how {
+                LinkedBy::Created => links::LinkOp::Created,
+                LinkedBy::Found => links::LinkOp::Found,
+            };
             links::finish_link(
                 c,
                 seq,
@@ -164,8 +247,9 @@ impl Store {
                 &found.snapshot,
                 found.tags.as_ref(),
                 replan,
+                op,
                 intent,
-                now,
+                stamp,
             )
         })
         .await
@@ -204,11 +288,12 @@ impl Store {
         provider_id: i64,
         order: usize,
         owners: Arc<Mutex<FieldOwners>>,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<PageOutcome, StoreError> {
         self.call_seq(move |c, seq| {
             let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
-            let outcome = pull::apply_page(c, seq, &mut owners, provider_id, order, &records, now)?;
+            let outcome =
+                pull::apply_page(c, seq, &mut owners, provider_id, order, &records, stamp)?;
             crate::crash_point!("after-page-stored");
             Ok(outcome)
         })
@@ -225,11 +310,11 @@ impl Store {
         seen: Arc<LinkSet>,
         guard_percent: u64,
         propagate_deletes: bool,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<ListingEnd, StoreError> {
         self.call_seq(move |c, seq| {
             let tx = c.transaction()?;
-            let (gone, held_back) = pull::mark_gone(&tx, provider_id, &seen, guard_percent, now)?;
+            let (gone, held_back) = pull::mark_gone(&tx, provider_id, &seen, guard_percent, stamp)?;
             crate::crash_point!("after-mark-gone");
             if propagate_deletes {
                 contacts::mark_contacts_deleted(&tx, seq, &gone)?;
@@ -270,12 +355,60 @@ impl Store {
         provider_id: i64,
         universe: Tags,
         seen: Arc<LinkSet>,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<u64, StoreError> {
         self.call_seq(move |c, seq| {
-            pull::apply_staged_tags(c, seq, provider_id, &universe, &seen, now)
+            pull::apply_staged_tags(c, seq, provider_id, &universe, &seen, stamp)
         })
         .await
+    }
+
+    /// Carries out the review decisions written since the last cycle (one transaction
+    /// per item). `can_merge`: the providers that merge records themselves.
+    pub async fn apply_decisions(
+        &self,
+        can_merge: Vec<i64>,
+        now: i64,
+    ) -> Result<super::review::AppliedDecisions, StoreError> {
+        self.call_seq(move |c, seq| super::review::apply_decisions(c, seq, &can_merge, now))
+            .await
+    }
+
+    /// The merges a provider that merges records itself still has to run.
+    pub async fn pending_merges(
+        &self,
+        provider_id: i64,
+    ) -> Result<Vec<super::review::RemoteMerge>, StoreError> {
+        self.call(move |c| super::review::pending_merges(c, provider_id))
+            .await
+    }
+
+    /// Records how a merge in the provider went (see [`super::review::finish_merge`]).
+    pub async fn finish_merge(
+        &self,
+        provider_id: i64,
+        remote_id: String,
+        outcome: Result<(), (String, bool)>,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| super::review::finish_merge(c, provider_id, &remote_id, outcome))
+            .await
+    }
+
+    /// How many records are linked (active), over all providers: none before a first run.
+    pub async fn active_links(&self) -> Result<i64, StoreError> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM links WHERE state = 'active'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// The open review items (what a dry run would leave open).
+    pub async fn open_review_items(&self) -> Result<Vec<super::review::Item>, StoreError> {
+        self.call(|c| super::review::open_items(c)).await
     }
 
     /// The planning watermark of a provider: contacts changed after it are planned.
@@ -399,19 +532,23 @@ impl Store {
         .await
     }
 
-    /// A write went through: the link's new snapshot (and tags, when given), and the
-    /// intent closed when `intent` is given — one transaction.
+    /// A write (`op`: `update`, `tag_add`, `tag_remove`) went through: the link's new
+    /// snapshot (and tags, when given), a `sent_to` journal entry with each value sent and
+    /// the one the snapshot held before, and the intent closed when `intent` is given —
+    /// one transaction.
     pub async fn record_write(
         &self,
         link_id: i64,
+        op: &'static str,
         snapshot: Fields,
         tags: Option<Tags>,
         intent: Option<i64>,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            links::update_link_snapshot(&tx, link_id, &snapshot, tags.as_ref(), now)?;
+            links::journal_write(&tx, link_id, op, &snapshot, tags.as_ref(), stamp)?;
+            links::update_link_snapshot(&tx, link_id, &snapshot, tags.as_ref(), stamp.at)?;
             if let Some(id) = intent {
                 intents::complete_intent(&tx, id)?;
             }
@@ -421,19 +558,22 @@ impl Store {
         .await
     }
 
-    /// The record is gone from the provider (a 404 on it, or our delete went through):
-    /// the link is marked gone, the contact deleted everywhere when `propagate`, and the
-    /// intent closed — one transaction.
+    /// The record is gone from the provider (a 404 on it, or our delete went through when
+    /// `deleted`): the link is marked gone and journaled (`gone`, or a `sent_to` delete),
+    /// the contact deleted everywhere when `propagate`, and the intent closed — one
+    /// transaction.
     pub async fn record_gone(
         &self,
         link_id: i64,
         intent: i64,
         propagate: bool,
-        now: i64,
+        deleted: bool,
+        stamp: Stamp,
     ) -> Result<(), StoreError> {
         self.call_seq(move |c, seq| {
             let tx = c.transaction()?;
-            links::mark_link_gone(&tx, link_id, now)?;
+            links::journal_gone(&tx, link_id, deleted, stamp)?;
+            links::mark_link_gone(&tx, link_id, stamp.at)?;
             if propagate && let Some(contact) = links::contact_of_link(&tx, link_id)? {
                 contacts::mark_contacts_deleted(&tx, seq, &[contact])?;
             }
@@ -450,17 +590,24 @@ impl Store {
             .await
     }
 
-    /// Records a failed step: retried from `next_attempt_at`, or given up (`dead`).
+    /// Records a failed step: retried from `next_attempt_at`, or given up (`dead`), and
+    /// journaled as a `sent_to` that did not go through — one transaction.
     pub async fn fail_intent(
         &self,
         intent: i64,
         dead: bool,
         next_attempt_at: i64,
         error: String,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<(), StoreError> {
-        self.call(move |c| intents::fail_intent(c, intent, dead, next_attempt_at, &error, now))
-            .await
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            intents::journal_failure(&tx, intent, dead, &error, stamp)?;
+            intents::fail_intent(&tx, intent, dead, next_attempt_at, &error, stamp.at)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -3,11 +3,14 @@
 
 use super::StoreError;
 use super::contacts;
+use super::journal::{self, NewEntry, Stamp};
 use super::pull::{parse_fields, parse_tags};
+use crate::domain::Tags;
+use crate::domain::journal::{Changes, EventKind, add_tag_change, created};
 use crate::domain::matching::ContactId;
 use crate::domain::plan::{LinkView, Operation};
 use crate::domain::{Fields, GoldenRecord};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 /// The planning watermark of a provider.
@@ -46,7 +49,8 @@ pub fn plan_inputs(
         "SELECT c.id, c.seq, c.name, c.first_name, c.last_name, c.email, c.phone, c.source_id, c.attrs, c.phone_valid,
                 l.state, l.remote_id, l.snapshot, l.tags,
                 (SELECT json_group_array(tag) FROM contact_tags t WHERE t.contact_id = c.id),
-                EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id), c.deleted
+                EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id), c.deleted,
+                (SELECT json_group_array(field) FROM link_pins p WHERE p.link_id = l.id)
          FROM contacts c LEFT JOIN links l ON l.contact_id = c.id AND l.provider_id = ?1
          WHERE c.seq > ?2 ORDER BY c.seq LIMIT ?3",
     )?;
@@ -72,6 +76,7 @@ pub fn plan_inputs(
                 r.get::<_, String>(14)?,
                 r.get::<_, bool>(15)?,
                 r.get::<_, bool>(16)?,
+                r.get::<_, Option<String>>(17)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -89,6 +94,7 @@ pub fn plan_inputs(
         contact_tags,
         has_key,
         deleted,
+        pins,
     ) in rows
     {
         let link = match state.as_deref() {
@@ -101,10 +107,18 @@ pub fn plan_inputs(
                 tags: parse_tags(tags.as_deref())?,
             },
         };
+        let mut fields = contacts::fields_from_row(values, &attrs)?;
+        // Pinned fields (`review apart`) keep the value the provider holds.
+        if let (LinkView::Active { snapshot, .. }, Some(pins)) = (&link, pins.as_deref()) {
+            let pins: Vec<String> = serde_json::from_str(pins).unwrap_or_default();
+            if !pins.is_empty() {
+                crate::domain::review::hold_pinned(&mut fields, snapshot, &pins);
+            }
+        }
         out.push(PlanInput {
             contact: GoldenRecord {
                 id,
-                fields: contacts::fields_from_row(values, &attrs)?,
+                fields,
                 phone_valid,
                 has_key,
                 deleted,
@@ -209,6 +223,73 @@ pub fn complete_intent(conn: &Connection, id: i64) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM intents WHERE id = ?1")?
         .execute([id])?;
     Ok(())
+}
+
+/// Journals a failed attempt of an intent (`sent_to`, in the caller's transaction): what
+/// it tried to send, and why it did not go through.
+pub fn journal_failure(
+    conn: &Connection,
+    id: i64,
+    dead: bool,
+    error: &str,
+    stamp: Stamp,
+) -> Result<(), StoreError> {
+    let Some((provider_id, contact_id, payload)): Option<(i64, ContactId, String)> = conn
+        .prepare_cached("SELECT provider_id, contact_id, payload FROM intents WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let payload: IntentPayload = serde_json::from_str(&payload)
+        .map_err(|e| StoreError::Corrupt(format!("intent {id}: {e}")))?;
+    let known: Tags = payload.known_tags.iter().collect();
+    let mut changes = Changes::new();
+    let remote_id = match &payload.op {
+        Operation::Create { fields, tags } => {
+            changes = created(fields, Some(&tags.iter().collect()));
+            None
+        }
+        Operation::Update {
+            remote_id,
+            changes: sent,
+        } => {
+            for c in sent {
+                changes.insert(
+                    c.field.clone(),
+                    [c.old.clone().into(), c.new.clone().into()],
+                );
+            }
+            Some(remote_id)
+        }
+        Operation::TagAdd { remote_id, tags } | Operation::TagRemove { remote_id, tags } => {
+            let mut after = known.clone();
+            for t in tags {
+                if matches!(payload.op, Operation::TagAdd { .. }) {
+                    after.insert(t);
+                } else {
+                    after.remove(t);
+                }
+            }
+            add_tag_change(&mut changes, &known, &after);
+            Some(remote_id)
+        }
+        Operation::Delete { remote_id } => Some(remote_id),
+    };
+    let outcome = format!("{}: {error}", if dead { "given up" } else { "failed" });
+    journal::write(
+        conn,
+        stamp,
+        NewEntry {
+            contact: contact_id,
+            provider: Some(provider_id),
+            kind: EventKind::SentTo,
+            op: Some(payload.op.kind()),
+            remote_id: remote_id.map(String::as_str),
+            outcome: Some(&outcome),
+            changes: &changes,
+        },
+    )
 }
 
 /// Records a failed attempt: retried at `next_attempt_at`, or given up (`dead`).

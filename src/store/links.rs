@@ -2,10 +2,15 @@
 //! (`creating`, `active`, `gone`), with the snapshot of what the provider last held.
 
 use super::contacts;
+use super::journal::{self, NewEntry, Stamp};
 use super::pull::{fields_json, parse_fields, parse_tags, tags_json};
 use super::{Seq, StoreError};
 use crate::domain::field;
+use crate::domain::journal::{
+    Changes, EventKind, add_tag_change, created, field_changes, sent_changes,
+};
 use crate::domain::matching::{ContactId, KeyKind};
+use crate::domain::review::ItemKind;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -71,8 +76,18 @@ pub fn begin_create(
     Ok((n == 1).then(|| conn.last_insert_rowid()))
 }
 
+/// How a `creating` link found its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOp {
+    /// Our create went through: journaled as a `sent_to` create of what was sent.
+    Created,
+    /// The provider held the record already: journaled as `linked`.
+    Found,
+}
+
 /// Records the answer of a create or a discovery: the link becomes active with `snapshot`,
-/// and the record fills the contact's gaps. When `replan` is set the contact is planned
+/// the journal says how (`how`; what the record filled in is a `linked` entry), and the
+/// record fills the contact's gaps. When `replan` is set the contact is planned
 /// again (the provider may differ from it). Returns `None` when another contact holds the
 /// record (a conflict, not linked), else whether the contact's gaps were filled.
 #[allow(clippy::too_many_arguments)]
@@ -85,9 +100,11 @@ pub fn finish_link(
     snapshot: &Fields,
     tags: Option<&Tags>,
     replan: bool,
+    how: LinkOp,
     intent: Option<i64>,
-    now: i64,
+    stamp: Stamp,
 ) -> Result<Option<bool>, StoreError> {
+    let now = stamp.at;
     let tx = conn.transaction()?;
     if let Some(id) = intent {
         super::intents::complete_intent(&tx, id)?;
@@ -99,21 +116,29 @@ pub fn finish_link(
         [link_id],
         |r| r.get(0),
     )?;
-    let clash: Option<i64> = tx
+    let clash: Option<ContactId> = tx
         .query_row(
-            "SELECT id FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND id != ?3",
+            "SELECT contact_id FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND id != ?3",
             params![provider_id, remote_id, link_id],
             |r| r.get(0),
         )
         .optional()?;
-    if clash.is_some() {
+    if let Some(other) = clash {
         tx.execute("DELETE FROM links WHERE id = ?1", [link_id])?;
+        let mut people = vec![contact_id, other];
+        people.sort_unstable();
+        people.dedup();
         super::pull::record_conflict(
             &tx,
             provider_id,
-            remote_id,
-            "the provider answered with a record already linked to another contact; not merged",
-            &[contact_id],
+            super::pull::ItemRecord {
+                remote_id,
+                fields: Some(snapshot),
+                tags,
+            },
+            ItemKind::Refused,
+            "the provider refused to hold this person again: the record it holds with this key is linked to another contact; not merged",
+            &people,
             now,
         )?;
         tx.commit()?;
@@ -121,7 +146,36 @@ pub fn finish_link(
     }
     tx.prepare_cached("UPDATE links SET remote_id = ?2, state = 'active', snapshot = ?3, tags = ?4, hash = 0, updated_at = ?5 WHERE id = ?1")?
         .execute(params![link_id, remote_id, fields_json(snapshot), tags.map(tags_json), now])?;
-    let filled = fill_gaps(&tx, contact_id, snapshot, tags, seq, now)?;
+    let fills = fill_gaps(&tx, contact_id, snapshot, tags, seq, now)?;
+    let entry = |kind, op, changes: &Changes| {
+        journal::write(
+            &tx,
+            stamp,
+            NewEntry {
+                contact: contact_id,
+                provider: Some(provider_id),
+                kind,
+                op,
+                remote_id: Some(remote_id),
+                outcome: None,
+                changes,
+            },
+        )
+    };
+    match how {
+        LinkOp::Created => {
+            entry(EventKind::SentTo, Some("create"), &created(snapshot, tags))?;
+            if let Some(fills) = &fills {
+                entry(EventKind::Linked, None, fills)?;
+            }
+        }
+        LinkOp::Found => entry(
+            EventKind::Linked,
+            None,
+            fills.as_ref().unwrap_or(&Changes::new()),
+        )?,
+    }
+    let filled = fills.is_some();
     if replan && !filled {
         contacts::bump(&tx, contact_id, seq.next())?;
     }
@@ -131,8 +185,9 @@ pub fn finish_link(
 
 /// A record just linked fills the contact's gaps with what it holds (never a field the
 /// contact has; an email or external key only when no other contact holds it; a phone
-/// never, since its validity is not known here) and brings its tags. Returns whether the
-/// contact changed (then it is planned again, so the other providers get it too).
+/// never, since its validity is not known here) and brings its tags. Returns what changed
+/// on the contact, if anything (then it is planned again, so the other providers get it
+/// too).
 fn fill_gaps(
     conn: &Connection,
     contact_id: ContactId,
@@ -140,9 +195,9 @@ fn fill_gaps(
     found_tags: Option<&Tags>,
     seq: &Seq,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Changes>, StoreError> {
     let Some(held) = contacts::load_held(conn, contact_id)? else {
-        return Ok(false);
+        return Ok(None);
     };
     let mut fills = crate::domain::merge::gaps_filled_by(&held.fields, found);
     fills.remove(field::PHONE);
@@ -165,14 +220,20 @@ fn fill_gaps(
         })
         .unwrap_or_default();
     if fills.is_empty() && new_tags.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
-    let mut fields = held.fields;
+    let mut fields = held.fields.clone();
     fields.extend(fills);
     crate::domain::names::complete(&mut fields);
     contacts::save_fields(conn, contact_id, &fields, held.phone_valid, seq.next(), now)?;
     contacts::add_tags(conn, contact_id, &new_tags)?;
-    Ok(true)
+    let mut changes = field_changes(&held.fields, &fields);
+    let mut tags_after = held.tags.clone();
+    for t in &new_tags {
+        tags_after.insert(t);
+    }
+    add_tag_change(&mut changes, &held.tags, &tags_after);
+    Ok(Some(changes))
 }
 
 /// Drops a `creating` link whose create never reached the provider, and marks the
@@ -226,6 +287,88 @@ pub fn update_link_snapshot(
     conn.prepare_cached("UPDATE links SET snapshot = ?2, tags = coalesce(?3, tags), hash = 0, updated_at = ?4 WHERE id = ?1")?
         .execute(params![link_id, fields_json(snapshot), tags.map(tags_json), now])?;
     Ok(())
+}
+
+/// Journals a write that went through (`sent_to`, in the caller's transaction): each field
+/// of `snapshot` that differs from the link's snapshot now (the value it replaced there, as
+/// far as the store knew it), and the tag set when `tags` changes it.
+pub fn journal_write(
+    conn: &Connection,
+    link_id: i64,
+    op: &str,
+    snapshot: &Fields,
+    tags: Option<&Tags>,
+    stamp: Stamp,
+) -> Result<(), StoreError> {
+    let (provider_id, contact_id, remote_id, old, old_tags): (
+        i64,
+        ContactId,
+        Option<String>,
+        String,
+        Option<String>,
+    ) = conn
+        .prepare_cached(
+            "SELECT provider_id, contact_id, remote_id, snapshot, tags FROM links WHERE id = ?1",
+        )?
+        .query_row([link_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+    let mut changes = sent_changes(&parse_fields(&old)?, snapshot);
+    if let Some(tags) = tags {
+        add_tag_change(
+            &mut changes,
+            &parse_tags(old_tags.as_deref())?.unwrap_or_default(),
+            tags,
+        );
+    }
+    journal::write(
+        conn,
+        stamp,
+        NewEntry {
+            contact: contact_id,
+            provider: Some(provider_id),
+            kind: EventKind::SentTo,
+            op: Some(op),
+            remote_id: remote_id.as_deref(),
+            outcome: None,
+            changes: &changes,
+        },
+    )
+}
+
+/// Journals a link going away (in the caller's transaction): our delete (`sent_to`
+/// delete) or the provider's (`gone`).
+pub fn journal_gone(
+    conn: &Connection,
+    link_id: i64,
+    deleted_by_us: bool,
+    stamp: Stamp,
+) -> Result<(), StoreError> {
+    let Some((provider_id, contact_id, remote_id)): Option<(i64, ContactId, Option<String>)> = conn
+        .prepare_cached("SELECT provider_id, contact_id, remote_id FROM links WHERE id = ?1")?
+        .query_row([link_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let (kind, op) = if deleted_by_us {
+        (EventKind::SentTo, Some("delete"))
+    } else {
+        (EventKind::Gone, None)
+    };
+    journal::write(
+        conn,
+        stamp,
+        NewEntry {
+            contact: contact_id,
+            provider: Some(provider_id),
+            kind,
+            op,
+            remote_id: remote_id.as_deref(),
+            outcome: None,
+            changes: &Changes::new(),
+        },
+    )
 }
 
 /// Marks a link gone (the provider answered 404 for it).

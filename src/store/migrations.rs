@@ -6,6 +6,8 @@ use rusqlite_migration::{M, Migrations};
 /// Every migration, oldest first. Append only: never edit a released migration.
 pub const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_review.sql"),
+    include_str!("../../migrations/0003_journal.sql"),
     include_str!("../../migrations/0004_webhooks.sql"),
 ];
 

@@ -8,9 +8,11 @@
 pub mod contacts;
 pub mod cycle;
 pub mod intents;
+pub mod journal;
 pub mod links;
 pub mod migrations;
 pub mod pull;
+pub mod review;
 pub mod runs;
 pub mod status;
 pub mod webhooks;
@@ -241,6 +243,52 @@ pub fn open_read_only(path: &Path) -> Result<Option<Connection>, StoreError> {
             found,
             supported,
         });
+    }
+    Ok(Some(conn))
+}
+
+/// Whether a store opened read-only has every migration this binary knows (a store last
+/// written by an older contact-sync is brought up to date by the next sync, which opens it
+/// for writing).
+pub fn is_current(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(schema_version(conn)? >= migrations::latest_version())
+}
+
+/// Opens an existing store to write one review decision, without the sync lock (a
+/// running daemon keeps it): SQLite's own write lock is held only for the decision's
+/// transaction. A store at an older schema is migrated first, which needs the sync lock
+/// (a daemon running an older contact-sync must be upgraded first). `Ok(None)` when the
+/// file does not exist.
+pub fn open_for_decision(path: &Path) -> Result<Option<Connection>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let found = schema_version(&conn).map_err(|e| StoreError::Open {
+        path: path.to_owned(),
+        message: format!("not a contact-sync store ({e})"),
+    })?;
+    let supported = migrations::latest_version();
+    if found > supported {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if found < supported {
+        drop(conn);
+        let _lock = acquire_lock(path)?;
+        return open_writer_connection(path).map(Some);
     }
     Ok(Some(conn))
 }

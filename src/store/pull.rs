@@ -6,16 +6,19 @@
 //! the 20 % guard.
 
 use super::contacts;
+use super::journal::{self, NewEntry, Stamp};
 use super::{Seq, StoreError};
-use crate::domain::matching::ContactId;
+use crate::domain::journal::{Changes, EventKind, add_tag_change, created, field_changes};
+use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::merge::{
-    ContactWrite, Held, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched, NewContact,
-    NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
+    ContactWrite, Held, HeldContact, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched,
+    NewContact, NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
 };
+use crate::domain::review::ItemKind;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashSet;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 pub use crate::domain::merge::FieldOwners;
 
@@ -32,6 +35,8 @@ pub struct PageOutcome {
     pub changed: u64,
     /// Records held as conflicts.
     pub conflicts: u64,
+    /// Records linked to an existing contact, by the key that found it.
+    pub matched_by: crate::domain::matching::MatchCounts,
     /// Link ids seen on this page.
     pub seen: Vec<i64>,
 }
@@ -172,23 +177,57 @@ pub fn link_state_of(
         .optional()?)
 }
 
-/// Records (or refreshes) a conflict.
+/// What a review item says about the record it is about.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemRecord<'a> {
+    /// The provider's id of the record.
+    pub remote_id: &'a str,
+    /// Its fields as the provider showed them (or as they were sent), if known.
+    pub fields: Option<&'a Fields>,
+    /// Its tags, if known.
+    pub tags: Option<&'a Tags>,
+}
+
+/// Opens (or refreshes) a review item about a record. An item whose people were decided
+/// to be different people (`review apart`) is never opened again; an item decided but
+/// not yet carried out keeps its decision. Returns whether the item is open.
 pub fn record_conflict(
     conn: &Connection,
     provider_id: i64,
-    remote_id: &str,
+    record: ItemRecord<'_>,
+    kind: ItemKind,
     reason: &str,
     contacts: &[ContactId],
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    if super::review::all_kept_apart(conn, contacts)? {
+        tracing::debug!(provider_id, remote_id = %record.remote_id, ?contacts, "not held for review: decided to be different people");
+        return Ok(false);
+    }
     let ids = serde_json::to_string(contacts).unwrap_or_else(|_| "[]".to_owned());
-    conn.prepare_cached(
-        "INSERT INTO conflicts (provider_id, remote_id, reason, contact_ids, detected_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (provider_id, remote_id) DO UPDATE SET reason = excluded.reason, contact_ids = excluded.contact_ids,
-         detected_at = excluded.detected_at, resolved_at = NULL",
-    )?
-    .execute(params![provider_id, remote_id, reason, ids, now])?;
-    Ok(())
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO conflicts (provider_id, remote_id, kind, reason, contact_ids, record, record_tags, detected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, '{}'), ?7, ?8)
+             ON CONFLICT (provider_id, remote_id) DO UPDATE SET kind = excluded.kind, reason = excluded.reason,
+             contact_ids = excluded.contact_ids,
+             record = CASE WHEN ?6 IS NULL THEN record ELSE excluded.record END,
+             record_tags = coalesce(excluded.record_tags, record_tags),
+             detected_at = CASE WHEN resolved_at IS NULL AND decided_at IS NULL THEN detected_at ELSE excluded.detected_at END,
+             resolved_at = NULL, decision = NULL, decision_contact = NULL, decided_at = NULL, history = NULL
+             WHERE decided_at IS NULL OR resolved_at IS NOT NULL",
+        )?
+        .execute(params![
+            provider_id,
+            record.remote_id,
+            kind.as_str(),
+            reason,
+            ids,
+            record.fields.map(fields_json),
+            record.tags.map(tags_json),
+            now
+        ])?;
+    Ok(n > 0)
 }
 
 fn resolve_conflict(
@@ -213,11 +252,16 @@ pub fn apply_page(
     provider_id: i64,
     order: usize,
     records: &[NormalizedRecord],
-    now: i64,
+    stamp: Stamp,
 ) -> Result<PageOutcome, StoreError> {
+    let now = stamp.at;
     let tx = conn.transaction()?;
     let held = read_held(&tx, provider_id, records)?;
+    // The people as they were before this page, for the journal (only those the page
+    // may change are held: an unchanged record costs nothing here).
+    let mut before = held.contacts.clone();
     let merge = merge_page(records, held, owners, order);
+    let journal = PageJournal { provider_id, stamp };
     let mut out = PageOutcome {
         pulled: records.len() as u64,
         ..PageOutcome::default()
@@ -230,37 +274,196 @@ pub fn apply_page(
                 if update.contact_changed() {
                     out.changed += 1;
                 }
-                apply_update(&tx, seq, provider_id, &records[update.record], &update, now)?;
+                let rec = &records[update.record];
+                apply_update(&tx, seq, provider_id, rec, &update, now)?;
+                journal.update(&tx, &mut before, rec, &update)?;
             }
             Step::Create(new) => {
-                out.seen.push(apply_create(
-                    &tx,
-                    seq,
-                    provider_id,
-                    &records[new.record],
-                    &new,
-                    now,
-                )?);
+                let rec = &records[new.record];
+                let (link, contact) = apply_create(&tx, seq, provider_id, rec, &new, now)?;
+                out.seen.push(link);
+                journal.created(&tx, contact, rec, &new)?;
                 out.new_contacts += 1;
             }
             Step::Match(matched) => {
                 let rec = &records[matched.record];
                 out.seen
                     .push(apply_match(&tx, seq, provider_id, rec, &matched, now)?);
+                journal.matched(&tx, &mut before, rec, &matched)?;
                 resolve_conflict(&tx, provider_id, &rec.remote_id, now)?;
                 out.matched += 1;
+                if let Some(by) = matched.by {
+                    out.matched_by.add(by);
+                }
             }
             Step::Conflict(conflict) => {
-                let remote_id = &records[conflict.record].remote_id;
+                let rec = &records[conflict.record];
                 let text = conflict.cause.describe();
-                record_conflict(&tx, provider_id, remote_id, &text, &conflict.contacts, now)?;
-                tracing::warn!(provider_id, %remote_id, contacts = ?conflict.contacts, "conflict: {text}");
-                out.conflicts += 1;
+                let opened = record_conflict(
+                    &tx,
+                    provider_id,
+                    item_record(rec),
+                    conflict.cause.item_kind(),
+                    &text,
+                    &conflict.contacts,
+                    now,
+                )?;
+                if opened {
+                    tracing::warn!(provider_id, remote_id = %rec.remote_id, contacts = ?conflict.contacts, "held for review: {text}");
+                    out.conflicts += 1;
+                }
             }
+            Step::Merged => {}
         }
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// Writes a page's journal entries, in the page's transaction: what each record changed
+/// on its person (`changed_in`), and records tied to a person (`linked`).
+struct PageJournal {
+    provider_id: i64,
+    stamp: Stamp,
+}
+
+impl PageJournal {
+    fn entry(
+        &self,
+        conn: &Connection,
+        contact: ContactId,
+        kind: EventKind,
+        op: Option<&str>,
+        rec: &NormalizedRecord,
+        changes: &Changes,
+    ) -> Result<(), StoreError> {
+        journal::write(
+            conn,
+            self.stamp,
+            NewEntry {
+                contact,
+                provider: Some(self.provider_id),
+                kind,
+                op,
+                remote_id: Some(&rec.remote_id),
+                outcome: None,
+                changes,
+            },
+        )
+    }
+
+    /// A linked record's changes; the person's state moves on in `before`.
+    fn update(
+        &self,
+        conn: &Connection,
+        before: &mut HashMap<ContactId, HeldContact>,
+        rec: &NormalizedRecord,
+        update: &LinkUpdate,
+    ) -> Result<(), StoreError> {
+        if update.reactivate {
+            self.entry(
+                conn,
+                update.contact,
+                EventKind::Linked,
+                None,
+                rec,
+                &Changes::new(),
+            )?;
+        }
+        if !update.contact_changed() {
+            return Ok(());
+        }
+        let Some(held) = before.get_mut(&update.contact) else {
+            return Ok(());
+        };
+        let mut changes = match &update.write {
+            ContactWrite::Fields { fields, .. } => {
+                let changes = field_changes(&held.fields, fields);
+                held.fields = fields.clone();
+                changes
+            }
+            _ => Changes::new(),
+        };
+        let mut tags = held.tags.clone();
+        for t in &update.tags_add {
+            tags.insert(t);
+        }
+        for t in &update.tags_remove {
+            tags.remove(t);
+        }
+        add_tag_change(&mut changes, &held.tags, &tags);
+        held.tags = tags;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.entry(
+            conn,
+            update.contact,
+            EventKind::ChangedIn,
+            None,
+            rec,
+            &changes,
+        )
+    }
+
+    /// A record that became a new person.
+    fn created(
+        &self,
+        conn: &Connection,
+        contact: ContactId,
+        rec: &NormalizedRecord,
+        new: &NewContact,
+    ) -> Result<(), StoreError> {
+        let tags: Tags = new.tags.iter().collect();
+        let changes = created(&new.fields, Some(&tags));
+        self.entry(
+            conn,
+            contact,
+            EventKind::Linked,
+            Some("create"),
+            rec,
+            &changes,
+        )
+    }
+
+    /// A record tied to a person who existed: what it filled in.
+    fn matched(
+        &self,
+        conn: &Connection,
+        before: &mut HashMap<ContactId, HeldContact>,
+        rec: &NormalizedRecord,
+        matched: &Matched,
+    ) -> Result<(), StoreError> {
+        let mut changes = Changes::new();
+        if let Some(held) = before.get_mut(&matched.contact) {
+            if let Some((fields, _)) = &matched.write {
+                changes = field_changes(&held.fields, fields);
+                held.fields = fields.clone();
+            }
+            let mut tags = held.tags.clone();
+            for t in &matched.tags {
+                tags.insert(t);
+            }
+            add_tag_change(&mut changes, &held.tags, &tags);
+            held.tags = tags;
+        }
+        self.entry(
+            conn,
+            matched.contact,
+            EventKind::Linked,
+            None,
+            rec,
+            &changes,
+        )
+    }
+}
+
+fn item_record(rec: &NormalizedRecord) -> ItemRecord<'_> {
+    ItemRecord {
+        remote_id: &rec.remote_id,
+        fields: Some(&rec.fields),
+        tags: rec.tags.as_ref(),
+    }
 }
 
 /// Reads what the merge of `records` needs (see [`Held`]): each record's link; for a link
@@ -279,6 +482,10 @@ fn read_held(
     let mut owners_seen = HashSet::new();
     for rec in records {
         let Some(link) = find_link(conn, provider_id, &rec.remote_id)? else {
+            if super::review::is_merged_record(conn, provider_id, &rec.remote_id)? {
+                held.records.push(HeldRecord::Merged);
+                continue;
+            }
             for (kind, value) in rec.keys.iter() {
                 let Some(owner) = contacts::key_owner(conn, kind, value)? else {
                     continue;
@@ -286,6 +493,11 @@ fn read_held(
                 held.keys.insert(kind, value, owner);
                 if !owners_seen.insert(owner) {
                     continue;
+                }
+                for rule in super::review::apart_rules_of(conn, owner)? {
+                    if !held.apart.contains(&rule) {
+                        held.apart.push(rule);
+                    }
                 }
                 let here = link_state_of(conn, provider_id, owner)?.map(|(link_id, state)| {
                     if state == "creating" {
@@ -329,6 +541,7 @@ fn read_held(
             active,
             snapshot,
             tags: parse_tags(link.tags.as_deref())?,
+            pins: super::review::pins_of(conn, link.id)?,
         }));
     }
     Ok(held)
@@ -350,12 +563,19 @@ fn apply_update(
     }
     for moved in &update.keys {
         contacts::move_key(conn, update.contact, moved.kind, moved.value.as_deref())?;
+        // A phone's WhatsApp variants move with it (where nobody else holds them).
+        if moved.kind == KeyKind::Phone && moved.value.is_some() {
+            for v in &rec.keys.phone_variants {
+                contacts::add_key_if_free(conn, update.contact, KeyKind::Phone, v)?;
+            }
+        }
     }
     for conflict in &update.conflicts {
         record_conflict(
             conn,
             provider_id,
-            &rec.remote_id,
+            item_record(rec),
+            conflict.cause.item_kind(),
             &conflict.cause.describe(),
             &conflict.contacts,
             now,
@@ -382,7 +602,7 @@ fn apply_update(
     Ok(())
 }
 
-/// Creates a new contact and links the record to it; returns the link id.
+/// Creates a new contact and links the record to it; returns the link id and the contact.
 fn apply_create(
     conn: &Connection,
     seq: &Seq,
@@ -390,13 +610,13 @@ fn apply_create(
     rec: &NormalizedRecord,
     new: &NewContact,
     now: i64,
-) -> Result<i64, StoreError> {
+) -> Result<(i64, ContactId), StoreError> {
     let id = contacts::insert(conn, &new.fields, new.phone_valid, seq.next(), now)?;
     for (kind, value) in &new.keys {
         contacts::add_key_if_free(conn, id, *kind, value)?;
     }
     contacts::add_tags(conn, id, &new.tags)?;
-    insert_link(conn, provider_id, id, rec, now)
+    Ok((insert_link(conn, provider_id, id, rec, now)?, id))
 }
 
 /// Fills a matched contact's gaps and links the record to it; returns the link id.
@@ -415,16 +635,19 @@ fn apply_match(
         contacts::add_key_if_free(conn, matched.contact, *kind, value)?;
     }
     contacts::add_tags(conn, matched.contact, &matched.tags)?;
-    match matched.adopt {
+    let link_id = match matched.adopt {
         Some(link_id) => {
             adopt_link(conn, link_id, rec, now)?;
-            Ok(link_id)
+            link_id
         }
-        None => insert_link(conn, provider_id, matched.contact, rec, now),
-    }
+        None => insert_link(conn, provider_id, matched.contact, rec, now)?,
+    };
+    super::review::pin_fields(conn, link_id, &matched.pins)?;
+    Ok(link_id)
 }
 
-fn insert_link(
+/// Links a record to a contact with the record as the snapshot; returns the link id.
+pub fn insert_link(
     conn: &Connection,
     provider_id: i64,
     contact: ContactId,
@@ -507,10 +730,11 @@ pub fn apply_staged_tags(
     provider_id: i64,
     universe: &Tags,
     seen: &LinkSet,
-    now: i64,
+    stamp: Stamp,
 ) -> Result<u64, StoreError> {
     /// Links read per batch (memory stays flat however many links the provider has).
     const BATCH: i64 = 2_000;
+    let now = stamp.at;
     let tx = conn.transaction()?;
     let mut changed = 0;
     let mut after = 0i64;
@@ -556,6 +780,11 @@ pub fn apply_staged_tags(
                 continue;
             }
             let (added, removed) = tag_changes(snap.as_ref(), &shown, Some(universe));
+            let before = if added.is_empty() && removed.is_empty() {
+                Tags::new()
+            } else {
+                contacts::load_tags(&tx, contact_id)?
+            };
             let mut touched = contacts::add_tags(&tx, contact_id, &added)? > 0;
             touched |= contacts::remove_tags(&tx, contact_id, &removed)? > 0;
             tx.prepare_cached("UPDATE links SET tags = ?2, updated_at = ?3 WHERE id = ?1")?
@@ -563,6 +792,35 @@ pub fn apply_staged_tags(
             if touched {
                 contacts::bump(&tx, contact_id, seq.next())?;
                 changed += 1;
+                let mut changes = Changes::new();
+                add_tag_change(
+                    &mut changes,
+                    &before,
+                    &contacts::load_tags(&tx, contact_id)?,
+                );
+                let remote_id: Option<String> = tx
+                    .prepare_cached("SELECT remote_id FROM links WHERE id = ?1")?
+                    .query_row([link_id], |r| r.get(0))?;
+                // Tags first seen on this link (none known before) came with the record,
+                // as a link's fields do: a `linked` entry, not a change made there.
+                let kind = if snap.is_some() {
+                    EventKind::ChangedIn
+                } else {
+                    EventKind::Linked
+                };
+                journal::write(
+                    &tx,
+                    stamp,
+                    NewEntry {
+                        contact: contact_id,
+                        provider: Some(provider_id),
+                        kind,
+                        op: None,
+                        remote_id: remote_id.as_deref(),
+                        outcome: None,
+                        changes: &changes,
+                    },
+                )?;
             }
         }
     }
@@ -584,8 +842,9 @@ pub fn mark_gone(
     provider_id: i64,
     seen: &LinkSet,
     guard_percent: u64,
-    now: i64,
+    stamp: Stamp,
 ) -> Result<(Vec<ContactId>, u64), StoreError> {
+    let now = stamp.at;
     // Count first, collect only when the guard lets them go (memory stays flat even when
     // a whole listing went missing).
     let missing_ids = |collect: bool| -> Result<(u64, u64, Vec<i64>), StoreError> {
@@ -616,10 +875,25 @@ pub fn mark_gone(
     let mut contacts = Vec::with_capacity(missing.len());
     {
         let mut stmt = tx.prepare_cached(
-            "UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1 RETURNING contact_id",
+            "UPDATE links SET state = 'gone', updated_at = ?2 WHERE id = ?1 RETURNING contact_id, remote_id",
         )?;
         for id in &missing {
-            contacts.push(stmt.query_row(params![id, now], |r| r.get(0))?);
+            let (contact, remote_id): (ContactId, Option<String>) =
+                stmt.query_row(params![id, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            journal::write(
+                tx,
+                stamp,
+                NewEntry {
+                    contact,
+                    provider: Some(provider_id),
+                    kind: EventKind::Gone,
+                    op: None,
+                    remote_id: remote_id.as_deref(),
+                    outcome: None,
+                    changes: &Changes::new(),
+                },
+            )?;
+            contacts.push(contact);
         }
     }
     Ok((contacts, 0))

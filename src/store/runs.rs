@@ -1,5 +1,6 @@
 //! Providers and runs: the provider rows (with their planning watermark and last success)
-//! and one `runs` row per provider per cycle with its counts.
+//! and one `runs` row per provider per cycle with its counts (the cycle itself, the run
+//! `contact-sync runs` lists, is in [`super::journal`]).
 
 use super::StoreError;
 use rusqlite::{Connection, params};
@@ -59,10 +60,17 @@ impl std::ops::AddAssign for RunCounts {
     }
 }
 
-/// Starts a run row.
-pub fn begin_run(conn: &Connection, provider_id: i64, now: i64) -> Result<i64, StoreError> {
-    conn.prepare_cached("INSERT INTO runs (provider_id, started_at) VALUES (?1, ?2)")?
-        .execute(params![provider_id, now])?;
+/// Starts a provider's row of run (cycle) `cycle`.
+pub fn begin_run(
+    conn: &Connection,
+    provider_id: i64,
+    cycle: i64,
+    now: i64,
+) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO runs (provider_id, started_at, cycle_id) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![provider_id, now, cycle])?;
     Ok(conn.last_insert_rowid())
 }
 

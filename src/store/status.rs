@@ -52,7 +52,7 @@ pub struct StatusReport {
     pub pending: i64,
     /// Pushes given up.
     pub dead: i64,
-    /// Ambiguous matches awaiting review.
+    /// Review items awaiting a decision (every kind; `contact-sync review`).
     pub conflicts: i64,
     /// The most recent of them (at most [`CONFLICTS_SHOWN`]).
     pub conflict_details: Vec<ConflictView>,
@@ -107,12 +107,16 @@ pub fn report(
     out.contacts = count("SELECT count(*) FROM contacts")?;
     out.pending = count("SELECT count(*) FROM intents WHERE state = 'pending'")?;
     out.dead = count("SELECT count(*) FROM intents WHERE state = 'dead'")?;
-    out.conflicts = count("SELECT count(*) FROM conflicts WHERE resolved_at IS NULL")?;
-    let mut stmt = conn.prepare(
+    out.conflicts = count(&format!(
+        "SELECT count(*) FROM conflicts c WHERE {}",
+        super::review::OPEN
+    ))?;
+    let mut stmt = conn.prepare(&format!(
         "SELECT p.name, c.remote_id, c.reason, c.contact_ids, c.detected_at FROM conflicts c
-         JOIN providers p ON p.id = c.provider_id WHERE c.resolved_at IS NULL
+         JOIN providers p ON p.id = c.provider_id WHERE {}
          ORDER BY c.detected_at DESC, c.id DESC LIMIT ?1",
-    )?;
+        super::review::OPEN
+    ))?;
     out.conflict_details = stmt
         .query_map([CONFLICTS_SHOWN], |r| {
             let ids: String = r.get(3)?;

@@ -1,7 +1,10 @@
 //! [`Engine::run_cycle`]: recover, pull, then plan and push each provider on its own.
+//! An undo ([`super::undo`]) is the same cycle with its restorations between the pulls and
+//! the first plan.
 
 use super::failure::{ExecFailure, ProviderFailure};
 use super::push::{ExecOutcome, Executor, recover_creating};
+use super::undo::{UndoOutcome, UndoRequest};
 use super::{CycleOptions, CycleReport, Engine, ProviderReport, ProviderSlot, SyncError};
 use crate::domain::cycle_plan::Step;
 use crate::provider::{Provider, ProviderError};
@@ -138,12 +141,24 @@ impl<P: Provider> Engine<P> {
             deadline,
             budget: self.retry_budget,
             now: self.clock.as_fn(),
+            run: self.run,
         }
     }
 
     /// Runs one cycle. In dry-run the store must be a copy (the plan is persisted there
     /// as on a real run, and printed instead of sent).
     pub async fn run_cycle(&mut self, opts: &CycleOptions) -> Result<CycleReport, SyncError> {
+        Ok(self.cycle(opts, None).await?.0)
+    }
+
+    /// One cycle; with `undo`, the run it names is put back once every pull has finished
+    /// and before any provider plans, so the restored values go out through the same plan
+    /// and executor in this run.
+    pub(super) async fn cycle(
+        &mut self,
+        opts: &CycleOptions,
+        undo: Option<&UndoRequest>,
+    ) -> Result<(CycleReport, Option<UndoOutcome>), SyncError> {
         let now = self.clock.now_secs();
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         for slot in &self.slots {
@@ -159,21 +174,52 @@ impl<P: Provider> Engine<P> {
                 .collect();
             self.ids = self.store.ensure_providers(names).await?;
         }
+        // Review decisions written since the last cycle are carried out first.
+        let can_merge: Vec<i64> = self
+            .slots
+            .iter()
+            .zip(&self.ids)
+            .filter(|(s, _)| s.client.can_merge())
+            .map(|(_, &id)| id)
+            .collect();
+        let decided = self.store.apply_decisions(can_merge, now).await?;
+        if decided.applied + decided.reopened > 0 {
+            tracing::info!(
+                applied = decided.applied,
+                reopened = decided.reopened,
+                "review decisions carried out"
+            );
+        }
         let mut reports: Vec<ProviderReport> = self
             .slots
             .iter()
             .map(|s| ProviderReport::new(&s.settings.name, s.settings.kind.as_str()))
             .collect();
-        let run_ids = if opts.dry_run {
-            Vec::new()
-        } else {
-            self.store.begin_runs(self.ids.clone(), now).await?
-        };
+        // A dry run records its run too: its store is a copy, and an undo's dry run must
+        // see the changes its pull finds as later than the run it undoes.
+        let prune_before = now.saturating_sub(i64::from(self.history_days) * 86_400);
+        let (run, run_ids) = self
+            .store
+            .begin_runs(self.ids.clone(), undo.map(|u| u.run), prune_before, now)
+            .await?;
+        self.run = Some(run);
 
         let this = &*self;
         let board = PullBoard::new(this.slots.len());
         let board = &board;
         let owners = Arc::new(Mutex::new(FieldOwners::default()));
+        // An undo puts the run's values back once, when every pull has finished, before
+        // the first provider plans.
+        let undo_cell = tokio::sync::OnceCell::new();
+        let undo_once = &undo_cell;
+        let put_back = || async move {
+            match undo {
+                Some(request) if !opts.cancel.is_cancelled() => {
+                    Some(this.put_back(request).await.map_err(|e| e.to_string()))
+                }
+                _ => None,
+            }
+        };
 
         // 1–2. Each provider on its own: recover the creates a crash left unanswered,
         // then pull.
@@ -205,6 +251,14 @@ impl<P: Provider> Engine<P> {
                 .map(|(i, (slot, &id))| async move {
                     let mut done = PushDone::default();
                     board.wait_until(|| board.is_finished(i)).await;
+                    if undo.is_some() {
+                        board
+                            .wait_until(|| board.finished_count() == this.slots.len())
+                            .await;
+                        if let Some(Err(_)) = undo_once.get_or_init(put_back).await {
+                            return (i, done);
+                        }
+                    }
                     loop {
                         board.wait_until(|| board.settled(&this.slots)).await;
                         let seen = board.finished_count();
@@ -242,6 +296,13 @@ impl<P: Provider> Engine<P> {
                 }),
         );
         let (pulls, mut pushes) = futures::future::join(pulls, pushes).await;
+        // No provider takes writes: the undo still puts the values back in the store.
+        undo_once.get_or_init(put_back).await;
+        let undone = match undo_cell.into_inner().flatten() {
+            Some(Err(e)) => return Err(SyncError::Undo(e)),
+            Some(Ok(outcome)) => Some(outcome),
+            None => None,
+        };
 
         // 4. Records found by lookups fill their contacts' gaps (an email only a lookup-only
         // platform held, its tags): one more plan-and-push pass carries that to the others
@@ -308,6 +369,7 @@ impl<P: Provider> Engine<P> {
                     report.counts.pulled += p.pulled;
                     report.counts.matched += p.matched;
                     report.conflicts += p.conflicts;
+                    report.matched_by += p.matched_by;
                     report.gone += p.gone;
                     report.complete = p.complete;
                     if let Some(w) = p.warning {
@@ -336,7 +398,7 @@ impl<P: Provider> Engine<P> {
         }
 
         // 5. Record the runs.
-        if !opts.dry_run {
+        {
             let finished = self.clock.now_secs();
             for ((report, &run_id), &id) in reports.iter().zip(&run_ids).zip(&self.ids) {
                 let error = report.error.as_ref().map(ToString::to_string).or_else(|| {
@@ -357,10 +419,17 @@ impl<P: Provider> Engine<P> {
                     )
                     .await?;
             }
+            let ok = reports.iter().all(ProviderReport::ok);
+            self.store.finish_cycle(run, ok, finished).await?;
         }
-        Ok(CycleReport {
-            providers: reports,
-            dry_run: opts.dry_run,
-        })
+        self.run = None;
+        Ok((
+            CycleReport {
+                providers: reports,
+                dry_run: opts.dry_run,
+                run: Some(run),
+            },
+            undone,
+        ))
     }
 }

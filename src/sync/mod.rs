@@ -28,6 +28,7 @@ pub mod pull;
 pub mod push;
 pub mod report;
 mod targeted;
+pub mod undo;
 
 use crate::clock::Clock;
 use crate::config::ProviderSettings;
@@ -49,6 +50,8 @@ const PLAN_BATCH: usize = 2_000;
 pub const DELETE_GUARD_PERCENT: u64 = 20;
 /// The default `sync.retry_budget`.
 pub const DEFAULT_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_mins(2);
+/// The default `store.history_days`.
+pub const DEFAULT_HISTORY_DAYS: u32 = 90;
 /// A provider taking part in the cycle.
 pub struct ProviderSlot<P> {
     /// Its validated config.
@@ -125,6 +128,9 @@ pub enum SyncError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Putting a run's values back failed (nothing of it was applied).
+    #[error("the undo could not put the values back: {0}")]
+    Undo(String),
 }
 
 /// The engine: the store plus the providers of this cycle, in config order.
@@ -142,6 +148,10 @@ pub struct Engine<P> {
     retry_budget: std::time::Duration,
     /// The wall clock, handed in by the owner of the engine.
     clock: Clock,
+    /// `store.history_days`: journal entries older than this are pruned.
+    history_days: u32,
+    /// The run (cycle) in progress, which journal entries are stamped with.
+    run: Option<i64>,
 }
 
 /// The planner's view of a provider's capabilities.
@@ -196,6 +206,24 @@ impl<P: Provider> Engine<P> {
             ids: Vec::new(),
             retry_budget: DEFAULT_RETRY_BUDGET,
             clock,
+            history_days: DEFAULT_HISTORY_DAYS,
+            run: None,
+        }
+    }
+
+    /// Sets `store.history_days` (default 90): journal entries older than this many days
+    /// are pruned when a run begins.
+    #[must_use]
+    pub fn with_history_days(mut self, days: u32) -> Self {
+        self.history_days = days;
+        self
+    }
+
+    /// The journal stamp of something happening now in the run in progress.
+    fn stamp(&self) -> crate::store::journal::Stamp {
+        crate::store::journal::Stamp {
+            run: self.run,
+            at: self.clock.now_secs(),
         }
     }
 

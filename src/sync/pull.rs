@@ -127,7 +127,6 @@ impl<P: Provider> Engine<P> {
         }
         out.complete = true;
         let seen = Arc::new(seen);
-        let now = self.clock.now_secs();
         let storing = Instant::now();
         let end = self
             .store
@@ -136,7 +135,7 @@ impl<P: Provider> Engine<P> {
                 Arc::clone(&seen),
                 DELETE_GUARD_PERCENT,
                 self.propagate_deletes,
-                now,
+                self.stamp(),
             )
             .await?;
         let (marked, refused) = (end.gone, end.held_back);
@@ -193,11 +192,16 @@ impl<P: Provider> Engine<P> {
         order: usize,
         owners: &Arc<Mutex<FieldOwners>>,
     ) -> Result<(pull::PageOutcome, f64), StoreError> {
-        let now = self.clock.now_secs();
         let started = Instant::now();
         let outcome = self
             .store
-            .store_page(records, provider_id, order, Arc::clone(owners), now)
+            .store_page(
+                records,
+                provider_id,
+                order,
+                Arc::clone(owners),
+                self.stamp(),
+            )
             .await?;
         Ok((outcome, started.elapsed().as_secs_f64()))
     }
@@ -244,10 +248,9 @@ impl<P: Provider> Engine<P> {
                 }
             }
         }
-        let now = self.clock.now_secs();
         let storing = Instant::now();
         self.store
-            .apply_staged_tags(provider_id, universe, seen, now)
+            .apply_staged_tags(provider_id, universe, seen, self.stamp())
             .await?;
         times.store += storing.elapsed().as_secs_f64();
         Ok(())
@@ -273,6 +276,7 @@ impl PullOutcome {
     fn absorb(&mut self, (page, secs): (pull::PageOutcome, f64), seen: &mut LinkSet) {
         self.times.store += secs;
         self.matched += page.matched;
+        self.matched_by += page.matched_by;
         self.conflicts += page.conflicts;
         seen.extend(page.seen);
     }
@@ -283,6 +287,7 @@ impl PullOutcome {
 pub(super) struct PullOutcome {
     pub(super) pulled: u64,
     pub(super) matched: u64,
+    pub(super) matched_by: crate::domain::matching::MatchCounts,
     pub(super) conflicts: u64,
     pub(super) gone: u64,
     pub(super) complete: bool,

@@ -21,7 +21,8 @@ use crate::domain::merge::normalize_record;
 use crate::domain::normalize::DefaultRegion;
 use crate::domain::{Fields, RemoteRecord, Tags, field};
 use crate::provider::{Capabilities, ErrorKind, LookupKey, Provider, ProviderError, Target};
-use crate::store::cycle::{CreateStart, LinkState, Linked};
+use crate::store::cycle::{CreateStart, LinkState, Linked, LinkedBy};
+use crate::store::journal::Stamp;
 use crate::store::links::ActiveLink;
 use crate::store::runs::RunCounts;
 use crate::store::{Store, StoreError};
@@ -80,6 +81,8 @@ pub struct Executor<'a, P> {
     pub budget: Duration,
     /// Unix seconds now (the clock is passed in).
     pub now: &'a (dyn Fn() -> i64 + Send + Sync),
+    /// The run in progress (what the journal entries of its writes are stamped with).
+    pub run: Option<i64>,
 }
 
 /// The planner's view of a provider for turning intents into steps.
@@ -137,6 +140,14 @@ impl From<ProviderError> for Fail {
 }
 
 impl<P: Provider> Executor<'_, P> {
+    /// The journal stamp of something happening now.
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            run: self.run,
+            at: (self.now)(),
+        }
+    }
+
     fn name(&self) -> &str {
         &self.slot.settings.name
     }
@@ -161,6 +172,12 @@ impl<P: Provider> Executor<'_, P> {
         let stop = AtomicBool::new(false);
         let mut after = 0;
         let mut left = 0u64;
+        // Records a review decided to merge go first: the survivor's record may take a
+        // phone or email the merged record holds (Chatwoot refuses a value held twice).
+        if let Err(e) = self.run_merges(opts, &mut out).await {
+            out.failure = Some(ExecFailure::Store(e.to_string()));
+            return out;
+        }
         loop {
             if opts.cancel.is_cancelled() {
                 break;
@@ -217,6 +234,61 @@ impl<P: Provider> Executor<'_, P> {
             });
         }
         out
+    }
+
+    /// Runs the provider's pending merges (`review merge` where the provider holds both
+    /// records of the person and merges them itself), each as a `merge` step of the plan.
+    async fn run_merges(
+        &self,
+        opts: &CycleOptions,
+        out: &mut ExecOutcome,
+    ) -> Result<(), StoreError> {
+        if !self.slot.client.can_merge() {
+            return Ok(());
+        }
+        let merges = self.store.pending_merges(self.provider_id).await?;
+        for m in merges {
+            let step = Step {
+                intent_id: 0,
+                contact_id: m.contact_id,
+                who: m.who,
+                attempts: m.attempts,
+                action: Action::Merge {
+                    remote_id: m.remote_id.clone(),
+                    into: m.into.clone(),
+                },
+                reason: "review: decided to be one person".to_owned(),
+            };
+            out.sends += 1;
+            if opts.dry_run || opts.record_steps || out.steps.len() < MAX_REPORTED_STEPS {
+                out.steps.push(step.clone());
+            }
+            if opts.dry_run || opts.cancel.is_cancelled() || self.cut_off() {
+                continue;
+            }
+            out.writes += 1;
+            let outcome = match self.slot.client.merge(&m.into, &m.remote_id).await {
+                Ok(()) => Ok(()),
+                // Merged already (an earlier answer was lost): the mergee is gone.
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                Err(e) if e.kind == ErrorKind::CutOff => continue,
+                Err(e) => {
+                    let give_up = !e.is_transient() || m.attempts + 1 >= MAX_ATTEMPTS;
+                    tracing::warn!(provider = %self.name(), op = "merge", attempts = m.attempts + 1, given_up = give_up, "{e}");
+                    out.counts.failed += 1;
+                    let text = e.to_string();
+                    out.failures.push(e);
+                    Err((text, give_up))
+                }
+            };
+            if outcome.is_ok() {
+                out.counts.updated += 1;
+            }
+            self.store
+                .finish_merge(self.provider_id, m.remote_id, outcome)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Runs one contact's steps in order; stops at the first that cannot run.
@@ -322,7 +394,13 @@ impl<P: Provider> Executor<'_, P> {
         );
         match self
             .store
-            .fail_intent(step.intent_id, dead, now + wait, error.to_string(), now)
+            .fail_intent(
+                step.intent_id,
+                dead,
+                now + wait,
+                error.to_string(),
+                self.stamp(),
+            )
             .await
         {
             Ok(()) => StepEnd::Failed(error),
@@ -335,7 +413,7 @@ impl<P: Provider> Executor<'_, P> {
         let contact_id = step.contact_id;
         let intent = step.intent_id;
         match &step.action {
-            Action::Skip { .. } => Ok(()),
+            Action::Skip { .. } | Action::Merge { .. } => Ok(()),
             Action::Create {
                 fields,
                 tags,
@@ -389,9 +467,15 @@ impl<P: Provider> Executor<'_, P> {
                 out.counts.updated += 1;
                 let mut snapshot = link.snapshot;
                 snapshot.extend(change_map);
-                let now = (self.now)();
                 self.store
-                    .record_write(link.id, snapshot, None, Some(intent), now)
+                    .record_write(
+                        link.id,
+                        "update",
+                        snapshot,
+                        None,
+                        Some(intent),
+                        self.stamp(),
+                    )
                     .await?;
                 Ok(())
             }
@@ -436,9 +520,16 @@ impl<P: Provider> Executor<'_, P> {
                         after.remove(t);
                     }
                 }
-                let now = (self.now)();
+                let op = if adding { "tag_add" } else { "tag_remove" };
                 self.store
-                    .record_write(link.id, link.snapshot, Some(after), Some(intent), now)
+                    .record_write(
+                        link.id,
+                        op,
+                        link.snapshot,
+                        Some(after),
+                        Some(intent),
+                        self.stamp(),
+                    )
                     .await?;
                 Ok(())
             }
@@ -456,8 +547,9 @@ impl<P: Provider> Executor<'_, P> {
                 }
                 crate::crash_point!("mid-propagated-delete");
                 out.counts.deleted += 1;
-                let now = (self.now)();
-                self.store.record_gone(link.id, intent, false, now).await?;
+                self.store
+                    .record_gone(link.id, intent, false, true, self.stamp())
+                    .await?;
                 Ok(())
             }
         }
@@ -507,7 +599,7 @@ impl<P: Provider> Executor<'_, P> {
                         tracing::info!(provider = %self.name(), "a create whose answer was lost had reached the provider; linked it");
                         out.counts.matched += 1;
                         return self
-                            .link_and_converge(step, l.link.id, found, want, out)
+                            .link_and_converge(step, l.link.id, found, LinkedBy::Created, want, out)
                             .await;
                     }
                     Verified::Absent => l.link.id,
@@ -531,7 +623,9 @@ impl<P: Provider> Executor<'_, P> {
                     match self.find_by(keys).await {
                         Ok(Some(found)) => {
                             out.counts.matched += 1;
-                            return self.link_and_converge(step, id, found, want, out).await;
+                            return self
+                                .link_and_converge(step, id, found, LinkedBy::Found, want, out)
+                                .await;
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -559,7 +653,7 @@ impl<P: Provider> Executor<'_, P> {
                 } else {
                     (caps.tags_read || caps.tags_add).then(Tags::new)
                 };
-                let (snapshot, tags_now) = if created.existed {
+                let (snapshot, tags_now, how) = if created.existed {
                     out.counts.matched += 1;
                     // An existing contact answered: we know only the key it was found by
                     // (a provider whose create finds the phone: the phone), not whatever
@@ -573,17 +667,24 @@ impl<P: Provider> Executor<'_, P> {
                     } else {
                         self.key_fields(fields)
                     };
-                    (found_by, None)
+                    // Its tags are read where they can be, so only the missing ones are
+                    // written.
+                    let tags = if caps.tags_read_by_id && !caps.tags_by_listing {
+                        Some(self.slot.client.read_tags(&created.remote_id).await?)
+                    } else {
+                        None
+                    };
+                    (found_by, tags, LinkedBy::Found)
                 } else {
                     out.counts.created += 1;
-                    (fields.clone(), held_tags)
+                    (fields.clone(), held_tags, LinkedBy::Created)
                 };
                 let found = Linked {
                     remote_id: created.remote_id,
                     snapshot,
                     tags: tags_now,
                 };
-                self.link_and_converge(step, link_id, found, want, out)
+                self.link_and_converge(step, link_id, found, how, want, out)
                     .await
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
@@ -591,7 +692,7 @@ impl<P: Provider> Executor<'_, P> {
                 match self.find(fields).await? {
                     Some(found) => {
                         out.counts.matched += 1;
-                        self.link_and_converge(step, link_id, found, want, out)
+                        self.link_and_converge(step, link_id, found, LinkedBy::Found, want, out)
                             .await
                     }
                     None => {
@@ -616,10 +717,10 @@ impl<P: Provider> Executor<'_, P> {
         step: &Step,
         link_id: i64,
         found: Linked,
+        how: LinkedBy,
         want: &Wanted<'_>,
         out: &mut ExecOutcome,
     ) -> Result<(), Fail> {
-        let now = (self.now)();
         let link = ActiveLink {
             id: link_id,
             remote_id: found.remote_id.clone(),
@@ -654,8 +755,9 @@ impl<P: Provider> Executor<'_, P> {
                     step.contact_id,
                     found,
                     false,
+                    how,
                     Some(step.intent_id),
-                    now,
+                    self.stamp(),
                 )
                 .await?;
             out.filled += u64::from(filled == Some(true));
@@ -665,7 +767,15 @@ impl<P: Provider> Executor<'_, P> {
             .store
             // Planned again next cycle: should this step be cut off before it converges
             // the record (a crash), the planner sees what is left against the new link.
-            .link_found(link_id, step.contact_id, found, true, None, now)
+            .link_found(
+                link_id,
+                step.contact_id,
+                found,
+                true,
+                how,
+                None,
+                self.stamp(),
+            )
             .await?;
         let Some(filled) = linked else {
             // The record is linked to another contact: held as a conflict, not merged.
@@ -680,10 +790,14 @@ impl<P: Provider> Executor<'_, P> {
     /// and the tags to add and remove; `None` when nothing.
     fn left_to_converge(&self, want: &Wanted<'_>, link: &ActiveLink) -> Option<Converge> {
         let caps = self.caps();
+        // The provider's own split of the same name into given and family name is not a
+        // change (as the planner sees it).
+        let same_name = crate::domain::names::same_name(want.desired, &link.snapshot);
         let changes: Fields = want
             .desired
             .iter()
             .filter(|(k, v)| link.snapshot.get(*k).map_or("", String::as_str) != v.as_str())
+            .filter(|(k, _)| !(same_name && crate::domain::names::is_split_name_field(k)))
             .filter(|(k, _)| {
                 (k.as_str() != field::PHONE || caps.phone_mutable)
                     && (k.as_str() != field::SOURCE_ID || caps.source_id_mutable)
@@ -737,7 +851,6 @@ impl<P: Provider> Executor<'_, P> {
             crate::domain::cycle_plan::addressed_fields(&shape, want.desired, &link.snapshot);
         let known = link.tags.clone().unwrap_or_default();
         let mut snapshot = link.snapshot.clone();
-        let now = (self.now)();
         if !changes.is_empty() {
             let target = Target {
                 remote_id: &link.remote_id,
@@ -751,7 +864,14 @@ impl<P: Provider> Executor<'_, P> {
             out.counts.updated += 1;
             snapshot.extend(changes);
             self.store
-                .record_write(link.id, snapshot.clone(), None, None, now)
+                .record_write(
+                    link.id,
+                    "update",
+                    snapshot.clone(),
+                    None,
+                    None,
+                    self.stamp(),
+                )
                 .await?;
         }
         let mut held = known.clone();
@@ -781,8 +901,16 @@ impl<P: Provider> Executor<'_, P> {
                     held.remove(t);
                 }
             }
+            let op = if adding { "tag_add" } else { "tag_remove" };
             self.store
-                .record_write(link.id, snapshot.clone(), Some(held.clone()), None, now)
+                .record_write(
+                    link.id,
+                    op,
+                    snapshot.clone(),
+                    Some(held.clone()),
+                    None,
+                    self.stamp(),
+                )
                 .await?;
         }
         self.store.close_intent(step.intent_id).await?;
@@ -884,9 +1012,8 @@ impl<P: Provider> Executor<'_, P> {
     /// (never re-created) and the intent closed. Anything else is a failure of the step.
     async fn gone_or_fail(&self, link_id: i64, intent: i64, e: ProviderError) -> Result<(), Fail> {
         if e.kind == ErrorKind::NotFound {
-            let now = (self.now)();
             self.store
-                .record_gone(link_id, intent, self.propagate_deletes, now)
+                .record_gone(link_id, intent, self.propagate_deletes, false, self.stamp())
                 .await?;
             tracing::info!(provider = %e.provider, "a linked record no longer exists there; marked gone");
             return Ok(());
@@ -971,9 +1098,16 @@ pub async fn recover_creating<P: Provider>(ex: &Executor<'_, P>) -> Result<u64, 
         match ex.verify(&sent).await.map_err(RecoverError::Provider)? {
             Verified::Found(found) => {
                 tracing::info!(provider = %ex.name(), "an interrupted create had reached the provider; linked it");
-                let now = (ex.now)();
                 ex.store
-                    .link_found(link_id, contact_id, found, true, None, now)
+                    .link_found(
+                        link_id,
+                        contact_id,
+                        found,
+                        true,
+                        LinkedBy::Created,
+                        None,
+                        ex.stamp(),
+                    )
                     .await
                     .map_err(|e| RecoverError::Store(e.to_string()))?;
                 linked += 1;

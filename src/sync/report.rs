@@ -19,6 +19,8 @@ pub struct ProviderReport {
     pub counts: RunCounts,
     /// Records held as conflicts this cycle.
     pub conflicts: u64,
+    /// Listed records linked to an existing person, by the key that found it.
+    pub matched_by: crate::domain::matching::MatchCounts,
     /// Links marked gone this cycle.
     pub gone: u64,
     /// Whether its listing completed (enumerating providers).
@@ -70,6 +72,7 @@ impl ProviderReport {
             kind: kind.to_owned(),
             counts: RunCounts::default(),
             conflicts: 0,
+            matched_by: crate::domain::matching::MatchCounts::default(),
             gone: 0,
             complete: false,
             write_requests: 0,
@@ -103,6 +106,8 @@ pub struct CycleReport {
     pub providers: Vec<ProviderReport>,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The run id (`contact-sync runs`, `history`, `undo --run`).
+    pub run: Option<i64>,
 }
 
 impl CycleReport {
@@ -201,5 +206,73 @@ impl CycleReport {
     /// The dry-run listing: the cycle plan, every step per provider with its reason.
     pub fn plan_listing(&self) -> String {
         self.plan().render()
+    }
+
+    /// The first-run match report of a dry run: records linked to a known person by each
+    /// key, the people each provider would gain (its planned creates), and `items`, the
+    /// review items that would be opened.
+    pub fn match_report(&self, items: &[crate::store::review::Item]) -> MatchReport {
+        let mut out = MatchReport::default();
+        for p in &self.providers {
+            out.matched_by += p.matched_by;
+            let creates = p
+                .steps
+                .iter()
+                .filter(|s| matches!(s.action.name(), "create" | "create_unless_found"))
+                .count() as u64;
+            out.new_people.insert(p.name.clone(), creates);
+        }
+        out.items = items.to_vec();
+        out
+    }
+}
+
+/// The first-run match report (`--sync-now --dry-run` on a store with no links).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MatchReport {
+    /// Records linked to a person already known, by the key that found it.
+    pub matched_by: crate::domain::matching::MatchCounts,
+    /// Per provider (configured name): the people it would gain.
+    pub new_people: std::collections::BTreeMap<String, u64>,
+    /// The review items that would be opened.
+    pub items: Vec<crate::store::review::Item>,
+}
+
+impl MatchReport {
+    /// The report for a human, printed before the plan.
+    pub fn render(&self) -> String {
+        let m = &self.matched_by;
+        let mut out = String::from(
+            "first-run match report (nothing is linked yet; review it before the first real run):
+",
+        );
+        let _ = writeln!(
+            out,
+            "  matched to a person already known: {} by source id, {} by phone, {} by email, {} by another WhatsApp form of the phone",
+            m.source_id, m.phone, m.email, m.phone_variant
+        );
+        let gains: Vec<String> = self
+            .new_people
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  people each provider would gain: {}",
+            gains.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "  review items that would be opened: {}",
+            self.items.len()
+        );
+        for i in &self.items {
+            let _ = writeln!(
+                out,
+                "    {} {} record {} (contacts {:?}): {}",
+                i.kind, i.provider, i.remote_id, i.contacts, i.reason
+            );
+        }
+        out
     }
 }

@@ -54,6 +54,9 @@ impl<P: Provider> Engine<P> {
         targets: &[WebhookTarget],
         opts: &CycleOptions,
     ) -> Result<Targeted, SyncError> {
+        // Not a run of its own (`contact-sync runs` lists full cycles): its journal entries
+        // carry no run id.
+        self.run = None;
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         for slot in &self.slots {
             if let Some(health) = slot.client.health() {
@@ -133,11 +136,11 @@ impl<P: Provider> Engine<P> {
                         "the normalising thread stopped".into(),
                     ))
                 })?;
-            let now = self.clock.now_secs();
             let owners = Arc::new(Mutex::new(FieldOwners::default()));
+            // Outside a run: the journal records these changes with no run id.
             let page = self
                 .store
-                .store_page(normalized, id, order, owners, now)
+                .store_page(normalized, id, order, owners, self.stamp())
                 .await?;
             report.counts.matched += page.matched;
             report.conflicts += page.conflicts;
@@ -188,6 +191,7 @@ impl<P: Provider> Engine<P> {
         out.report = CycleReport {
             providers: reports,
             dry_run: false,
+            run: None,
         };
         Ok(out)
     }

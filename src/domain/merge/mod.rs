@@ -12,7 +12,9 @@ pub use page::{
 };
 
 use super::matching::Keys;
-use super::normalize::{DefaultRegion, Email, Phone, normalize_email, normalize_phone};
+use super::normalize::{
+    DefaultRegion, Email, Phone, normalize_email, normalize_phone, phone_variants,
+};
 use super::record::{Fields, RemoteRecord, Tags, field};
 use std::hash::{Hash, Hasher};
 
@@ -59,6 +61,7 @@ pub fn normalize_record(record: &RemoteRecord, region: DefaultRegion) -> Normali
         let value = match k.as_str() {
             field::PHONE => match normalize_phone(v, region) {
                 Some(Phone::E164(e)) => {
+                    keys.phone_variants = phone_variants(&e, region);
                     keys.phone = Some(e.clone());
                     e
                 }

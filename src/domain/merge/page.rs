@@ -23,10 +23,11 @@
 
 use super::{NormalizedRecord, changed_fields, is_change, tag_changes};
 use crate::domain::matching::{
-    Candidate, ConflictReason, ContactId, KeyKind, MatchOutcome, match_batch,
+    Candidate, ConflictReason, ContactId, KeyKind, MatchOutcome, MatchedBy, match_batch,
 };
 use crate::domain::names;
 use crate::domain::record::{Fields, Tags, field, set_field};
+use crate::domain::review::{ApartRule, ItemKind, filter_hits, key_field};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
@@ -83,6 +84,9 @@ pub enum HeldRecord {
     },
     /// A link whose record needs merging.
     Linked(HeldLink),
+    /// No link: the record was merged into another record of the same person there
+    /// (`review merge`); it is never matched, written or deleted.
+    Merged,
 }
 
 /// A record's link, with what the provider last showed.
@@ -98,6 +102,9 @@ pub struct HeldLink {
     pub snapshot: Fields,
     /// Tag snapshot (`None`: unknown).
     pub tags: Option<Tags>,
+    /// Fields pinned on the link (`review apart`): the provider's value never reaches
+    /// the contact.
+    pub pins: Vec<String>,
 }
 
 /// A golden record as the merge needs it.
@@ -193,6 +200,8 @@ pub struct Held {
     pub keys: KeyOwners,
     /// Links of key owners in this provider.
     pub links_here: HashMap<ContactId, LinkHere>,
+    /// The "different people" decisions about the key owners.
+    pub apart: Vec<ApartRule>,
 }
 
 /// A match key moving to a value (`None`: the contact's key of that kind is dropped).
@@ -287,6 +296,11 @@ pub struct Matched {
     pub tags: Vec<String>,
     /// A `creating` link to take over instead of making a new one.
     pub adopt: Option<i64>,
+    /// Fields whose values another person shares (kept apart by a `review apart`
+    /// decision): not copied onto the contact, pinned on the new link.
+    pub pins: Vec<String>,
+    /// The key that found the contact (`None`: another record of the page did).
+    pub by: Option<MatchedBy>,
 }
 
 /// Why a record is held for review.
@@ -299,6 +313,18 @@ pub enum ConflictCause {
 }
 
 impl ConflictCause {
+    /// The kind of review item it opens.
+    pub fn item_kind(self) -> ItemKind {
+        match self {
+            ConflictCause::Match(ConflictReason::DuplicateInProvider) => {
+                ItemKind::DuplicateInProvider
+            }
+            ConflictCause::Match(ConflictReason::Ambiguous) | ConflictCause::KeyTaken(_) => {
+                ItemKind::AmbiguousMatch
+            }
+        }
+    }
+
     /// Human text, as stored with the conflict.
     pub fn describe(self) -> Cow<'static, str> {
         match self {
@@ -339,6 +365,8 @@ pub enum Step {
     Match(Matched),
     /// A record held for review: nothing linked, nothing merged.
     Conflict(Conflict),
+    /// A record merged into another one of the same person (`review merge`): ignored.
+    Merged,
 }
 
 /// Everything one page changes, in the order to apply it: the linked records in page
@@ -361,6 +389,7 @@ pub fn merge_page(
         mut contacts,
         mut keys,
         links_here,
+        apart,
     } = held;
     debug_assert_eq!(records.len(), held_records.len());
     let mut steps = Vec::with_capacity(records.len());
@@ -378,23 +407,28 @@ pub fn merge_page(
                 )));
             }
             HeldRecord::Unlinked => unlinked.push(i),
+            HeldRecord::Merged => steps.push(Step::Merged),
         }
     }
     if unlinked.is_empty() {
         return PageMerge { steps };
     }
+    let mut shared = Vec::with_capacity(unlinked.len());
     let candidates: Vec<Candidate> = unlinked
         .iter()
         .map(|&i| {
             let rec = &records[i];
+            let hits = rec
+                .keys
+                .iter()
+                .filter_map(|(kind, value)| keys.get(kind, value).map(|c| (kind, c)))
+                .collect();
+            let filtered = filter_hits(&rec.keys, hits, &apart);
+            shared.push(filtered.shared);
             Candidate {
                 remote_id: rec.remote_id.clone(),
                 keys: rec.keys.clone(),
-                hits: rec
-                    .keys
-                    .iter()
-                    .filter_map(|(kind, value)| keys.get(kind, value).map(|c| (kind, c)))
-                    .collect(),
+                hits: filtered.hits,
             }
         })
         .collect();
@@ -402,7 +436,7 @@ pub fn merge_page(
         |c: ContactId| linked_here.contains(&c) || links_here.get(&c) == Some(&LinkHere::Held);
     let outcomes = match_batch(&candidates, &taken);
     let mut adopted = HashSet::new();
-    for (&i, outcome) in unlinked.iter().zip(outcomes) {
+    for ((&i, outcome), shared) in unlinked.iter().zip(outcomes).zip(shared) {
         let rec = &records[i];
         steps.push(match outcome {
             MatchOutcome::New => {
@@ -430,18 +464,34 @@ pub fn merge_page(
                         .collect(),
                 })
             }
-            MatchOutcome::Existing { contact, .. } => {
+            MatchOutcome::Existing { contact, by } => {
                 let adopt = match links_here.get(&contact) {
                     Some(&LinkHere::Creating(link)) if adopted.insert(contact) => Some(link),
                     _ => None,
                 };
+                // A phone match needed the WhatsApp rules when the person's phone is
+                // written another way than the record's.
+                let theirs = contacts
+                    .get(&contact)
+                    .and_then(|c| c.fields.get(field::PHONE))
+                    .filter(|p| !p.is_empty());
+                let by = by.map(|kind| match kind {
+                    KeyKind::SourceId => MatchedBy::SourceId,
+                    KeyKind::Email => MatchedBy::Email,
+                    KeyKind::Phone if theirs.is_some() && theirs != rec.keys.phone.as_ref() => {
+                        MatchedBy::PhoneVariant
+                    }
+                    KeyKind::Phone => MatchedBy::Phone,
+                });
                 Step::Match(match_existing(
+                    by,
                     i,
                     rec,
                     contact,
                     contacts.get_mut(&contact),
                     &mut keys,
                     adopt,
+                    &shared,
                 ))
             }
             MatchOutcome::Conflict { contacts, reason } => Step::Conflict(Conflict {
@@ -452,15 +502,6 @@ pub fn merge_page(
         });
     }
     PageMerge { steps }
-}
-
-/// The field of a match key.
-fn key_field(kind: KeyKind) -> &'static str {
-    match kind {
-        KeyKind::Phone => field::PHONE,
-        KeyKind::Email => field::EMAIL,
-        KeyKind::SourceId => field::SOURCE_ID,
-    }
 }
 
 /// The match key of a field.
@@ -496,6 +537,7 @@ fn merge_linked(
         active,
         mut snapshot,
         tags: snapshot_tags,
+        pins,
     } = link;
     let mut update = LinkUpdate {
         record,
@@ -514,7 +556,7 @@ fn merge_linked(
         let before = contact.fields.clone();
         let mut phone_valid = contact.phone_valid;
         for (f, v) in &changed_fields(Some(&snapshot), &rec.fields) {
-            if !owners.claim(contact_id, f, order) {
+            if pins.contains(f) || !owners.claim(contact_id, f, order) {
                 continue;
             }
             if let Some(kind) = key_of(f) {
@@ -565,14 +607,18 @@ fn merge_linked(
     update
 }
 
+#[allow(clippy::too_many_arguments)]
 fn match_existing(
+    by: Option<MatchedBy>,
     record: usize,
     rec: &NormalizedRecord,
     contact_id: ContactId,
     contact: Option<&mut HeldContact>,
     keys: &mut KeyOwners,
     adopt: Option<i64>,
+    shared: &[KeyKind],
 ) -> Matched {
+    let pins: Vec<String> = shared.iter().map(|k| key_field(*k).to_owned()).collect();
     let mut matched = Matched {
         record,
         contact: contact_id,
@@ -580,6 +626,8 @@ fn match_existing(
         keys: Vec::new(),
         tags: Vec::new(),
         adopt,
+        pins,
+        by,
     };
     let Some(golden) = contact else {
         return matched;
@@ -588,7 +636,7 @@ fn match_existing(
     // has are then pushed to this provider.
     let mut phone_valid = golden.phone_valid;
     for (k, v) in &rec.fields {
-        if !v.is_empty() && !golden.fields.contains_key(k) {
+        if !v.is_empty() && !golden.fields.contains_key(k) && !matched.pins.contains(k) {
             golden.fields.insert(k.clone(), v.clone());
             if k == field::PHONE {
                 phone_valid = rec.keys.phone.is_some();
@@ -599,7 +647,7 @@ fn match_existing(
     golden.phone_valid = phone_valid;
     matched.write = Some((golden.fields.clone(), phone_valid));
     for (kind, value) in rec.keys.iter() {
-        if keys.get(kind, value).is_none() {
+        if keys.get(kind, value).is_none() && !shared.contains(&kind) {
             keys.insert(kind, value, contact_id);
             matched.keys.push((kind, value.to_owned()));
         }
@@ -646,6 +694,7 @@ mod tests {
                 source_id: key(field::SOURCE_ID),
                 phone: key(field::PHONE),
                 email: key(field::EMAIL),
+                phone_variants: Vec::new(),
             },
             hash: content_hash(&fields, tags.as_ref()),
             fields,
@@ -665,6 +714,7 @@ mod tests {
             active: true,
             snapshot: fields(snapshot),
             tags: tag_names.map(tags),
+            pins: Vec::new(),
         })
     }
 
@@ -838,6 +888,7 @@ mod tests {
             contacts: HashMap::from([(1, contact(&[], &[])), (2, contact(&[], &[]))]),
             keys,
             links_here: HashMap::new(),
+            apart: Vec::new(),
         };
         let merge = merge_page(&[rec], held, &mut FieldOwners::default(), 0);
         assert_eq!(
@@ -871,6 +922,7 @@ mod tests {
             )]),
             keys,
             links_here: HashMap::from([(1, LinkHere::Creating(40))]),
+            apart: Vec::new(),
         };
         let merge = merge_page(&[rec], held, &mut FieldOwners::default(), 0);
         assert_eq!(
@@ -890,6 +942,8 @@ mod tests {
                 keys: vec![(KeyKind::Email, "a@x.io".into())],
                 tags: vec!["new".into()],
                 adopt: Some(40),
+                pins: Vec::new(),
+                by: Some(MatchedBy::Phone),
             })]
         );
     }

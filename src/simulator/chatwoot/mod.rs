@@ -49,7 +49,7 @@ mod listing;
 mod request;
 pub mod webhooks;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,6 +68,7 @@ use self::labels::{
 use self::listing::{Sort, active, list, search};
 use self::request::not_found;
 use super::SimulatedProvider;
+use super::floor::{self, FloorPerson, Requests};
 use super::http::Reject;
 use super::seed::{self, Dice, Person, PhoneStyle, TagStyle, mix, uuid_from};
 
@@ -712,6 +713,50 @@ impl SimulatedProvider for State {
             format!("account_id = {}", info["account_id"]),
             format!("inbox_id = {}", info["inbox_id"]),
         ]
+    }
+
+    fn import_floor(p: &FloorPerson<'_>) -> Requests {
+        if !p.known {
+            return Requests::default();
+        }
+        let writes = match p.held {
+            // A create, then its labels in one write.
+            None => 1 + u64::from(!p.tags.is_empty()),
+            // An update where its fields differ, one label write where its labels do.
+            Some(_) => u64::from(p.lacks_email()) + u64::from(p.missing_tags() > 0),
+        };
+        Requests { reads: 0, writes }
+    }
+
+    fn listing_floor_now(&self) -> u64 {
+        // The listed (resolved) contacts' pages, the account's label list, and each
+        // account label's listing pages.
+        let inner = self.read();
+        let per_page = PAGE_SIZE as u64;
+        let labels: u64 = inner
+            .account_labels
+            .iter()
+            .map(|l| {
+                let n = inner
+                    .tag_ids
+                    .get(l.title.to_lowercase().as_str())
+                    .and_then(|&t| inner.by_tag.get(t as usize))
+                    .map_or(0, |v| v.len() as u64);
+                floor::pages(n, per_page)
+            })
+            .sum();
+        floor::pages(inner.resolved.len() as u64, per_page) + 1 + labels
+    }
+
+    fn listing_floor(held: u64, labels: &BTreeMap<String, u64>) -> u64 {
+        // Its contact pages, the account's label list, each label's listing pages.
+        let per_page = PAGE_SIZE as u64;
+        floor::pages(held, per_page)
+            + 1
+            + labels
+                .values()
+                .map(|&n| floor::pages(n, per_page))
+                .sum::<u64>()
     }
 }
 

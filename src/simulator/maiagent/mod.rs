@@ -34,7 +34,7 @@ mod contacts;
 mod listing;
 mod validation;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,6 +50,7 @@ use self::contacts::{create, destroy, partial_update, replace, retrieve};
 use self::listing::list;
 use self::validation::Changes;
 use super::SimulatedProvider;
+use super::floor::{self, FloorPerson, Requests};
 use super::http::{Guarded, Reject, authorization, credential, detail, guard};
 use super::seed::{self, Dice, Person, PhoneStyle, TagStyle};
 
@@ -585,6 +586,26 @@ impl SimulatedProvider for State {
             "inbox_id = \"{}\"",
             info["inbox_id"].as_str().unwrap_or_default()
         )]
+    }
+
+    fn import_floor(p: &FloorPerson<'_>) -> Requests {
+        if !p.known {
+            return Requests::default();
+        }
+        let writes = match p.held {
+            None => 1,
+            Some(_) => u64::from(p.lacks_email()),
+        };
+        Requests { reads: 0, writes }
+    }
+
+    fn listing_floor_now(&self) -> u64 {
+        floor::pages(self.contact_count() as u64, MAX_PAGE_SIZE as u64)
+    }
+
+    fn listing_floor(held: u64, _labels: &BTreeMap<String, u64>) -> u64 {
+        // Pages of the largest size it serves.
+        floor::pages(held, MAX_PAGE_SIZE as u64)
     }
 }
 

@@ -1,0 +1,390 @@
+//! End to end: the review queue with the real binary and the simulated providers. A
+//! record whose keys point at two people opens an item; `review apart` keeps them apart
+//! over further cycles; `review merge` makes them one person in every provider
+//! (Chatwoot by its merge action, the others by link); decisions stick.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{World, stdout, text};
+use serde_json::{Value, json};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn sync_ok(world: &World) {
+    let out = world.sync().await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+async fn json_of(world: &World, args: &[&str]) -> Value {
+    let out = world.run(args).await;
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Two Chatwoot people with a phone and an email each.
+fn two_people(world: &World) -> (Value, Value) {
+    let people: Vec<Value> = world
+        .contacts("chatwoot")
+        .into_iter()
+        .filter(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
+        .take(2)
+        .collect();
+    (people[0].clone(), people[1].clone())
+}
+
+/// Someone types a MaiAgent contact with A's phone and B's email; returns its id.
+async fn mixed_up_record(world: &World, a: &Value, b: &Value) -> String {
+    let info = world.sim.info();
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/api/contacts/",
+            info["maiagent"]["base_url"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({
+            "name": "Mixed Up",
+            "phoneNumber": text(a, "phone_number"),
+            "email": text(b, "email"),
+            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let body: Value = r.json().await.unwrap();
+    text(&body, "id")
+}
+
+/// The open item about the mixed-up record, checked against the contract shape.
+async fn the_item(world: &World, remote_id: &str) -> Value {
+    let list = json_of(world, &["review", "--json"]).await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    let item = items[0].clone();
+    assert!(item["id"].is_i64(), "{item}");
+    assert_eq!(item["kind"], "ambiguous_match");
+    assert_eq!(
+        item["provider"], "sales-bot",
+        "the configured name, not the kind"
+    );
+    assert_eq!(item["remote_id"], remote_id);
+    let contacts = item["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 2);
+    assert!(contacts.iter().all(Value::is_i64));
+    assert!(!item["reason"].as_str().unwrap().is_empty());
+    let opened = item["opened_at"].as_str().unwrap();
+    assert!(
+        opened.ends_with('Z') && opened.parse::<jiff::Timestamp>().is_ok(),
+        "RFC 3339 UTC: {opened}"
+    );
+    item
+}
+
+/// The Chatwoot record linked to `contact`, from `review show`.
+fn chatwoot_record_of(show: &Value, contact: i64) -> String {
+    let person = show["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == contact)
+        .unwrap();
+    person["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["provider"] == "support")
+        .map(|l| text(l, "remote_id"))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_record_opens_an_item_and_apart_keeps_the_people_apart() {
+    let world = World::new(30).await;
+    sync_ok(&world).await;
+    let (a, b) = two_people(&world);
+    let contacts_before = world.status().await["contacts"].clone();
+    let remote = mixed_up_record(&world, &a, &b).await;
+    sync_ok(&world).await;
+
+    let item = the_item(&world, &remote).await;
+    let id = item["id"].as_i64().unwrap();
+    assert_eq!(world.status().await["conflicts"], 1);
+
+    // Side by side: the record and both people, with their links.
+    let show = json_of(&world, &["review", "show", &id.to_string(), "--json"]).await;
+    assert_eq!(show["item"], item);
+    assert_eq!(show["records"][0]["provider"], "sales-bot");
+    assert_eq!(show["records"][0]["remote_id"], remote.as_str());
+    assert_eq!(
+        show["records"][0]["fields"]["email"],
+        text(&b, "email").to_lowercase()
+    );
+    assert_eq!(show["contacts"].as_array().unwrap().len(), 2);
+    let human = world.run(&["review", "show", &id.to_string()]).await;
+    assert!(stdout(&human).contains("Mixed Up"), "{}", stdout(&human));
+
+    // Unknown ids are refused with exit 2.
+    let out = world.run(&["review", "apart", "999999"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no review item 999999"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Different people. The record goes to the person of its phone (the stronger key).
+    let out = world.run(&["review", "apart", &id.to_string()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again = world.run(&["review", "apart", &id.to_string()]).await;
+    assert_eq!(again.status.code(), Some(2), "already decided");
+    assert!(
+        stderr(&again).contains("already decided"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        json_of(&world, &["review", "--json"]).await["items"],
+        json!([])
+    );
+    assert_eq!(world.status().await["conflicts"], 0);
+
+    sync_ok(&world).await;
+    let status = world.status().await;
+    assert_eq!(
+        status["contacts"], contacts_before,
+        "nobody merged, nobody new"
+    );
+    assert_eq!(status["conflicts"], 0);
+    // MaiAgent keeps B's email on that record: the shared value is never overwritten.
+    let record = world
+        .contacts("maiagent")
+        .into_iter()
+        .find(|c| text(c, "id") == remote)
+        .unwrap();
+    assert_eq!(
+        text(&record, "email").to_lowercase(),
+        text(&b, "email").to_lowercase()
+    );
+    // A and B are untouched in Chatwoot: B's email was not copied onto A.
+    let cw = world.contacts("chatwoot");
+    for p in [&a, &b] {
+        let now = cw.iter().find(|c| text(c, "id") == text(p, "id")).unwrap();
+        assert_eq!(
+            (text(now, "name"), text(now, "email")),
+            (text(p, "name"), text(p, "email"))
+        );
+    }
+
+    // The decision sticks: further cycles write nothing and never re-open the item.
+    let before = world.writes();
+    sync_ok(&world).await;
+    sync_ok(&world).await;
+    assert_eq!(world.writes(), before, "nothing left to write");
+    assert_eq!(
+        json_of(&world, &["review", "--json"]).await["items"],
+        json!([])
+    );
+    assert_eq!(world.status().await["conflicts"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_makes_one_person_in_every_provider_and_then_nothing_is_written() {
+    let world = World::new(30).await;
+    sync_ok(&world).await;
+    let (a, b) = two_people(&world);
+    let contacts_before = world.status().await["contacts"].as_i64().unwrap();
+    let chatwoot_before = world.contacts("chatwoot").len();
+    let maiagent_before = world.contacts("maiagent").len();
+    let remote = mixed_up_record(&world, &a, &b).await;
+    sync_ok(&world).await;
+    let item = the_item(&world, &remote).await;
+    let id = item["id"].as_i64().unwrap();
+    let people: Vec<i64> = item["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_i64().unwrap())
+        .collect();
+    let show = json_of(&world, &["review", "show", &id.to_string(), "--json"]).await;
+    // --keep names the survivor: the one known longer goes.
+    let (keep, other) = (people[1], people[0]);
+    let base = chatwoot_record_of(&show, keep);
+    let mergee = chatwoot_record_of(&show, other);
+    let kept_email = show["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == keep)
+        .unwrap()["fields"]["email"]
+        .clone();
+
+    // --keep must be one of the item's people.
+    let out = world
+        .run(&["review", "merge", &id.to_string(), "--keep", "999999"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = world
+        .run(&[
+            "review",
+            "merge",
+            &id.to_string(),
+            "--keep",
+            &keep.to_string(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    sync_ok(&world).await;
+    let status = world.status().await;
+    assert_eq!(
+        status["contacts"],
+        contacts_before - 1,
+        "two people became one"
+    );
+    assert_eq!(status["conflicts"], 0);
+    // Chatwoot merged the other's record into the survivor's.
+    let cw = world.contacts("chatwoot");
+    assert_eq!(cw.len(), chatwoot_before - 1);
+    assert!(
+        cw.iter().all(|c| text(c, "id") != mergee),
+        "mergee destroyed"
+    );
+    let survivor = cw.iter().find(|c| text(c, "id") == base).unwrap();
+    assert_eq!(
+        text(survivor, "email").to_lowercase(),
+        kept_email.as_str().unwrap(),
+        "the survivor's value wins"
+    );
+    // MaiAgent cannot merge: nothing there is deleted.
+    assert_eq!(world.contacts("maiagent").len(), maiagent_before + 1);
+    // Every record of both links to the survivor.
+    let show = json_of(&world, &["review", "show", &id.to_string(), "--json"]).await;
+    let survivor_view = show["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == keep)
+        .cloned()
+        .unwrap();
+    assert!(
+        survivor_view["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["provider"] == "support" && text(l, "remote_id") == base),
+        "{survivor_view}"
+    );
+    assert!(
+        show["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != other),
+        "the other person is gone: {show}"
+    );
+    // Decided and carried out: asking again is refused.
+    let again = world.run(&["review", "merge", &id.to_string()]).await;
+    assert_eq!(again.status.code(), Some(2));
+
+    let before = world.writes();
+    sync_ok(&world).await;
+    assert_eq!(world.writes(), before, "a further cycle writes nothing");
+    assert_eq!(
+        json_of(&world, &["review", "--json"]).await["items"],
+        json!([])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
+    let world = World::new(30).await;
+    let (a, b) = two_people(&world);
+    mixed_up_record(&world, &a, &b).await;
+    // One Argentinian mobile, written with the mobile 9 in Chatwoot and without in MaiAgent.
+    let http = reqwest::Client::builder().build().unwrap();
+    let response = http
+        .post(world.chatwoot_url("/contacts"))
+        .header("api_access_token", world.chatwoot_token())
+        .json(&json!({"name": "Lucía Pereyra", "phone_number": "+5491123456789"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let info = world.sim.info();
+    let response = http
+        .post(format!(
+            "{}/api/contacts/",
+            info["maiagent"]["base_url"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({
+            "name": "Lucía Pereyra",
+            "phoneNumber": "+54 11 2345-6789",
+            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+
+    let writes = world.writes();
+    let out = world.run(&["--sync-now", "--dry-run", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dry: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &dry["report"];
+    let matched = &report["matched_by"];
+    for key in ["source_id", "phone", "email", "phone_variant"] {
+        assert!(matched[key].is_u64(), "{report}");
+    }
+    assert!(
+        matched["phone"].as_u64().unwrap() + matched["email"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(
+        matched["phone_variant"], 1,
+        "the Argentinian mobile: {report}"
+    );
+    let gains = report["new_people"].as_object().unwrap();
+    for name in world.names() {
+        assert!(gains[&name].is_u64(), "{name}: {report}");
+    }
+    assert!(gains.values().map(|n| n.as_u64().unwrap()).sum::<u64>() > 0);
+    let items = report["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "the mixed-up record is held: {report}");
+    assert!(
+        items
+            .iter()
+            .all(|i| i["provider"] == "sales-bot" && i["id"].is_i64())
+    );
+    let plan = dry["plan"].as_array().unwrap();
+    assert!(!plan.is_empty());
+    assert!(plan.iter().all(|s| s["provider"].is_string()));
+    assert_eq!(world.writes(), writes, "a dry run writes nothing");
+    assert_eq!(world.status().await["contacts"], 0, "nor to the store");
+
+    let human = world.run(&["--sync-now", "--dry-run"]).await;
+    let text = stdout(&human);
+    let report_at = text.find("first-run match report").expect(&text);
+    let plan_at = text.find("planned write(s)").expect(&text);
+    assert!(
+        report_at < plan_at,
+        "the report comes before the plan:\n{text}"
+    );
+}
