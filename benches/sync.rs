@@ -19,7 +19,10 @@
 //!
 //! Environment: `BENCH_1M=1` adds the 1M size; `BENCH_SIZES=10000,50000` replaces the
 //! sizes; `BENCH_RUNS=5` changes the number of runs; `BENCH_SCENARIOS=one,four` picks the
-//! scenario groups (`ceiling`, `one`, `four`; default all).
+//! scenario groups (`ceiling`, `one`, `four`; default all of these; `webhook` runs the
+//! webhook latency scenario: the daemon with a webhook registered in the simulated
+//! Chatwoot, `BENCH_WEBHOOK_EDITS` (default 1,000) renames over `BENCH_WEBHOOK_PEOPLE`
+//! (default 2,000) people, median and p99 latency and requests per event).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contact_sync::clock::Clock;
@@ -871,6 +874,295 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
 }
 
 // ---------------------------------------------------------------------------------------
+// Orchestrator: webhook latency
+
+/// Reads a JSON answer (`None` when unreachable or not JSON).
+fn get_json(http: &Http, url: &str) -> Option<Value> {
+    http.rt.block_on(async {
+        let r = http.client.get(url).send().await.ok()?;
+        r.json().await.ok()
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every `every` until it returns `Some`, at most `limit`.
+#[allow(clippy::disallowed_methods)] // The orchestrator is synchronous.
+fn poll<T>(limit: Duration, every: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// The E.164 phones of a simulated provider's contacts.
+fn phones_of(dump: &Value) -> std::collections::HashSet<String> {
+    let us = contact_sync::domain::normalize::DefaultRegion::parse("US").unwrap();
+    dump["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| {
+            ["phone_number", "phoneNumber", "phone"]
+                .iter()
+                .find_map(|k| match &c[*k] {
+                    Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+        })
+        .filter_map(|raw| contact_sync::domain::normalize::normalize_phone(&raw, us))
+        .map(|p| p.as_str().to_owned())
+        .collect()
+}
+
+/// The daemon with a webhook registered in the simulated Chatwoot: `BENCH_WEBHOOK_EDITS`
+/// (default 1,000) renames made one after another through Chatwoot's API, each timed
+/// from the PUT to the moment the last of the three other providers has received its
+/// write; plus the requests each event cost and what a polling cycle spends to notice
+/// the same edit.
+#[allow(clippy::disallowed_methods)] // The orchestrator is synchronous.
+fn run_webhook(results: &mut Results, dir: &Path, http: &Http) {
+    let people: u64 = std::env::var("BENCH_WEBHOOK_PEOPLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let edits: usize = std::env::var("BENCH_WEBHOOK_EDITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let rdir = dir.join("webhook");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let (sim, info) = start_sim_four(people, &rdir);
+    let store = rdir.join("contacts.db");
+    let port = free_port();
+    let config = rdir.join("config.toml");
+    let text = config_for(&info, &store, KeyStyle::Literal).replacen(
+        "[sync]\n",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[sync]\nschedule = \"0 0 * * * *\"\n"),
+        1,
+    );
+    std::fs::write(&config, &text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_contact-sync");
+    let url = format!("http://127.0.0.1:{port}/webhooks/support");
+    let out = Command::new(bin)
+        .args([
+            "webhooks",
+            "register",
+            "--provider",
+            "support",
+            "--url",
+            &url,
+            "-q",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let secret = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("signing secret: "))
+        .unwrap_or_else(|| panic!("no secret printed: {printed}"))
+        .trim()
+        .to_owned();
+    let secret_file = rdir.join("webhook-secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let text = text.replacen(
+        "name = \"support\"\n",
+        &format!(
+            "name = \"support\"\nwebhook_secret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+        1,
+    );
+    std::fs::write(&config, &text).unwrap();
+    let log = std::fs::File::create(rdir.join("daemon.log")).unwrap();
+    let daemon = KillOnDrop(
+        Command::new(bin)
+            .args(["--config", config.to_str().unwrap(), "-q"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    poll(Duration::from_mins(10), Duration::from_millis(100), || {
+        get_json(http, &ready)?["cycles_finished"]
+            .as_u64()
+            .filter(|n| *n >= 1)
+    })
+    .expect("the daemon's first cycle did not finish");
+    // The start-up cycle's own writes to Chatwoot come back as events: let them drain.
+    let queued = || -> i64 {
+        rusqlite::Connection::open_with_flags(&store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM webhook_events", [], |r| r.get(0)))
+            .unwrap_or(1)
+    };
+    poll(Duration::from_mins(5), Duration::from_millis(100), || {
+        (queued() == 0).then_some(())
+    })
+    .expect("the start-up events did not drain");
+
+    // Chatwoot people that every other provider holds.
+    let bases = base_urls(&info);
+    let dump = |kind: &str| get_json(http, &format!("{}/__sim/state", bases[kind])).unwrap();
+    let others = ["maiagent", "agentalk", "dmchamp"];
+    let held: Vec<std::collections::HashSet<String>> =
+        others.iter().map(|k| phones_of(&dump(k))).collect();
+    let us = contact_sync::domain::normalize::DefaultRegion::parse("US").unwrap();
+    let picks: Vec<u64> = dump("chatwoot")["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["phone_number"]
+                .as_str()
+                .and_then(|p| contact_sync::domain::normalize::normalize_phone(p, us))
+                .is_some_and(|p| held.iter().all(|h| h.contains(p.as_str())))
+        })
+        .filter_map(|c| c["id"].as_u64())
+        .collect();
+    assert!(!picks.is_empty(), "no Chatwoot contact is held everywhere");
+    let cw = &info["chatwoot"];
+    let cw_url = |id: u64| {
+        format!(
+            "{}/api/v1/accounts/{}/contacts/{id}",
+            cw["base_url"].as_str().unwrap(),
+            cw["account_id"]
+        )
+    };
+    let token = cw["api_key"].as_str().unwrap().to_owned();
+    let writes_of = |kind: &str| -> u64 {
+        get_json(http, &format!("{}/__sim/counters", bases[kind])).unwrap()["writes"]
+            .as_u64()
+            .unwrap()
+    };
+    http.reset_logs(&info);
+    let mut latencies = Vec::with_capacity(edits);
+    let mut missed = 0;
+    for i in 0..edits {
+        let id = picks[i % picks.len()];
+        let before: Vec<u64> = others.iter().map(|k| writes_of(k)).collect();
+        let started = Instant::now();
+        http.rt.block_on(async {
+            let r = http
+                .client
+                .put(cw_url(id))
+                .header("api_access_token", &token)
+                .json(&json!({ "name": format!("Hook Edit {i}") }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "rename: {}", r.status());
+        });
+        let reached = poll(Duration::from_secs(10), Duration::from_millis(1), || {
+            others
+                .iter()
+                .zip(&before)
+                .all(|(k, b)| writes_of(k) > *b)
+                .then(|| started.elapsed())
+        });
+        match reached {
+            Some(d) => latencies.push(d.as_secs_f64() * 1000.0),
+            None => missed += 1,
+        }
+    }
+    let counters = http.counters(&info);
+    let n = edits as f64;
+    let chatwoot_reads = counters["chatwoot"].0 as f64;
+    let other_writes: u64 = others.iter().map(|k| counters[*k].1).sum();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    if !latencies.is_empty() {
+        results.add(people, "webhook", "latency_p50_ms", pct(0.5));
+        results.add(people, "webhook", "latency_p99_ms", pct(0.99));
+        results.add(people, "webhook", "latency_max_ms", pct(1.0));
+    }
+    results.add(people, "webhook", "edits", n);
+    results.add(people, "webhook", "missed", f64::from(missed));
+    results.add(people, "webhook", "reads_per_event", chatwoot_reads / n);
+    results.add(
+        people,
+        "webhook",
+        "writes_per_event",
+        other_writes as f64 / n,
+    );
+    drop(daemon);
+
+    // What a polling cycle would spend to notice one edit: a whole Chatwoot listing
+    // (pages and labels), with nothing else changed.
+    http.reset_logs(&info);
+    let out = Command::new(bin)
+        .args(["--sync-now", "-q", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success() || out.status.code() == Some(1));
+    let polling = http.counters(&info)["chatwoot"].0;
+    results.add(people, "webhook", "polling_cycle_reads", polling as f64);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&rdir);
+    eprintln!(
+        "  webhook: {edits} edits of {} people held everywhere ({people} people seeded): latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {missed} missed; per event {:.2} Chatwoot reads and {:.2} writes to the others; a polling cycle reads Chatwoot {polling} times",
+        picks.len(),
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            pct(0.5)
+        },
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            pct(0.99)
+        },
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            pct(1.0)
+        },
+        chatwoot_reads / n,
+        other_writes as f64 / n,
+    );
+    println!(
+        "\n## Webhook latency ({edits} Chatwoot edits, {people} people, one after another)\n\n| figure | value |\n|---|---|\n| edit → last other provider written, median | {:.1} ms |\n| … p99 | {:.1} ms |\n| … max | {:.1} ms |\n| edits not propagated within 10 s | {missed} |\n| Chatwoot reads per event | {:.2} |\n| writes to the other providers per event | {:.2} |\n| Chatwoot reads of a polling cycle (to notice the same edit) | {polling} |",
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            pct(0.5)
+        },
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            pct(0.99)
+        },
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            pct(1.0)
+        },
+        chatwoot_reads / n,
+        other_writes as f64 / n,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Orchestrator: the report
 
 fn report(results: &Results, sizes: &[u64]) -> String {
@@ -1238,6 +1530,10 @@ fn orchestrate(args: &[String]) {
         if want("four") {
             run_four(&mut results, size, runs, work.path(), &http);
         }
+    }
+    if want("webhook") {
+        eprintln!("== webhook latency");
+        run_webhook(&mut results, work.path(), &http);
     }
     let text = report(&results, &sizes);
     println!("machine: {}", machine());

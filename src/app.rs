@@ -40,6 +40,7 @@ pub fn run(cli: &Cli) -> ExitCode {
             },
             *dry_run,
         ),
+        Some(Command::Webhooks { command }) => webhooks(cli, command),
         None if cli.sync_now => sync_now(cli),
         None => daemon(cli),
     };
@@ -52,6 +53,36 @@ fn daemon(cli: &Cli) -> u8 {
         Err(code) => return code,
     };
     crate::daemon::run(&settings, slots)
+}
+
+fn webhooks(cli: &Cli, command: &crate::cli::WebhooksCommand) -> u8 {
+    use crate::cli::WebhooksCommand;
+    let name = match command {
+        WebhooksCommand::Register { provider, .. } | WebhooksCommand::List { provider } => provider,
+    };
+    let settings = match load_settings(cli, Secrets::Load) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let slots = match build_slots(&settings, std::slice::from_ref(name)) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let Some(slot) = slots.into_iter().next() else {
+        return EXIT_USAGE;
+    };
+    rt.block_on(async {
+        match command {
+            WebhooksCommand::Register { url, .. } => {
+                crate::webhooks::register(&settings, &slot, url).await
+            }
+            WebhooksCommand::List { .. } => crate::webhooks::list(&slot).await,
+        }
+    })
 }
 
 fn healthcheck(cli: &Cli) -> u8 {
@@ -289,6 +320,7 @@ fn run_engine(
             pull_only: None,
             progress: Some(display.hook()),
             record_steps: false,
+            only_contacts: None,
         };
         let result = match undo {
             None => engine.run_cycle(&opts).await.map(|r| (r, None)),

@@ -29,8 +29,9 @@
 //!   are checked by the provider adapters.
 //! - [`store`]: the only module with SQL.
 //! - [`sync`]: the cycle; the only module that sees both HTTP and SQL.
-//! - [`daemon`]: schedules, signals, systemd, health and metrics endpoint; the only
-//!   module that knows clocks and signals.
+//! - [`daemon`]: schedules, signals, systemd, health and metrics endpoint, webhook
+//!   receiving (events applied as targeted cycles); the only module that knows clocks and
+//!   signals.
 //! - [`simulator`]: simulated providers for the demo, the tests and the benchmarks.
 //! - [`app`]: the CLI commands, above [`daemon`] and [`demo`]; both use [`slots`] (settings
 //!   → provider clients) and [`exit`] (exit codes), which use neither.
@@ -50,3 +51,4 @@ pub mod slots;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod webhooks;

@@ -270,6 +270,7 @@ fn example_config_is_valid() {
         .args(["check-config", "--config"])
         .arg(&example)
         .env("CHATWOOT_TOKEN", SECRET)
+        .env("CHATWOOT_WEBHOOK_SECRET", SECRET)
         .env("MAIAGENT_API_KEY", SECRET)
         .env("AGENTALK_TOKEN", SECRET)
         .env("DMCHAMP_API_KEY", SECRET)
@@ -277,6 +278,57 @@ fn example_config_is_valid() {
         .code(0)
         .stdout(
             predicate::str::contains("name = \"campaigns\"")
+                .and(predicate::str::contains(SECRET).not()),
+        );
+}
+
+#[test]
+fn webhook_keys_are_checked() {
+    // A secret needs the endpoint the events arrive at: both keys are named.
+    expect_invalid(
+        &format!("{CHATWOOT}webhook_secret_env = \"TEST_TOKEN\"\n"),
+        "providers[support].webhook_secret_env",
+        "`http.listen` is not set",
+    );
+    let listen = "[http]\nlisten = \"127.0.0.1:9477\"\n";
+    expect_invalid(
+        &format!("{listen}{CHATWOOT}webhook_secret_env = \"NO_SUCH_VARIABLE_HERE\"\n"),
+        "providers[support].webhook_secret_env",
+        "NO_SUCH_VARIABLE_HERE` is not set",
+    );
+    expect_invalid(
+        &format!(
+            "{listen}{CHATWOOT}webhook_secret_env = \"TEST_TOKEN\"\nwebhook_allow_unsigned = true\n"
+        ),
+        "providers[support].webhook_allow_unsigned",
+        "accepts signed events only",
+    );
+    expect_invalid(
+        &format!("{listen}{CHATWOOT}webhook_allow_unsigned = \"maybe\"\n"),
+        "providers[support].webhook_allow_unsigned",
+        "is not true or false",
+    );
+    expect_invalid(
+        "[http]\nlisten = \"127.0.0.1:9477\"\n[[providers]]\nname = \"a\"\nkind = \"agentalk\"\napi_key_env = \"TEST_TOKEN\"\nwebhook_secret_env = \"TEST_TOKEN\"\n",
+        "providers[a].webhook_secret_env",
+        "is a setting of chatwoot providers",
+    );
+    // Valid: the secret is shown as ***, never in clear.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}{listen}{CHATWOOT}webhook_secret_env = \"TEST_TOKEN\"\n",
+            store_line(dir.path())
+        ),
+    );
+    bin()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .assert()
+        .code(0)
+        .stdout(
+            predicate::str::contains("webhook_secret = \"***\"")
                 .and(predicate::str::contains(SECRET).not()),
         );
 }

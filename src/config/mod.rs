@@ -67,8 +67,23 @@ pub struct Settings {
     pub unready_after: Duration,
     /// Providers in config order (the order decides same-cycle conflicts: first wins).
     pub providers: Vec<ProviderSettings>,
+    /// The providers that take webhook events (`POST /webhooks/{name}` on
+    /// `[http] listen`), in config order.
+    pub webhooks: Vec<WebhookSettings>,
     /// Non-fatal remarks to log once (e.g. a literal `api_key`).
     pub warnings: Vec<String>,
+}
+
+/// How one provider's webhook events are received (`webhook_secret_env` /
+/// `webhook_secret_file` / `webhook_allow_unsigned`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The provider instance name (the last segment of `/webhooks/{name}`).
+    pub provider: String,
+    /// The signing secret; `None` when unsigned events are allowed instead. Never logged.
+    pub secret: Option<secrecy::SecretString>,
+    /// Unsigned events are accepted (no secret configured).
+    pub allow_unsigned: bool,
 }
 
 /// One problem in the config, with the key it concerns.

@@ -22,6 +22,10 @@ struct EffectiveProvider<'a> {
     timeout: String,
     max_retries: usize,
     retry_base_delay: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_allow_unsigned: Option<bool>,
 }
 
 impl Settings {
@@ -75,7 +79,11 @@ impl Settings {
         let providers = self
             .providers
             .iter()
-            .map(|p| EffectiveProvider {
+            .map(|p| {
+                let webhook = self.webhooks.iter().find(|w| w.provider == p.name);
+                (p, webhook)
+            })
+            .map(|(p, webhook)| EffectiveProvider {
                 name: &p.name,
                 kind: p.kind.as_str(),
                 base_url: p.base_url.as_str().trim_end_matches('/').to_owned(),
@@ -91,6 +99,8 @@ impl Settings {
                 timeout: humantime::format_duration(p.request_timeout).to_string(),
                 max_retries: p.retry.max_retries,
                 retry_base_delay: humantime::format_duration(p.retry.base_delay).to_string(),
+                webhook_secret: webhook.and_then(|w| w.secret.as_ref()).map(|_| "***"),
+                webhook_allow_unsigned: webhook.filter(|w| w.allow_unsigned).map(|_| true),
             })
             .collect();
         let effective = Effective {

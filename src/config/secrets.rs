@@ -1,7 +1,8 @@
 //! The API key of a provider: from `api_key_env` (an environment variable),
 //! `api_key_file` (a file; a relative name is looked up in systemd's
 //! `$CREDENTIALS_DIRECTORY` first) or a literal `api_key` (accepted, with a warning).
-//! A key is never put in a message.
+//! A key is never put in a message. The webhook signing secret
+//! (`webhook_secret_env` / `webhook_secret_file`) follows the same rules.
 
 use super::Problem;
 use super::raw::RawProvider;
@@ -31,45 +32,16 @@ pub(super) fn load_secret(
         return None;
     }
     if let Some(var) = &p.api_key_env {
-        return match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Some(SecretString::from(v.trim().to_owned())),
-            Ok(_) => {
-                problems.push(Problem {
-                    key: key("api_key_env"),
-                    message: format!(
-                        "environment variable `{var}` is empty; export the API key in it"
-                    ),
-                });
-                None
-            }
-            Err(_) => {
-                problems.push(Problem {
-                    key: key("api_key_env"),
-                    message: format!("environment variable `{var}` is not set; export the API key in it (or use api_key_file)"),
-                });
-                None
-            }
-        };
+        return from_env(
+            var,
+            &key("api_key_env"),
+            "the API key",
+            "api_key_file",
+            problems,
+        );
     }
     if let Some(path) = &p.api_key_file {
-        let resolved = resolve_credential_path(path);
-        return match std::fs::read_to_string(&resolved) {
-            Ok(v) if !v.trim().is_empty() => Some(SecretString::from(v.trim().to_owned())),
-            Ok(_) => {
-                problems.push(Problem {
-                    key: key("api_key_file"),
-                    message: format!("{} is empty; write the API key into it", resolved.display()),
-                });
-                None
-            }
-            Err(e) => {
-                problems.push(Problem {
-                    key: key("api_key_file"),
-                    message: format!("cannot read {}: {e}", resolved.display()),
-                });
-                None
-            }
-        };
+        return from_file(path, &key("api_key_file"), "the API key", problems);
     }
     if let Some(literal) = p.api_key.clone() {
         let value = literal.into_string();
@@ -91,6 +63,64 @@ pub(super) fn load_secret(
         message: "no API key: set api_key_env (an environment variable) or api_key_file (a file, e.g. a systemd credential)".into(),
     });
     None
+}
+
+/// A secret from the environment variable `var`; a problem under `key` when it is unset
+/// or empty. `what` names the secret in messages, `other` the key to use instead.
+pub(super) fn from_env(
+    var: &str,
+    key: &str,
+    what: &str,
+    other: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<SecretString> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(SecretString::from(v.trim().to_owned())),
+        Ok(_) => {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message: format!("environment variable `{var}` is empty; export {what} in it"),
+            });
+            None
+        }
+        Err(_) => {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message: format!(
+                    "environment variable `{var}` is not set; export {what} in it (or use {other})"
+                ),
+            });
+            None
+        }
+    }
+}
+
+/// A secret from the file `path` (see [`resolve_credential_path`]); a problem under `key`
+/// when it cannot be read or is empty.
+pub(super) fn from_file(
+    path: &Path,
+    key: &str,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<SecretString> {
+    let resolved = resolve_credential_path(path);
+    match std::fs::read_to_string(&resolved) {
+        Ok(v) if !v.trim().is_empty() => Some(SecretString::from(v.trim().to_owned())),
+        Ok(_) => {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message: format!("{} is empty; write {what} into it", resolved.display()),
+            });
+            None
+        }
+        Err(e) => {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message: format!("cannot read {}: {e}", resolved.display()),
+            });
+            None
+        }
+    }
 }
 
 /// A relative `api_key_file` is looked up in systemd's `$CREDENTIALS_DIRECTORY` first

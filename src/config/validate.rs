@@ -26,6 +26,7 @@ pub(super) fn validate(
     let (http_listen, unready_after) = http_section(raw.http.as_ref(), problems);
     let history_days = store_section(&raw.store, problems);
     let mut warnings = Vec::new();
+    let webhooks = webhooks(&raw.providers, kind_tables, secrets, http_listen, problems);
     let providers = providers(raw.providers, kind_tables, secrets, &mut warnings, problems);
     Settings {
         source,
@@ -40,6 +41,7 @@ pub(super) fn validate(
         http_listen,
         unready_after,
         providers,
+        webhooks,
         warnings,
     }
 }
@@ -142,6 +144,90 @@ fn store_section(store: &RawStore, problems: &mut Vec<Problem>) -> u32 {
             90
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks
+
+/// The providers that take webhook events: those with `webhook_secret_env`,
+/// `webhook_secret_file` (read here, with the API key's rules) or
+/// `webhook_allow_unsigned = true`. Their form was checked by the adapter (only kinds that
+/// take webhooks have these keys); each needs `[http] listen`, where the events arrive.
+fn webhooks(
+    raw: &[RawProvider],
+    kind_tables: &[KindSettings],
+    secrets: Secrets,
+    http_listen: Option<SocketAddr>,
+    problems: &mut Vec<Problem>,
+) -> Vec<crate::config::WebhookSettings> {
+    use crate::provider::SettingValue;
+    const ENV: &str = "webhook_secret_env";
+    const FILE: &str = "webhook_secret_file";
+    const UNSIGNED: &str = "webhook_allow_unsigned";
+    let mut out = Vec::new();
+    for (index, (p, table)) in raw.iter().zip(kind_tables).enumerate() {
+        let name = p
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| index.to_string(), str::to_owned);
+        let env = table.text(ENV);
+        let file = table.text(FILE);
+        let unsigned = match table.get(UNSIGNED) {
+            Some(SettingValue::Bool(b)) => *b,
+            Some(v) => v.to_text() == "true",
+            None => false,
+        };
+        let set = if env.is_some() {
+            ENV
+        } else if file.is_some() {
+            FILE
+        } else if unsigned {
+            UNSIGNED
+        } else {
+            continue;
+        };
+        let key = |k: &str| format!("providers[{name}].{k}");
+        if http_listen.is_none() {
+            problems.push(problem(
+                key(set),
+                format!(
+                    "webhook events arrive at POST /webhooks/{name} on the daemon's endpoint, and `http.listen` is not set; add [http] listen = \"127.0.0.1:9477\" (or remove `{set}`)"
+                ),
+            ));
+        }
+        let secret = match (secrets, env, file) {
+            (Secrets::Skip, _, _) | (_, None, None) => None,
+            (Secrets::Load, Some(var), _) => Some(super::secrets::from_env(
+                &var,
+                &key(ENV),
+                "the webhook signing secret",
+                FILE,
+                problems,
+            )),
+            (Secrets::Load, None, Some(path)) => Some(super::secrets::from_file(
+                std::path::Path::new(&path),
+                &key(FILE),
+                "the webhook signing secret",
+                problems,
+            )),
+        };
+        match secret {
+            Some(None) => {} // reported
+            Some(Some(secret)) => out.push(crate::config::WebhookSettings {
+                provider: name,
+                secret: Some(secret),
+                allow_unsigned: false,
+            }),
+            None => out.push(crate::config::WebhookSettings {
+                provider: name,
+                secret: None,
+                allow_unsigned: unsigned,
+            }),
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 //! The daemon's HTTP endpoint (`[http] listen`, axum): `/healthz` (200 `ok` while the
 //! process runs), `/readyz` (200 when ready, else 503, both with a short JSON body),
-//! `/metrics` (Prometheus text). Also the client side of `contact-sync healthcheck`.
+//! `/metrics` (Prometheus text), and `POST /webhooks/{name}` ([`super::webhooks`]). Also
+//! the client side of `contact-sync healthcheck`.
 
 use super::health::Health;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -21,6 +23,9 @@ pub struct Endpoint {
     pub health: Arc<Health>,
     /// The Prometheus recorder's handle (`None`: `/metrics` answers 503).
     pub metrics: Option<PrometheusHandle>,
+    /// The webhook receivers (`None`: no provider takes webhooks; every
+    /// `POST /webhooks/{name}` answers 404).
+    pub webhooks: Option<Arc<super::webhooks::Receivers>>,
 }
 
 /// The routes.
@@ -29,6 +34,10 @@ pub fn router(endpoint: Endpoint) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/webhooks/{name}",
+            post(super::webhooks::receive).layer(DefaultBodyLimit::max(super::webhooks::MAX_BODY)),
+        )
         .with_state(endpoint)
 }
 

@@ -11,7 +11,10 @@
 //!   `cycle_duration_seconds` (no provider label);
 //! - gauges `intents_pending`, `intents_dead`, `last_success_timestamp_seconds`;
 //! - from the HTTP driver: `requests_total{provider,method,status_class}`,
-//!   `request_duration_seconds` (histogram), `retries_total`, `rate_limited_total`.
+//!   `request_duration_seconds` (histogram), `retries_total`, `rate_limited_total`;
+//! - webhooks: counter `webhook_events_total{provider,outcome="queued|duplicate|ignored|unauthorized|malformed"}`,
+//!   counter `webhook_records_total{outcome="read|moot|unread"}`, counter
+//!   `targeted_cycles_total`, gauge `webhook_queue` (events waiting).
 
 use crate::store::status::IntentDepth;
 use crate::sync::CycleReport;
@@ -100,4 +103,47 @@ pub fn record_queue(depth: &[IntentDepth]) {
 pub fn record_success(provider: &str, unix_secs: i64) {
     metrics::gauge!("contact_sync_last_success_timestamp_seconds", "provider" => provider.to_owned())
         .set(unix_secs as f64);
+}
+
+/// Counts one webhook event by how it was answered.
+pub fn record_webhook(provider: &str, outcome: &'static str) {
+    metrics::counter!("contact_sync_webhook_events_total", "provider" => provider.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Records what applying a batch of webhook events did: its per-provider counters (as a
+/// cycle's), the records read, moot and unread.
+pub fn record_targeted(out: &super::schedule::EventsOutcome, duration: Duration) {
+    let read = (out.read.len() - out.targeted.unread.len().min(out.read.len())) as u64;
+    for (outcome, n) in [
+        ("read", read),
+        ("moot", out.moot.len() as u64),
+        ("unread", out.targeted.unread.len() as u64),
+    ] {
+        metrics::counter!("contact_sync_webhook_records_total", "outcome" => outcome).increment(n);
+    }
+    if out.read.is_empty() {
+        return;
+    }
+    for p in &out.targeted.report.providers {
+        let c = &p.counts;
+        for (metric, value) in [
+            ("contact_sync_pulled_total", c.pulled),
+            ("contact_sync_matched_total", c.matched),
+            ("contact_sync_created_total", c.created),
+            ("contact_sync_updated_total", c.updated),
+            ("contact_sync_tag_changes_total", c.tag_changes),
+            ("contact_sync_failed_total", c.failed),
+        ] {
+            metrics::counter!(metric, "provider" => p.name.clone()).increment(value);
+        }
+    }
+    metrics::counter!("contact_sync_targeted_cycles_total").increment(1);
+    metrics::histogram!("contact_sync_targeted_cycle_duration_seconds")
+        .record(duration.as_secs_f64());
+}
+
+/// The number of webhook events waiting.
+pub fn record_webhook_queue(len: i64) {
+    metrics::gauge!("contact_sync_webhook_queue").set(len as f64);
 }

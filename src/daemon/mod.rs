@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod progress;
 pub mod schedule;
 pub mod systemd;
+pub mod webhooks;
 
 use crate::config::Settings;
 use crate::exit::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
@@ -69,6 +70,7 @@ pub async fn serve<P: Provider + 'static>(settings: &Settings, slots: Vec<Provid
     health.set_store_open(true);
 
     let http_stop = CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
     let mut http_task = None;
     if let Some(addr) = settings.http_listen {
         let handle = match metrics::install() {
@@ -105,7 +107,22 @@ pub async fn serve<P: Provider + 'static>(settings: &Settings, slots: Vec<Provid
         let endpoint = http::Endpoint {
             health: Arc::clone(&health),
             metrics: handle,
+            webhooks: (!settings.webhooks.is_empty()).then(|| {
+                Arc::new(webhooks::Receivers::new(
+                    &settings.webhooks,
+                    &account_ids(settings),
+                    store.clone(),
+                    Arc::clone(&wake),
+                ))
+            }),
         };
+        for w in &settings.webhooks {
+            if w.allow_unsigned {
+                tracing::warn!(provider = %w.provider, "WEBHOOK EVENTS ARE NOT SIGNED: anyone who can reach http://{addr}/webhooks/{} can make contact-sync read any contact of this account; set webhook_secret_env or webhook_secret_file as soon as your Chatwoot signs its webhooks", w.provider);
+            } else {
+                tracing::info!(provider = %w.provider, "webhook events accepted at POST /webhooks/{} (signed)", w.provider);
+            }
+        }
         http_task = Some(tokio::spawn(http::serve(
             listener,
             endpoint,
@@ -114,6 +131,7 @@ pub async fn serve<P: Provider + 'static>(settings: &Settings, slots: Vec<Provid
     }
     metrics::register_providers(&names);
 
+    let daemon_store = store.clone();
     let engine = Engine::new(
         store,
         slots,
@@ -144,6 +162,14 @@ pub async fn serve<P: Provider + 'static>(settings: &Settings, slots: Vec<Provid
         "contact-sync daemon started"
     );
     daemon.start_initial();
+    let worker = (!settings.webhooks.is_empty()).then(|| {
+        tokio::spawn(webhooks::run_worker(
+            Arc::clone(&daemon),
+            daemon_store.clone(),
+            Arc::clone(&wake),
+            cancel.clone(),
+        ))
+    });
     if let Err(e) = sched.start().await {
         eprintln!("error: cannot start the scheduler: {e}");
         daemon.shutdown(settings.shutdown_timeout).await;
@@ -164,12 +190,29 @@ pub async fn serve<P: Provider + 'static>(settings: &Settings, slots: Vec<Provid
             "work still in flight after sync.shutdown_timeout; exiting anyway (committed pages and pushes are kept; the rest is redone at the next start)"
         );
     }
+    if let Some(worker) = worker {
+        let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
+    }
     http_stop.cancel();
     if let Some(task) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("contact-sync daemon stopped");
     EXIT_OK
+}
+
+/// Each provider's `account_id` (kind-specific; only kinds with one), by name: webhook
+/// events of another account are ignored.
+fn account_ids(settings: &Settings) -> std::collections::HashMap<String, String> {
+    settings
+        .providers
+        .iter()
+        .filter_map(|p| {
+            p.kind_settings
+                .text("account_id")
+                .map(|id| (p.name.clone(), id))
+        })
+        .collect()
 }
 
 /// `contact-sync healthcheck`: exit 0 when the running daemon's `/readyz` answers 200,

@@ -15,7 +15,7 @@ use super::health::Health;
 use super::{metrics, systemd};
 use crate::provider::Provider;
 use crate::store::Store;
-use crate::sync::{CycleOptions, Engine};
+use crate::sync::{CycleOptions, Engine, Targeted, WebhookTarget};
 
 /// The daemon's wall clock (the engine gets the same one).
 fn now_secs() -> i64 {
@@ -39,6 +39,17 @@ pub struct Daemon<P> {
     tracker: TaskTracker,
     health: Arc<Health>,
     cycles: AtomicU64,
+}
+
+/// What applying a batch of webhook events did.
+#[derive(Debug, Default)]
+pub struct EventsOutcome {
+    /// Targets whose events showed nothing new: not read.
+    pub moot: Vec<WebhookTarget>,
+    /// Targets read (see [`Targeted::unread`] for those that could not be).
+    pub read: Vec<WebhookTarget>,
+    /// The targeted cycle.
+    pub targeted: Targeted,
 }
 
 /// Clears the single-flight flags of a cycle when it ends, however it ends.
@@ -213,6 +224,93 @@ impl<P: Provider + 'static> Daemon<P> {
             Err(e) => tracing::warn!("cannot read the queue depth: {e}"),
         }
         systemd::status(&status_line(&self.health.providers(), finished_at));
+    }
+
+    /// Runs a targeted cycle for webhook events under the engine lock (never beside a
+    /// full cycle), in its own task so a panic is caught. Each target comes with what its
+    /// events showed; a target whose every event shows what the store already holds is
+    /// not read (returned as moot). `None` when cancelled before it ran, or when it failed
+    /// (store error, panic): the events stay queued.
+    pub async fn run_events(
+        &self,
+        targets: Vec<(WebhookTarget, Vec<crate::domain::Fields>)>,
+    ) -> Option<EventsOutcome> {
+        let guard = tokio::select! {
+            g = Arc::clone(&self.engine).lock_owned() => g,
+            () = self.cancel.cancelled() => return None,
+        };
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        let started = Instant::now();
+        let cancel = self.cancel.clone();
+        let handle = tokio::spawn(async move {
+            let mut engine = guard;
+            let mut moot = Vec::new();
+            let mut read = Vec::new();
+            for (target, shown) in targets {
+                let mut known = !shown.is_empty();
+                for fields in &shown {
+                    if !known {
+                        break;
+                    }
+                    known = engine.event_is_known(&target, fields).await?;
+                }
+                if known {
+                    moot.push(target);
+                } else {
+                    read.push(target);
+                }
+            }
+            let opts = CycleOptions {
+                cancel,
+                ..CycleOptions::default()
+            };
+            let targeted = if read.is_empty() {
+                Targeted::default()
+            } else {
+                engine.run_targeted(&read, &opts).await?
+            };
+            Ok::<_, crate::sync::SyncError>(EventsOutcome {
+                moot,
+                read,
+                targeted,
+            })
+        });
+        let outcome = handle.await;
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(Ok(out)) => {
+                metrics::record_targeted(&out, elapsed);
+                if !out.read.is_empty() {
+                    tracing::info!(
+                        records = out.read.len(),
+                        moot = out.moot.len(),
+                        unread = out.targeted.unread.len(),
+                        reads = out.targeted.reads,
+                        writes = out.targeted.report.write_requests(),
+                        duration_ms = elapsed.as_millis() as u64,
+                        "webhook events applied"
+                    );
+                }
+                Some(out)
+            }
+            Ok(Err(e)) => {
+                tracing::error!("webhook events could not be applied: {e}; they stay queued");
+                None
+            }
+            Err(join) => {
+                let what = if join.is_panic() {
+                    panic_message(&*join.into_panic())
+                } else {
+                    "the task was cancelled".to_owned()
+                };
+                tracing::error!(
+                    "applying webhook events panicked (a bug; please report it): {what}; they stay queued"
+                );
+                None
+            }
+        }
     }
 
     /// Stops the cycles: cancels their token and waits for them, at most `timeout`.

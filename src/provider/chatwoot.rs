@@ -20,7 +20,7 @@
 
 use super::http::{self, ApiRequest, AuthStyle, HttpDriver, Idempotency};
 use super::wire::{self, DecodeError};
-use super::settings::{self, KindProblem, KindSettings, ProviderSettings};
+use super::settings::{self, KindProblem, KindSettings, ProviderSettings, SettingValue};
 use super::{
     Adapter, BaseUrl, Capabilities, Created, ErrorKind, LookupKey, LookupKind, Page, Provider,
     ProviderError, ProviderKind, TagPage, Target,
@@ -55,6 +55,53 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     attrs: true,
     external_key: Some("identifier"),
 };
+
+/// The key naming the environment variable that holds the webhook signing secret.
+pub const WEBHOOK_SECRET_ENV: &str = "webhook_secret_env";
+/// The key naming the file that holds the webhook signing secret.
+pub const WEBHOOK_SECRET_FILE: &str = "webhook_secret_file";
+/// The key that lets unsigned webhook events in (older Chatwoot versions do not sign).
+pub const WEBHOOK_ALLOW_UNSIGNED: &str = "webhook_allow_unsigned";
+
+/// The form of the webhook keys: at most one secret source, a boolean
+/// `webhook_allow_unsigned`, and not both a secret and unsigned events.
+fn check_webhook_keys(table: &KindSettings) -> Result<(), Vec<KindProblem>> {
+    let mut problems = Vec::new();
+    let env = table.text(WEBHOOK_SECRET_ENV);
+    let file = table.text(WEBHOOK_SECRET_FILE);
+    if env.is_some() && file.is_some() {
+        problems.push(KindProblem::new(
+            WEBHOOK_SECRET_ENV,
+            "set only one of webhook_secret_env and webhook_secret_file",
+        ));
+    }
+    let unsigned = match table.get(WEBHOOK_ALLOW_UNSIGNED) {
+        None => false,
+        Some(SettingValue::Bool(b)) => *b,
+        Some(other) => match other.to_text().as_str() {
+            "true" => true,
+            "false" => false,
+            text => {
+                problems.push(KindProblem::new(
+                    WEBHOOK_ALLOW_UNSIGNED,
+                    format!("`{text}` is not true or false"),
+                ));
+                false
+            }
+        },
+    };
+    if unsigned && (env.is_some() || file.is_some()) {
+        problems.push(KindProblem::new(
+            WEBHOOK_ALLOW_UNSIGNED,
+            "a provider with a webhook secret accepts signed events only; remove webhook_allow_unsigned, or the secret if your Chatwoot does not sign",
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
 
 /// A Chatwoot account.
 #[derive(Debug)]
@@ -119,13 +166,31 @@ impl Adapter for Chatwoot {
     const BASE_URL: BaseUrl = BaseUrl::Required {
         example: "https://app.chatwoot.com",
     };
-    const KIND_KEYS: &'static [&'static str] = &["account_id", "inbox_id"];
+    const KIND_KEYS: &'static [&'static str] = &[
+        "account_id",
+        "inbox_id",
+        WEBHOOK_SECRET_ENV,
+        WEBHOOK_SECRET_FILE,
+        WEBHOOK_ALLOW_UNSIGNED,
+    ];
 
+    /// Checks `account_id` and `inbox_id` (kept, normalised) and the webhook keys (their
+    /// form only: the config reads the secret and shows it as `***`, so they are not
+    /// kept here).
     fn validate_kind_settings(
         table: &KindSettings,
         _push: bool,
     ) -> Result<KindSettings, Vec<KindProblem>> {
-        let ids = Ids::read(table)?;
+        let webhook = check_webhook_keys(table);
+        let ids = Ids::read(table);
+        let ids = match (ids, webhook) {
+            (Ok(ids), Ok(())) => ids,
+            (ids, webhook) => {
+                let mut problems = ids.err().unwrap_or_default();
+                problems.extend(webhook.err().unwrap_or_default());
+                return Err(problems);
+            }
+        };
         let mut normalised = KindSettings::new().with("account_id", ids.account_id);
         if let Some(inbox_id) = ids.inbox_id {
             normalised.insert("inbox_id", inbox_id.to_string());
@@ -299,6 +364,103 @@ impl Chatwoot {
         let response = self.http.send(request, Idempotency::Idempotent).await?;
         self.http.expect_success(&response)
     }
+}
+
+/// An account webhook as Chatwoot shows it (`/api/v1/accounts/{id}/webhooks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its id.
+    pub id: String,
+    /// Where Chatwoot posts the events.
+    pub url: String,
+    /// The events it is subscribed to (empty: older versions send every event).
+    pub subscriptions: Vec<String>,
+    /// The signing secret, when the version returns it [inferred]. Never logged.
+    pub secret: Option<String>,
+}
+
+/// The events contact-sync subscribes a webhook to.
+pub const WEBHOOK_EVENTS: [&str; 2] = ["contact_created", "contact_updated"];
+
+impl Chatwoot {
+    /// The account webhooks (`GET …/webhooks`).
+    pub async fn list_webhooks(&self) -> Result<Vec<Webhook>, ProviderError> {
+        let request = ApiRequest::get(self.url(&["webhooks"]), "list account webhooks");
+        self.http
+            .fetch(request, Idempotency::Idempotent, decode_webhooks)
+            .await
+    }
+
+    /// Creates an account webhook to `url` subscribed to [`WEBHOOK_EVENTS`]
+    /// (`POST …/webhooks`).
+    pub async fn create_webhook(&self, url: &str) -> Result<Webhook, ProviderError> {
+        let request = ApiRequest::new(
+            Method::POST,
+            self.url(&["webhooks"]),
+            "create an account webhook",
+        )
+        .json(&webhook_body(url));
+        let response = self.http.send(request, Idempotency::NonIdempotent).await?;
+        self.http.decode(&response, decode_webhook)
+    }
+
+    /// Sets the URL and subscriptions of webhook `id` (`PATCH …/webhooks/{id}`).
+    pub async fn update_webhook(&self, id: &str, url: &str) -> Result<Webhook, ProviderError> {
+        let request = ApiRequest::new(
+            Method::PATCH,
+            self.url(&["webhooks", id]),
+            format!("update account webhook {id}"),
+        )
+        .json(&webhook_body(url));
+        let response = self.http.send(request, Idempotency::Idempotent).await?;
+        self.http.decode(&response, decode_webhook)
+    }
+}
+
+fn webhook_body(url: &str) -> Value {
+    json!({"webhook": {"url": url, "subscriptions": WEBHOOK_EVENTS}})
+}
+
+/// Decodes one webhook object.
+fn decode_webhook_value(value: &Value) -> Result<Webhook, DecodeError> {
+    let obj = wire::as_object(value, "a webhook")?;
+    let id = wire::id_of(obj, &["id"])?;
+    let subscriptions = obj
+        .get("subscriptions")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().map(wire::value_text).collect())
+        .unwrap_or_default();
+    Ok(Webhook {
+        id,
+        url: wire::text_of(obj, &["url"]).unwrap_or_default(),
+        subscriptions,
+        secret: wire::text_of(obj, &["secret"]).filter(|s| !s.is_empty()),
+    })
+}
+
+/// Decodes a webhook listing: `{"payload": {"webhooks": […]}}`; a `payload` list or a
+/// bare list are accepted too.
+pub fn decode_webhooks(body: &[u8]) -> Result<Vec<Webhook>, DecodeError> {
+    let root: Value = wire::decode_json(body)?;
+    let payload = root.get("payload").unwrap_or(&root);
+    let items = match payload.get("webhooks").unwrap_or(payload) {
+        Value::Array(items) => items,
+        other => {
+            return Err(DecodeError::new(format!(
+                "expected a list of webhooks: {}",
+                wire::excerpt(other.to_string().as_bytes())
+            )));
+        }
+    };
+    items.iter().map(decode_webhook_value).collect()
+}
+
+/// Decodes a create or update answer: `{"payload": {"webhook": {…}}}`; a bare `payload`
+/// webhook or a bare webhook are accepted too.
+pub fn decode_webhook(body: &[u8]) -> Result<Webhook, DecodeError> {
+    let root: Value = wire::decode_json(body)?;
+    let payload = root.get("payload").unwrap_or(&root);
+    decode_webhook_value(payload.get("webhook").unwrap_or(payload))
 }
 
 /// One decoded page of contacts.
@@ -685,6 +847,19 @@ impl Provider for Chatwoot {
             self.http.expect_success(&response)?;
         }
         Ok(())
+    }
+
+    async fn read_record(&self, remote_id: &str) -> Result<Option<RemoteRecord>, ProviderError> {
+        let request = ApiRequest::get(
+            self.url(&["contacts", remote_id]),
+            format!("read contact {remote_id}"),
+        );
+        let response = self.http.send(request, Idempotency::Idempotent).await?;
+        if response.status() == 404 {
+            return Ok(None);
+        }
+        self.http.expect_success(&response)?;
+        self.http.decode(&response, decode_created).map(Some)
     }
 
     async fn read_tags(&self, remote_id: &str) -> Result<Tags, ProviderError> {

@@ -227,6 +227,21 @@ pub trait Provider: Send + Sync {
     fn create(&self, fields: &Fields, tags: &Tags) -> impl Future<Output = Res<Created>> + Send;
     /// Writes the changed fields (`""` clears a field).
     fn update(&self, target: Target<'_>, changes: &Fields) -> impl Future<Output = Res<()>> + Send;
+    /// Reads one contact by its id (fields only; its tags through
+    /// [`Provider::read_tags`]); `Ok(None)` when it does not exist (any more). A webhook
+    /// event names a record this way. The default cannot.
+    fn read_record(
+        &self,
+        remote_id: &str,
+    ) -> impl Future<Output = Res<Option<RemoteRecord>>> + Send {
+        let _ = remote_id;
+        std::future::ready(Err(ProviderError::new(
+            self.name(),
+            "read a contact by id",
+            ErrorKind::Permanent,
+            "this provider cannot read a contact by its id",
+        )))
+    }
     /// Reads one contact's tags.
     fn read_tags(&self, remote_id: &str) -> impl Future<Output = Res<Tags>> + Send;
     /// Adds tags to a contact.

@@ -206,6 +206,10 @@ macro_rules! registry {
                 match self { $( AnyProvider::$variant(p) => p.update(target, changes).await, )+ }
             }
 
+            async fn read_record(&self, remote_id: &str) -> Res<Option<RemoteRecord>> {
+                match self { $( AnyProvider::$variant(p) => p.read_record(remote_id).await, )+ }
+            }
+
             async fn read_tags(&self, remote_id: &str) -> Res<Tags> {
                 match self { $( AnyProvider::$variant(p) => p.read_tags(remote_id).await, )+ }
             }

@@ -15,6 +15,7 @@ pub mod pull;
 pub mod review;
 pub mod runs;
 pub mod status;
+pub mod webhooks;
 
 use rusqlite::{Connection, OpenFlags};
 use std::fs::{File, OpenOptions};

@@ -126,7 +126,7 @@ impl PushDone {
 }
 
 impl<P: Provider> Engine<P> {
-    fn executor<'a>(
+    pub(super) fn executor<'a>(
         &'a self,
         slot: &'a ProviderSlot<P>,
         provider_id: i64,

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod pull;
 pub mod push;
 pub mod report;
+mod targeted;
 pub mod undo;
 
 use crate::clock::Clock;
@@ -40,6 +41,7 @@ pub use failure::ProviderFailure;
 use normalizer::Normalizer;
 pub use report::{CycleReport, ProviderReport, StageTimes};
 use std::sync::Arc;
+pub use targeted::{Targeted, WebhookTarget};
 use tokio_util::sync::CancellationToken;
 
 /// Contacts planned per store read.
@@ -76,6 +78,9 @@ pub struct CycleOptions {
     /// Keep every step of the plan in the report (not only the first few); dry-run
     /// always does.
     pub record_steps: bool,
+    /// Push only the intents of these contacts (a targeted cycle); `None` pushes every
+    /// due intent.
+    pub only_contacts: Option<Arc<std::collections::HashSet<i64>>>,
 }
 
 /// Progress of a cycle, reported to [`CycleOptions::progress`].

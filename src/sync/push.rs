@@ -196,6 +196,10 @@ impl<P: Provider> Executor<'_, P> {
             };
             let Some(last) = intents.last() else { break };
             after = last.intent_id;
+            let mut intents = intents;
+            if let Some(only) = &opts.only_contacts {
+                intents.retain(|i| only.contains(&i.contact_id));
+            }
             let steps = plan_provider(&shape, intents);
             out.sends += steps.iter().filter(|s| s.action.sends()).count() as u64;
             let keep = if opts.dry_run || opts.record_steps {

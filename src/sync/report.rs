@@ -100,7 +100,7 @@ impl ProviderReport {
 }
 
 /// The whole cycle.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CycleReport {
     /// Per provider, in config order.
     pub providers: Vec<ProviderReport>,

@@ -183,6 +183,7 @@ pub(super) async fn create(
     let Some(c) = inner.get(id) else {
         return Err(not_found());
     };
+    st.contact_created(c);
     let contact_inbox = match (&c.inbox, has_inbox) {
         (Some(s), true) => json!({"inbox": st.full_inbox_json(), "source_id": source_id(id, s)}),
         _ => json!({"inbox": null, "source_id": null}),
@@ -228,6 +229,7 @@ pub(super) async fn update(
         return Err(invalid(&errors));
     }
     let old = Inner::keys(current);
+    let before = st.before_change(current);
     let new = {
         let Some(c) = inner.get_mut(id) else {
             return Err(not_found());
@@ -250,7 +252,10 @@ pub(super) async fn update(
     inner.reindex(id, &old, &new);
     let params = Params::parse(query.as_deref());
     match inner.get(id) {
-        Some(c) => ok(&json!({"payload": st.contact_json(c, params.include_contact_inboxes())})),
+        Some(c) => {
+            st.contact_updated(&before, c);
+            ok(&json!({"payload": st.contact_json(c, params.include_contact_inboxes())}))
+        }
         None => Err(not_found()),
     }
 }
@@ -285,13 +290,17 @@ pub(super) async fn destroy_custom_attributes(
     let Some(c) = id.parse().ok().and_then(|id| inner.get_mut(id)) else {
         return Err(not_found());
     };
+    let before = st.before_change(c);
     for k in &keys {
         c.custom.remove(k);
     }
     let id = c.id;
     inner.generation += 1;
     match inner.get(id) {
-        Some(c) => ok(&json!({"payload": st.contact_json(c, true)})),
+        Some(c) => {
+            st.contact_updated(&before, c);
+            ok(&json!({"payload": st.contact_json(c, true)}))
+        }
         None => Err(not_found()),
     }
 }

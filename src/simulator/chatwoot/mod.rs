@@ -38,13 +38,16 @@
 //! - Contact labels keep the first spelling a label was ever given (acts-as-taggable-on
 //!   matches existing tags case-insensitively); seeded labels are lower-case and are also
 //!   created as account labels.
-//! - The `crm_v2` flag is off, no contact is ever online, no webhooks are sent.
+//! - The `crm_v2` flag is off, no contact is ever online.
+//! - [`webhooks`]: account webhooks, signed deliveries of `contact_created` and
+//!   `contact_updated` on every create or update made through the API, delivery faults.
 
 mod contacts;
 mod filter;
 mod labels;
 mod listing;
 mod request;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -96,6 +99,8 @@ pub struct State {
     /// Orders of the resolved contacts by a sort key other than `created_at`, each with the
     /// write generation it was computed at.
     sorted: Mutex<SortCache>,
+    /// Account webhooks and their deliveries.
+    hooks: webhooks::Webhooks,
 }
 
 /// Sorted orders by sort key, with the write generation each was computed at.
@@ -191,7 +196,13 @@ impl State {
                 last_created_at: 0,
             }),
             sorted: Mutex::new(HashMap::new()),
+            hooks: webhooks::Webhooks::default(),
         }
+    }
+
+    /// The account webhooks (delivery faults, the deliveries made).
+    pub fn webhooks(&self) -> &webhooks::Webhooks {
+        &self.hooks
     }
 
     /// The credentials the account was made with.
@@ -623,6 +634,21 @@ pub fn router(state: Arc<State>) -> Router {
             get(account_labels).post(create_account_label),
         )
         .route(&format!("{BASE}/actions/contact_merge"), post(merge))
+        .route(
+            &format!("{BASE}/webhooks"),
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            &format!("{BASE}/webhooks/{{id}}"),
+            axum::routing::patch(webhooks::update)
+                .put(webhooks::update)
+                .delete(webhooks::destroy),
+        )
+        .route(
+            "/__sim/webhooks/faults",
+            post(webhooks::add_fault).delete(webhooks::clear_faults),
+        )
+        .route("/__sim/webhooks/deliveries", get(webhooks::deliveries))
         .fallback(|| async { not_found() })
         .layer(middleware::map_response(rails_content_type))
         .with_state(state)

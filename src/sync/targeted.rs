@@ -1,0 +1,291 @@
+//! [`Engine::run_targeted`]: a cycle for a few records a provider told us about (webhook
+//! events), through the same steps as the full cycle — read, merge
+//! ([`crate::store::Store::store_page`], the page path), plan
+//! ([`Engine::plan_provider`]) and push (the [`super::push::Executor`]) — for those people
+//! only. The daemon runs it under the same engine lock as full cycles, so the two never
+//! overlap.
+//!
+//! Each record costs one read of the record and, where tags are read per contact, one of
+//! its tags; a record read again with nothing changed is stopped by its hash and writes
+//! nothing. Creates in a provider that can be listed wait for its next complete listing
+//! (its unread pages may already hold the person), exactly as in a full cycle whose
+//! listing of it did not complete.
+
+use super::failure::ProviderFailure;
+use super::{CycleOptions, CycleReport, Engine, ProviderReport, SyncError};
+use crate::domain::RemoteRecord;
+use crate::domain::merge::content_hash;
+use crate::provider::{Provider, ProviderError};
+use crate::store::pull::FieldOwners;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// Records read at once per provider.
+const READ_CONCURRENCY: usize = 8;
+
+/// A record to read: the provider instance and its id there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WebhookTarget {
+    /// The provider instance name.
+    pub provider: String,
+    /// The record's id in that provider.
+    pub remote_id: String,
+}
+
+/// What a targeted cycle did.
+#[derive(Debug, Default)]
+pub struct Targeted {
+    /// What was read, merged and pushed, per provider (as a full cycle reports it; no run
+    /// rows are written for a targeted cycle).
+    pub report: CycleReport,
+    /// The targets that could not be read (a provider error, or an unknown provider):
+    /// worth another try.
+    pub unread: Vec<WebhookTarget>,
+    /// Read requests sent (records and their tags).
+    pub reads: u64,
+}
+
+impl<P: Provider> Engine<P> {
+    /// Reads `targets` (deduplicated), stores them through the page path, then plans
+    /// and pushes the people they belong to in every push-enabled provider. Returns what
+    /// it did; a provider failing is reported, never an error.
+    pub async fn run_targeted(
+        &mut self,
+        targets: &[WebhookTarget],
+        opts: &CycleOptions,
+    ) -> Result<Targeted, SyncError> {
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        for slot in &self.slots {
+            if let Some(health) = slot.client.health() {
+                health.begin_cycle(deadline);
+            }
+        }
+        if self.ids.len() != self.slots.len() {
+            let names: Vec<(String, String)> = self
+                .slots
+                .iter()
+                .map(|s| (s.settings.name.clone(), s.settings.kind.as_str().to_owned()))
+                .collect();
+            self.ids = self.store.ensure_providers(names).await?;
+        }
+        let mut reports: Vec<ProviderReport> = self
+            .slots
+            .iter()
+            .map(|s| ProviderReport::new(&s.settings.name, s.settings.kind.as_str()))
+            .collect();
+        let mut out = Targeted::default();
+        let mut seen = HashSet::new();
+        let targets: Vec<&WebhookTarget> = targets.iter().filter(|t| seen.insert(*t)).collect();
+        for t in &targets {
+            if !self.slots.iter().any(|s| s.settings.name == t.provider) {
+                tracing::warn!(provider = %t.provider, "webhook event for a provider that is not configured; dropped");
+            }
+        }
+
+        // 1. Read and store, provider by provider.
+        let mut people: HashSet<i64> = HashSet::new();
+        for (order, (slot, &id)) in self.slots.iter().zip(&self.ids).enumerate() {
+            let wanted: Vec<String> = targets
+                .iter()
+                .filter(|t| t.provider == slot.settings.name)
+                .map(|t| t.remote_id.clone())
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let read = read_records(&slot.client, wanted).await;
+            let mut records = Vec::new();
+            for (remote_id, result) in read {
+                match result {
+                    Ok((found, requests)) => {
+                        out.reads += requests;
+                        if let Some(record) = found {
+                            let hash = content_hash(&record.fields, None) ^ self.region_salt;
+                            records.push((record, hash));
+                        } else {
+                            tracing::debug!(provider = %slot.settings.name, %remote_id, "the record of a webhook event is gone; the next full cycle marks it");
+                        }
+                    }
+                    Err((e, requests)) => {
+                        out.reads += requests;
+                        tracing::warn!(provider = %slot.settings.name, %remote_id, "cannot read the record of a webhook event: {e}");
+                        out.unread.push(WebhookTarget {
+                            provider: slot.settings.name.clone(),
+                            remote_id: remote_id.clone(),
+                        });
+                        reports[order].last_step_failure = Some(e);
+                    }
+                }
+            }
+            if records.is_empty() {
+                continue;
+            }
+            let remote_ids: Vec<String> =
+                records.iter().map(|(r, _)| r.remote_id.clone()).collect();
+            let report = &mut reports[order];
+            report.counts.pulled += records.len() as u64;
+            let (normalized, _) = self
+                .normalizer
+                .normalize(records, self.region)
+                .await
+                .ok_or_else(|| {
+                    SyncError::Store(crate::store::StoreError::Corrupt(
+                        "the normalising thread stopped".into(),
+                    ))
+                })?;
+            let owners = Arc::new(Mutex::new(FieldOwners::default()));
+            // A targeted cycle is not a run of its own: its journal entries carry no run.
+            let page = self
+                .store
+                .store_page(normalized, id, order, owners, self.stamp())
+                .await?;
+            report.counts.matched += page.matched;
+            report.conflicts += page.conflicts;
+            people.extend(self.store.contacts_of_records(id, remote_ids).await?);
+        }
+
+        // 2. Plan and push those people, each provider on its own.
+        if !people.is_empty() && !opts.cancel.is_cancelled() {
+            let opts = CycleOptions {
+                only_contacts: Some(Arc::new(people)),
+                ..opts.clone()
+            };
+            let this = &*self;
+            let opts = &opts;
+            let pushes = futures::future::join_all(
+                this.slots
+                    .iter()
+                    .zip(&this.ids)
+                    .enumerate()
+                    .filter(|(_, (s, _))| s.settings.push)
+                    .map(|(i, (slot, &id))| async move {
+                        let may_create = !slot.client.capabilities().enumerate;
+                        let planned = this.plan_provider(slot, id, may_create).await;
+                        let outcome = match planned {
+                            Ok(p) => Ok((p, this.executor(slot, id, deadline).run(opts).await)),
+                            Err(e) => Err(e),
+                        };
+                        (i, outcome)
+                    }),
+            )
+            .await;
+            for (i, outcome) in pushes {
+                let (planned, outcome) = outcome?;
+                let report = &mut reports[i];
+                report.counts.skipped += planned.skipped;
+                report.counts += outcome.counts;
+                report.write_requests += outcome.writes;
+                report.planned_sends += outcome.sends;
+                report.steps = outcome.steps;
+                if let Some(e) = outcome.failures.last() {
+                    report.last_step_failure = Some(e.clone());
+                }
+                if let Some(f) = outcome.failure {
+                    report.fail(ProviderFailure::Push(f));
+                }
+            }
+        }
+        out.report = CycleReport {
+            providers: reports,
+            dry_run: false,
+            run: None,
+        };
+        Ok(out)
+    }
+}
+
+impl<P: Provider> Engine<P> {
+    /// Whether an event showing `fields` for `target` tells nothing new: the record's
+    /// active link already holds exactly these values (our own write coming back, or a
+    /// change a cycle has read since). Such an event needs no read at all.
+    pub async fn event_is_known(
+        &self,
+        target: &WebhookTarget,
+        fields: &crate::domain::Fields,
+    ) -> Result<bool, crate::store::StoreError> {
+        let Some(snapshot) = self
+            .store
+            .active_snapshot(target.provider.clone(), target.remote_id.clone())
+            .await?
+        else {
+            return Ok(false);
+        };
+        Ok(event_matches_snapshot(&snapshot, fields, self.region))
+    }
+}
+
+/// Whether `fields` (as an event showed a record) normalise to exactly what `snapshot`
+/// holds for every field the event carries (a field it does not carry is not a change).
+pub fn event_matches_snapshot(
+    snapshot: &crate::domain::Fields,
+    fields: &crate::domain::Fields,
+    region: crate::domain::normalize::DefaultRegion,
+) -> bool {
+    let record = RemoteRecord {
+        remote_id: String::new(),
+        fields: fields.clone(),
+        tags: None,
+    };
+    let normalized = crate::domain::merge::normalize_record(&record, region);
+    crate::domain::merge::changed_fields(Some(snapshot), &normalized.fields).is_empty()
+}
+
+/// Reads each record and, where tags are read per contact, its tags, a few at once:
+/// per record, `(found or not, requests)` or `(error, requests)`.
+async fn read_records<P: Provider>(
+    client: &P,
+    remote_ids: Vec<String>,
+) -> Vec<(String, ReadResult)> {
+    use futures::StreamExt;
+    let tags_by_id = client.capabilities().tags_read_by_id;
+    let reads = remote_ids.into_iter().map(|remote_id| async move {
+        let result = match client.read_record(&remote_id).await {
+            Err(e) => Err((e, 1)),
+            Ok(None) => Ok((None, 1)),
+            Ok(Some(mut record)) if tags_by_id => match client.read_tags(&remote_id).await {
+                Ok(tags) => {
+                    record.tags = Some(tags);
+                    Ok((Some(record), 2))
+                }
+                Err(e) => Err((e, 2)),
+            },
+            Ok(Some(record)) => Ok((Some(record), 1)),
+        };
+        (remote_id, result)
+    });
+    futures::stream::iter(reads)
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// One record read: found (or gone) with the requests it took, or the error.
+type ReadResult = Result<(Option<RemoteRecord>, u64), (ProviderError, u64)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Fields;
+
+    #[test]
+    fn an_event_showing_what_the_link_holds_is_known() {
+        let region = crate::domain::normalize::DefaultRegion::parse("US").unwrap();
+        let snapshot = Fields::from([
+            ("name".to_owned(), "Ann Lee".to_owned()),
+            ("email".to_owned(), "ann@example.com".to_owned()),
+            ("phone".to_owned(), "+14155550123".to_owned()),
+        ]);
+        let echo = Fields::from([
+            ("name".to_owned(), " Ann Lee".to_owned()),
+            ("email".to_owned(), "Ann@Example.com".to_owned()),
+            ("phone".to_owned(), "+1 415 555 0123".to_owned()),
+        ]);
+        assert!(event_matches_snapshot(&snapshot, &echo, region));
+        let mut renamed = echo.clone();
+        renamed.insert("name".into(), "Ann Smith".into());
+        assert!(!event_matches_snapshot(&snapshot, &renamed, region));
+        let mut attr = echo;
+        attr.insert("attr.plan".into(), "gold".into());
+        assert!(!event_matches_snapshot(&snapshot, &attr, region));
+    }
+}
