@@ -26,7 +26,6 @@ pub fn run(cli: &Cli) -> ExitCode {
             info_file,
         }) => simulate(*contacts, *seed, info_file.as_deref()),
         Some(Command::Healthcheck) => healthcheck(cli),
-        Some(Command::Webhooks { command }) => webhooks(cli, command),
         Some(Command::Runs { json, limit }) => runs(cli, *json, *limit),
         Some(Command::History { key, json }) => history(cli, key, *json),
         Some(Command::Undo {
@@ -41,6 +40,7 @@ pub fn run(cli: &Cli) -> ExitCode {
             },
             *dry_run,
         ),
+        Some(Command::Webhooks { command }) => webhooks(cli, command),
         None if cli.sync_now => sync_now(cli),
         None => daemon(cli),
     };

@@ -146,29 +146,6 @@ pub enum Command {
     },
 }
 
-/// `contact-sync webhooks …`.
-#[derive(Debug, Subcommand)]
-pub enum WebhooksCommand {
-    /// Create (or update) the account webhook posting contact_created and contact_updated
-    /// to URL, and print what to put in the config (with the signing secret when
-    /// Chatwoot returns one).
-    Register {
-        /// The Chatwoot provider (instance name in the config).
-        #[arg(long, value_name = "NAME")]
-        provider: String,
-        /// Where Chatwoot posts the events: the daemon's
-        /// http(s)://HOST/webhooks/NAME as Chatwoot reaches it.
-        #[arg(long, value_name = "URL")]
-        url: String,
-    },
-    /// List the account webhooks of a Chatwoot provider.
-    List {
-        /// The Chatwoot provider (instance name in the config).
-        #[arg(long, value_name = "NAME")]
-        provider: String,
-    },
-}
-
 /// `review` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ReviewAction {
@@ -198,5 +175,28 @@ pub enum ReviewAction {
         /// The contact the record belongs to.
         #[arg(long, value_name = "CONTACT_ID")]
         link: Option<i64>,
+    },
+}
+
+/// `contact-sync webhooks …`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Create (or update) the account webhook posting contact_created and contact_updated
+    /// to URL, and print what to put in the config (with the signing secret when
+    /// Chatwoot returns one).
+    Register {
+        /// The Chatwoot provider (instance name in the config).
+        #[arg(long, value_name = "NAME")]
+        provider: String,
+        /// Where Chatwoot posts the events: the daemon's
+        /// http(s)://HOST/webhooks/NAME as Chatwoot reaches it.
+        #[arg(long, value_name = "URL")]
+        url: String,
+    },
+    /// List the account webhooks of a Chatwoot provider.
+    List {
+        /// The Chatwoot provider (instance name in the config).
+        #[arg(long, value_name = "NAME")]
+        provider: String,
     },
 }

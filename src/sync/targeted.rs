@@ -54,9 +54,6 @@ impl<P: Provider> Engine<P> {
         targets: &[WebhookTarget],
         opts: &CycleOptions,
     ) -> Result<Targeted, SyncError> {
-        // Not a run of its own (`contact-sync runs` lists full cycles): its journal entries
-        // carry no run id.
-        self.run = None;
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         for slot in &self.slots {
             if let Some(health) = slot.client.health() {
@@ -137,7 +134,7 @@ impl<P: Provider> Engine<P> {
                     ))
                 })?;
             let owners = Arc::new(Mutex::new(FieldOwners::default()));
-            // Outside a run: the journal records these changes with no run id.
+            // A targeted cycle is not a run of its own: its journal entries carry no run.
             let page = self
                 .store
                 .store_page(normalized, id, order, owners, self.stamp())
