@@ -54,6 +54,9 @@ impl<P: Provider> Engine<P> {
         targets: &[WebhookTarget],
         opts: &CycleOptions,
     ) -> Result<Targeted, SyncError> {
+        // Not a run of its own: its journal entries carry no run id, even when a full
+        // cycle before it ended early on a store error and left its run id set.
+        self.run = None;
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         for slot in &self.slots {
             if let Some(health) = slot.client.health() {
