@@ -814,6 +814,21 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
         let people = import["contacts"].as_f64().unwrap();
         add_cycle(results, size, "four.import", &import, people);
         add_counters(results, size, "four.import", &counters);
+        // The call floor of this import, from the seed alone (src/simulator/floor.rs).
+        for (kind, floor) in contact_sync::simulator::floor::floors(SEED, size) {
+            results.add(
+                size,
+                "four.import",
+                &format!("floor.{kind}.reads"),
+                floor.import.reads as f64,
+            );
+            results.add(
+                size,
+                "four.import",
+                &format!("floor.{kind}.writes"),
+                floor.import.writes as f64,
+            );
+        }
 
         // The first cycle after the import lists every record the import wrote and
         // settles its hash (a write resets a link's hash: the provider's own rendering of
@@ -1439,6 +1454,43 @@ fn report(results: &Results, sizes: &[u64]) -> String {
             }
             out.push('\n');
         }
+    }
+    out.push_str(
+        "\nFirst import (four providers) against the call floor: requests sent / the least the \
+         provider's API allows for the seeded people (src/simulator/floor.rs), reads + writes\n\n",
+    );
+    let _ = write!(out, "| provider |");
+    for s in sizes {
+        let _ = write!(out, " {} people |", fmt_num(*s as f64));
+    }
+    out.push_str("\n|---|");
+    for _ in sizes {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for p in PROVIDERS.iter().map(|e| e.kind) {
+        let floor_reads = format!("floor.{p}.reads");
+        if sizes
+            .iter()
+            .all(|s| results.get(*s, "four.import", &floor_reads).is_none())
+        {
+            continue;
+        }
+        let _ = write!(out, "| {p} |");
+        for s in sizes {
+            let sent = m(*s, "four.import", &format!("api.{p}.reads"))
+                + m(*s, "four.import", &format!("api.{p}.writes"));
+            let floor = m(*s, "four.import", &floor_reads)
+                + m(*s, "four.import", &format!("floor.{p}.writes"));
+            let ratio = if floor > 0.0 { sent / floor } else { 0.0 };
+            let _ = write!(
+                out,
+                " {} / {} ({ratio:.2}x) |",
+                fmt_num(sent),
+                fmt_num(floor)
+            );
+        }
+        out.push('\n');
     }
     out
 }
