@@ -218,20 +218,22 @@ pub fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Opens an existing store read-only; `Ok(None)` when the file does not exist.
-pub fn open_read_only(path: &Path) -> Result<Option<Connection>, StoreError> {
+/// Opens an existing store with `flags` and checks it is a contact-sync store this binary
+/// can read: the connection and the schema version found. `Ok(None)` when the file does
+/// not exist.
+fn open_existing(
+    path: &Path,
+    flags: OpenFlags,
+    busy: std::time::Duration,
+) -> Result<Option<(Connection, usize)>, StoreError> {
     if !path.exists() {
         return Ok(None);
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::Open {
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(busy)?;
     let found = schema_version(&conn).map_err(|e| StoreError::Open {
         path: path.to_owned(),
         message: format!("not a contact-sync store ({e})"),
@@ -244,7 +246,17 @@ pub fn open_read_only(path: &Path) -> Result<Option<Connection>, StoreError> {
             supported,
         });
     }
-    Ok(Some(conn))
+    Ok(Some((conn, found)))
+}
+
+/// Opens an existing store read-only; `Ok(None)` when the file does not exist.
+pub fn open_read_only(path: &Path) -> Result<Option<Connection>, StoreError> {
+    Ok(open_existing(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        std::time::Duration::from_secs(5),
+    )?
+    .map(|(conn, _)| conn))
 }
 
 /// Whether a store opened read-only has every migration this binary knows (a store last
@@ -260,30 +272,15 @@ pub fn is_current(conn: &Connection) -> Result<bool, StoreError> {
 /// (a daemon running an older contact-sync must be upgraded first). `Ok(None)` when the
 /// file does not exist.
 pub fn open_for_decision(path: &Path) -> Result<Option<Connection>, StoreError> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let conn = Connection::open_with_flags(
+    let Some((conn, found)) = open_existing(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::Open {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let found = schema_version(&conn).map_err(|e| StoreError::Open {
-        path: path.to_owned(),
-        message: format!("not a contact-sync store ({e})"),
-    })?;
+        std::time::Duration::from_secs(10),
+    )?
+    else {
+        return Ok(None);
+    };
     let supported = migrations::latest_version();
-    if found > supported {
-        return Err(StoreError::TooNew {
-            path: path.to_owned(),
-            found,
-            supported,
-        });
-    }
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if found < supported {
         drop(conn);
