@@ -160,20 +160,7 @@ impl<P: Provider> Engine<P> {
         undo: Option<&UndoRequest>,
     ) -> Result<(CycleReport, Option<UndoOutcome>), SyncError> {
         let now = self.clock.now_secs();
-        let deadline = tokio::time::Instant::now() + self.retry_budget;
-        for slot in &self.slots {
-            if let Some(health) = slot.client.health() {
-                health.begin_cycle(deadline);
-            }
-        }
-        if self.ids.len() != self.slots.len() {
-            let names: Vec<(String, String)> = self
-                .slots
-                .iter()
-                .map(|s| (s.settings.name.clone(), s.settings.kind.as_str().to_owned()))
-                .collect();
-            self.ids = self.store.ensure_providers(names).await?;
-        }
+        let deadline = self.begin_cycle().await?;
         // Review decisions written since the last cycle are carried out first.
         let can_merge: Vec<i64> = self
             .slots

@@ -186,6 +186,26 @@ pub fn lookup_keys<'a>(caps: &Capabilities, fields: &'a Fields) -> Vec<LookupKey
 }
 
 impl<P: Provider> Engine<P> {
+    /// Starts a cycle (full or targeted): the retry deadline, each provider's health reset
+    /// to it, and the providers' store rows ensured. Returns the deadline.
+    pub(super) async fn begin_cycle(&mut self) -> Result<tokio::time::Instant, SyncError> {
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        for slot in &self.slots {
+            if let Some(health) = slot.client.health() {
+                health.begin_cycle(deadline);
+            }
+        }
+        if self.ids.len() != self.slots.len() {
+            let names: Vec<(String, String)> = self
+                .slots
+                .iter()
+                .map(|s| (s.settings.name.clone(), s.settings.kind.as_str().to_owned()))
+                .collect();
+            self.ids = self.store.ensure_providers(names).await?;
+        }
+        Ok(deadline)
+    }
+
     /// An engine over `store` for `slots` (config order decides same-cycle conflicts),
     /// stamping runs, links and intents with `clock` (the caller's: the engine reads no
     /// clock of its own).

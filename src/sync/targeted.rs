@@ -57,20 +57,7 @@ impl<P: Provider> Engine<P> {
         // Not a run of its own: its journal entries carry no run id, even when a full
         // cycle before it ended early on a store error and left its run id set.
         self.run = None;
-        let deadline = tokio::time::Instant::now() + self.retry_budget;
-        for slot in &self.slots {
-            if let Some(health) = slot.client.health() {
-                health.begin_cycle(deadline);
-            }
-        }
-        if self.ids.len() != self.slots.len() {
-            let names: Vec<(String, String)> = self
-                .slots
-                .iter()
-                .map(|s| (s.settings.name.clone(), s.settings.kind.as_str().to_owned()))
-                .collect();
-            self.ids = self.store.ensure_providers(names).await?;
-        }
+        let deadline = self.begin_cycle().await?;
         let mut reports: Vec<ProviderReport> = self
             .slots
             .iter()
