@@ -177,6 +177,25 @@ impl Entry {
                 old: remote,
                 new: Value::Null,
             }),
+            // A merge names who went into whom (`op`: "7 into 3"; people by contact id,
+            // records of a provider by their id there).
+            EventKind::Merged if self.op.as_deref().is_some_and(|op| op.contains(" into ")) => {
+                let (from, into) = self
+                    .op
+                    .as_deref()
+                    .and_then(|op| op.split_once(" into "))
+                    .unwrap_or_default();
+                let id = |s: &str| match (&self.provider, s.parse::<i64>()) {
+                    (None, Ok(n)) => Value::from(n),
+                    _ => Value::String(s.to_owned()),
+                };
+                out.push(Line {
+                    kind: self.kind,
+                    field: None,
+                    old: id(from),
+                    new: id(into),
+                });
+            }
             EventKind::SentTo | EventKind::Merged if self.changes.is_empty() => {
                 out.push(Line {
                     kind: self.kind,
