@@ -347,7 +347,9 @@ async fn undoing_an_import_with_delete_created_deletes_what_it_created_where_it_
 /// name two people (a review item).
 async fn mixed_up_record(world: &World, a: &Value, b: &Value) {
     let info = world.sim.info();
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
         .post(format!(
             "{}/api/contacts/",
             info["maiagent"]["base_url"].as_str().unwrap()

@@ -33,7 +33,9 @@ async fn json_of(world: &World, args: &[&str]) -> Value {
 /// A Chatwoot record the contacts list does not show yet; returns its id.
 async fn unlisted_chatwoot_record(world: &World, body: Value) -> String {
     let info = world.sim.info();
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
         .post(format!(
             "{}/__sim/contacts/unlisted",
             info["chatwoot"]["base_url"].as_str().unwrap()
@@ -50,7 +52,9 @@ async fn unlisted_chatwoot_record(world: &World, body: Value) -> String {
 /// Someone types a new contact into MaiAgent.
 async fn maiagent_record(world: &World, name: &str, phone: &str, email: &str) {
     let info = world.sim.info();
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
         .post(format!(
             "{}/api/contacts/",
             info["maiagent"]["base_url"].as_str().unwrap()
@@ -224,7 +228,9 @@ async fn new_phone_in_maiagent(world: &World, email: &str, phone: &str) {
         .find(|c| text(c, "email").eq_ignore_ascii_case(email))
         .unwrap();
     let info = world.sim.info();
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
         .patch(format!(
             "{}/api/contacts/{}/",
             info["maiagent"]["base_url"].as_str().unwrap(),

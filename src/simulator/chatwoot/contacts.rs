@@ -175,7 +175,7 @@ pub(super) async fn add_unlisted(Ext(st): Ext<Shared>, body: Bytes) -> Reply {
     inner.unlisted.insert(id);
     Ok(crate::simulator::http::respond(
         StatusCode::CREATED,
-        &json!({"id": id}),
+        json!({"id": id}),
     ))
 }
 
