@@ -160,7 +160,9 @@ pub struct Line {
 
 impl Entry {
     /// The entry as history lines: one per field changed; a link, a record gone or a
-    /// delete sent is one line without a field, with the provider's record id.
+    /// delete sent is one line without a field, with the provider's record id; a merge
+    /// is one line without a field from the absorbed to the surviving id (contact ids,
+    /// or record ids when the entry has a provider), then its field changes.
     pub fn lines(&self) -> Vec<Line> {
         let remote = text(self.remote_id.as_ref());
         let mut out = Vec::new();
