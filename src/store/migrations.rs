@@ -9,6 +9,8 @@ pub const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0002_review.sql"),
     include_str!("../../migrations/0003_journal.sql"),
     include_str!("../../migrations/0004_webhooks.sql"),
+    include_str!("../../migrations/0005_links_creating.sql"),
+    // Renumber to 0006 on merge (written as 0005 in parallel with links_creating).
     include_str!("../../migrations/0005_refusals.sql"),
 ];
 
