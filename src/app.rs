@@ -536,6 +536,10 @@ pub fn render_history(contact: i64, events: &[store::journal::HistoryEvent]) -> 
         let provider = e.provider.as_deref().unwrap_or("contact-sync");
         let what = match &e.field {
             Some(f) => format!("{f} {} → {}", show(&e.old), show(&e.new)),
+            // Two people became one: who went into whom.
+            None if e.kind == crate::domain::journal::EventKind::Merged && e.provider.is_none() => {
+                format!("contact {} → contact {}", show(&e.old), show(&e.new))
+            }
             None => format!("record {} → {}", show(&e.old), show(&e.new)),
         };
         let _ = write!(

@@ -205,6 +205,9 @@ pub struct DueIntent {
     pub projection: Fields,
     /// The contact's link in the provider now.
     pub link: LinkView,
+    /// The open `refused` review item holding the contact back in this provider: nothing
+    /// is sent for it there until the item is decided.
+    pub held_by: Option<i64>,
 }
 
 /// Turns a provider's due intents into the steps the executor runs. Pure: the same
@@ -223,7 +226,14 @@ pub fn plan_provider(shape: &StepShape, intents: Vec<DueIntent>) -> Vec<Step> {
         let superseded = newest
             .get(&(intent.contact_id, intent.op.kind()))
             .is_some_and(|&id| id != intent.intent_id);
-        let (action, reason) = if superseded {
+        let (action, reason) = if let Some(item) = intent.held_by {
+            (
+                skip(&format!(
+                    "held for review item {item}: the provider refused a write of this person; nothing is sent here until `contact-sync review merge/apart {item}`"
+                )),
+                "refused earlier".to_owned(),
+            )
+        } else if superseded {
             (
                 skip("a newer plan for this contact replaces it"),
                 "planned earlier".to_owned(),
@@ -624,6 +634,7 @@ mod tests {
             op,
             projection: fields(&[("name", "Ana"), ("phone", "+34600000001")]),
             link,
+            held_by: None,
         }
     }
 
@@ -633,6 +644,22 @@ mod tests {
             snapshot,
             tags: tags.map(|t| t.iter().collect()),
         }
+    }
+
+    #[test]
+    fn a_person_held_by_a_refusal_gets_only_a_skip() {
+        let op = Operation::Create {
+            fields: fields(&[("email", "ana@x.io")]),
+            tags: vec![],
+        };
+        let mut intent = due(1, 7, op, LinkView::None);
+        intent.held_by = Some(4);
+        let steps = plan_provider(&shape(true), vec![intent]);
+        let Action::Skip { why } = &steps[0].action else {
+            panic!("{:?}", steps[0].action);
+        };
+        assert!(why.contains("review item 4"), "{why}");
+        assert!(!steps[0].action.sends());
     }
 
     #[test]

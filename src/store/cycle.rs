@@ -368,9 +368,33 @@ impl Store {
     pub async fn apply_decisions(
         &self,
         can_merge: Vec<i64>,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<super::review::AppliedDecisions, StoreError> {
-        self.call_seq(move |c, seq| super::review::apply_decisions(c, seq, &can_merge, now))
+        self.call_seq(move |c, seq| super::review::apply_decisions(c, seq, &can_merge, stamp))
+            .await
+    }
+
+    /// The people other than `contact` a provider's record names (see
+    /// [`super::review::holder_people`]).
+    pub async fn holder_people(
+        &self,
+        provider_id: i64,
+        contact: ContactId,
+        remote_id: String,
+        keys: crate::domain::matching::Keys,
+    ) -> Result<Vec<ContactId>, StoreError> {
+        self.call(move |c| super::review::holder_people(c, provider_id, contact, &remote_id, &keys))
+            .await
+    }
+
+    /// Records a write the provider refused because another of its records holds a key
+    /// (see [`super::review::record_refusal`]).
+    pub async fn record_refusal(
+        &self,
+        refusal: super::review::Refusal,
+        stamp: Stamp,
+    ) -> Result<super::review::RefusalOutcome, StoreError> {
+        self.call_seq(move |c, seq| super::review::record_refusal(c, seq, &refusal, stamp))
             .await
     }
 
@@ -472,7 +496,9 @@ impl Store {
                         },
                     },
                 };
+                let held_by = super::review::held_by(c, provider_id, i.contact_id)?;
                 out.push(DueIntent {
+                    held_by,
                     intent_id: i.id,
                     contact_id: i.contact_id,
                     who: who(c, i.contact_id)?,

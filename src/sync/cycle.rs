@@ -161,22 +161,6 @@ impl<P: Provider> Engine<P> {
     ) -> Result<(CycleReport, Option<UndoOutcome>), SyncError> {
         let now = self.clock.now_secs();
         let deadline = self.begin_cycle().await?;
-        // Review decisions written since the last cycle are carried out first.
-        let can_merge: Vec<i64> = self
-            .slots
-            .iter()
-            .zip(&self.ids)
-            .filter(|(s, _)| s.client.can_merge())
-            .map(|(_, &id)| id)
-            .collect();
-        let decided = self.store.apply_decisions(can_merge, now).await?;
-        if decided.applied + decided.reopened > 0 {
-            tracing::info!(
-                applied = decided.applied,
-                reopened = decided.reopened,
-                "review decisions carried out"
-            );
-        }
         let mut reports: Vec<ProviderReport> = self
             .slots
             .iter()
@@ -190,6 +174,27 @@ impl<P: Provider> Engine<P> {
             .begin_runs(self.ids.clone(), undo.map(|u| u.run), prune_before, now)
             .await?;
         self.run = Some(run);
+        // Review decisions written since the last cycle are carried out first (journaled
+        // in this run).
+        let can_merge: Vec<i64> = self
+            .slots
+            .iter()
+            .zip(&self.ids)
+            .filter(|(s, _)| s.client.can_merge())
+            .map(|(_, &id)| id)
+            .collect();
+        let stamp = crate::store::journal::Stamp {
+            run: Some(run),
+            at: now,
+        };
+        let decided = self.store.apply_decisions(can_merge, stamp).await?;
+        if decided.applied + decided.reopened > 0 {
+            tracing::info!(
+                applied = decided.applied,
+                reopened = decided.reopened,
+                "review decisions carried out"
+            );
+        }
 
         let this = &*self;
         let board = PullBoard::new(this.slots.len());

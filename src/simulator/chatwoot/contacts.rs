@@ -118,11 +118,65 @@ pub(super) async fn show(
 ) -> Reply {
     st.authorize(&headers, &account)?;
     let params = Params::parse(query.as_deref());
+    let id: Option<u64> = id.parse().ok();
+    if let Some(id) = id
+        && st.read().unlisted.contains(&id)
+    {
+        // Asked for by id: listed from now on.
+        st.write().unlisted.remove(&id);
+    }
     let inner = st.read();
-    match id.parse().ok().and_then(|id| inner.get(id)) {
+    match id.and_then(|id| inner.get(id)) {
         Some(c) => ok(&json!({"payload": st.contact_json(c, params.include_contact_inboxes())})),
         None => Err(not_found()),
     }
+}
+
+/// `POST /__sim/contacts/unlisted`: a contact the contacts list does not show until it is
+/// asked for by key or id (see the module doc of [`super`]). Validated as a create.
+pub(super) async fn add_unlisted(Ext(st): Ext<Shared>, body: Bytes) -> Reply {
+    let params = parse_body(&body)?;
+    let ch = Changes::from(&params);
+    let name = ch.name.unwrap_or_default();
+    let email = ch.email.and_then(Sent::text);
+    let phone = ch.phone.and_then(Sent::text);
+    let identifier = ch.identifier.and_then(Sent::text);
+    let mut inner = st.write();
+    let errors = validate(
+        &inner,
+        &Candidate {
+            name: &name,
+            email: email.as_deref(),
+            phone: phone.as_deref(),
+            identifier: identifier.as_deref(),
+        },
+        None,
+    );
+    if !errors.is_empty() {
+        return Err(invalid(&errors));
+    }
+    let id = inner.insert(
+        Contact {
+            id: 0,
+            name: name.into_boxed_str(),
+            email: email.map(String::into_boxed_str),
+            phone: phone.map(String::into_boxed_str),
+            identifier: identifier.map(String::into_boxed_str),
+            blocked: false,
+            created_at: 0,
+            last_activity_at: None,
+            additional: Map::new(),
+            custom: Map::new(),
+            labels: Vec::new(),
+            inbox: None,
+        },
+        None,
+    );
+    inner.unlisted.insert(id);
+    Ok(crate::simulator::http::respond(
+        StatusCode::CREATED,
+        json!({"id": id}),
+    ))
 }
 
 pub(super) async fn create(
