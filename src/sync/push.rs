@@ -102,6 +102,7 @@ pub fn step_shape(caps: &Capabilities) -> StepShape {
     }
     StepShape {
         enumerate: caps.enumerate,
+        unlisted: false,
         lookups: ordered,
         create_finds: caps.create_finds_phone.then(|| field::PHONE.to_owned()),
         phone_mutable: caps.phone_mutable,
@@ -168,7 +169,10 @@ impl<P: Provider> Executor<'_, P> {
     pub async fn run(&self, opts: &CycleOptions) -> ExecOutcome {
         use futures::StreamExt;
         let mut out = ExecOutcome::default();
-        let shape = step_shape(self.caps());
+        let shape = StepShape {
+            unlisted: opts.unlisted,
+            ..step_shape(self.caps())
+        };
         let stop = AtomicBool::new(false);
         let mut after = 0;
         let mut left = 0u64;
@@ -972,10 +976,25 @@ impl<P: Provider> Executor<'_, P> {
                 None => Verified::Absent,
             });
         }
-        Ok(match self.find(fields).await? {
-            Some(found) => Verified::Found(found),
-            None => Verified::Absent,
-        })
+        if let Some(found) = self.find(fields).await? {
+            return Ok(Verified::Found(found));
+        }
+        // A provider whose key lookups are a search of uncertain reach (MaiAgent's
+        // `search`) also confirms by the create's name and every key it carried.
+        let named = fields
+            .get(field::NAME)
+            .is_some_and(|n| !n.trim().is_empty());
+        if named
+            && self.slot.client.can_find_created()
+            && let Some(record) = self.slot.client.find_created(fields).await?
+        {
+            return Ok(Verified::Found(Linked {
+                remote_id: record.remote_id.clone(),
+                snapshot: normalize_record(&record, self.region).fields,
+                tags: record.tags,
+            }));
+        }
+        Ok(Verified::Absent)
     }
 
     async fn linked_from(
