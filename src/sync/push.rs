@@ -961,12 +961,16 @@ impl<P: Provider> Executor<'_, P> {
     }
 
     /// Whether a create whose answer was lost landed: found, certainly absent (searched
-    /// by at least one key), or unknown (no key it can be searched by).
+    /// by at least one key), or unknown (no key it can be searched by). A provider that
+    /// can confirm a create by what it carried (MaiAgent: a search by its name, every key
+    /// it was sent with matching) does so with that one request; the others, and a create
+    /// without a name, are looked up by their keys.
     async fn verify(&self, fields: &Fields) -> Result<Verified, ProviderError> {
-        if lookup_keys(self.caps(), fields).is_empty() {
-            if !self.slot.client.can_find_created() {
-                return Ok(Verified::Unknown);
-            }
+        let named = fields
+            .get(field::NAME)
+            .is_some_and(|n| !n.trim().is_empty());
+        let keyless = lookup_keys(self.caps(), fields).is_empty();
+        if self.slot.client.can_find_created() && (named || keyless) {
             return Ok(match self.slot.client.find_created(fields).await? {
                 Some(record) => Verified::Found(Linked {
                     remote_id: record.remote_id.clone(),
@@ -976,25 +980,13 @@ impl<P: Provider> Executor<'_, P> {
                 None => Verified::Absent,
             });
         }
-        if let Some(found) = self.find(fields).await? {
-            return Ok(Verified::Found(found));
+        if keyless {
+            return Ok(Verified::Unknown);
         }
-        // A provider whose key lookups are a search of uncertain reach (MaiAgent's
-        // `search`) also confirms by the create's name and every key it carried.
-        let named = fields
-            .get(field::NAME)
-            .is_some_and(|n| !n.trim().is_empty());
-        if named
-            && self.slot.client.can_find_created()
-            && let Some(record) = self.slot.client.find_created(fields).await?
-        {
-            return Ok(Verified::Found(Linked {
-                remote_id: record.remote_id.clone(),
-                snapshot: normalize_record(&record, self.region).fields,
-                tags: record.tags,
-            }));
-        }
-        Ok(Verified::Absent)
+        Ok(match self.find(fields).await? {
+            Some(found) => Verified::Found(found),
+            None => Verified::Absent,
+        })
     }
 
     async fn linked_from(
