@@ -321,6 +321,7 @@ fn run_engine(
             progress: Some(display.hook()),
             record_steps: false,
             only_contacts: None,
+            unlisted: false,
         };
         let result = match undo {
             None => engine.run_cycle(&opts).await.map(|r| (r, None)),
@@ -477,6 +478,9 @@ pub fn render_runs(runs: &[store::journal::RunView]) -> String {
         }
         if let Some(undone) = r.undo_of {
             let _ = write!(out, "  (undo of run {undone})");
+        }
+        if let Some(trigger) = &r.trigger {
+            let _ = write!(out, "  ({trigger})");
         }
         out.push('\n');
     }

@@ -102,6 +102,7 @@ pub fn step_shape(caps: &Capabilities) -> StepShape {
     }
     StepShape {
         enumerate: caps.enumerate,
+        unlisted: false,
         lookups: ordered,
         create_finds: caps.create_finds_phone.then(|| field::PHONE.to_owned()),
         phone_mutable: caps.phone_mutable,
@@ -168,7 +169,10 @@ impl<P: Provider> Executor<'_, P> {
     pub async fn run(&self, opts: &CycleOptions) -> ExecOutcome {
         use futures::StreamExt;
         let mut out = ExecOutcome::default();
-        let shape = step_shape(self.caps());
+        let shape = StepShape {
+            unlisted: opts.unlisted,
+            ..step_shape(self.caps())
+        };
         let stop = AtomicBool::new(false);
         let mut after = 0;
         let mut left = 0u64;
@@ -1133,12 +1137,16 @@ impl<P: Provider> Executor<'_, P> {
     }
 
     /// Whether a create whose answer was lost landed: found, certainly absent (searched
-    /// by at least one key), or unknown (no key it can be searched by).
+    /// by at least one key), or unknown (no key it can be searched by). A provider that
+    /// can confirm a create by what it carried (MaiAgent: a search by its name, every key
+    /// it was sent with matching) does so with that one request; the others, and a create
+    /// without a name, are looked up by their keys.
     async fn verify(&self, fields: &Fields) -> Result<Verified, ProviderError> {
-        if lookup_keys(self.caps(), fields).is_empty() {
-            if !self.slot.client.can_find_created() {
-                return Ok(Verified::Unknown);
-            }
+        let named = fields
+            .get(field::NAME)
+            .is_some_and(|n| !n.trim().is_empty());
+        let keyless = lookup_keys(self.caps(), fields).is_empty();
+        if self.slot.client.can_find_created() && (named || keyless) {
             return Ok(match self.slot.client.find_created(fields).await? {
                 Some(record) => Verified::Found(Linked {
                     remote_id: record.remote_id.clone(),
@@ -1147,6 +1155,9 @@ impl<P: Provider> Executor<'_, P> {
                 }),
                 None => Verified::Absent,
             });
+        }
+        if keyless {
+            return Ok(Verified::Unknown);
         }
         Ok(match self.find(fields).await? {
             Some(found) => Verified::Found(found),

@@ -186,7 +186,24 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Reply {
     st.authorize(&headers, &account)?;
-    let params = parse_body(&body)?;
+    create_contact(&st, &body)
+}
+
+/// `POST /__sim/contacts` (control endpoint, no auth): a contact created as an agent
+/// would in Chatwoot's UI — the same validations and the same `contact_created` webhook
+/// deliveries as the API, but not logged or counted as an API request.
+pub(super) async fn sim_create(Ext(st): Ext<Shared>, body: Bytes) -> Reply {
+    create_contact(&st, &body)
+}
+
+/// `PUT|PATCH /__sim/contacts/{id}` (control endpoint, no auth): an edit made as an agent
+/// would, delivered as `contact_updated` like an API edit.
+pub(super) async fn sim_update(Ext(st): Ext<Shared>, Path(id): Path<String>, body: Bytes) -> Reply {
+    update_contact(&st, &id, None, &body)
+}
+
+fn create_contact(st: &Shared, body: &Bytes) -> Reply {
+    let params = parse_body(body)?;
     let ch = Changes::from(&params);
     let inbox = match text(&params, "inbox_id").filter(|s| !s.trim().is_empty()) {
         None => None,
@@ -253,7 +270,11 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Reply {
     st.authorize(&headers, &account)?;
-    let params = parse_body(&body)?;
+    update_contact(&st, &id, query.as_deref(), &body)
+}
+
+fn update_contact(st: &Shared, id: &str, query: Option<&str>, body: &Bytes) -> Reply {
+    let params = parse_body(body)?;
     let ch = Changes::from(&params);
     let mut inner = st.write();
     let Some(id) = id.parse::<u64>().ok().filter(|&id| inner.get(id).is_some()) else {
@@ -304,7 +325,7 @@ pub(super) async fn update(
         Inner::keys(c)
     };
     inner.reindex(id, &old, &new);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query);
     match inner.get(id) {
         Some(c) => {
             st.contact_updated(&before, c);

@@ -47,7 +47,13 @@
 //!   created as account labels.
 //! - The `crm_v2` flag is off, no contact is ever online.
 //! - [`webhooks`]: account webhooks, signed deliveries of `contact_created` and
-//!   `contact_updated` on every create or update made through the API, delivery faults.
+//!   `contact_updated` on every create or update made through the API or the control
+//!   endpoint, delivery faults.
+//!
+//! Control endpoint (besides the shared `/__sim/` routes; no auth, not logged or
+//! counted): `POST /__sim/contacts` creates a contact and `PUT|PATCH /__sim/contacts/{id}`
+//! edits one, as an agent would in the UI (the API's body, validations and answers), each
+//! delivering its webhook event like an API edit.
 
 mod contacts;
 mod filter;
@@ -67,7 +73,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use self::contacts::{create, destroy, destroy_custom_attributes, merge, show, update};
+use self::contacts::{
+    create, destroy, destroy_custom_attributes, merge, show, sim_create, sim_update, update,
+};
 use self::filter::filter;
 use self::labels::{
     account_labels, contact_labels, create_account_label, dedupe_labels, set_contact_labels,
@@ -664,6 +672,11 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/__sim/webhooks/deliveries", get(webhooks::deliveries))
         .route("/__sim/contacts/unlisted", post(contacts::add_unlisted))
+        .route("/__sim/contacts", post(sim_create))
+        .route(
+            "/__sim/contacts/{id}",
+            axum::routing::put(sim_update).patch(sim_update),
+        )
         .fallback(|| async { not_found() })
         .layer(middleware::map_response(rails_content_type))
         .with_state(state)
