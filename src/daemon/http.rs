@@ -28,6 +28,12 @@ pub struct Endpoint {
     pub webhooks: Option<Arc<super::webhooks::Receivers>>,
 }
 
+impl axum::extract::FromRef<Endpoint> for super::webhooks::Mounted {
+    fn from_ref(endpoint: &Endpoint) -> Self {
+        Self(endpoint.webhooks.clone())
+    }
+}
+
 /// The routes.
 pub fn router(endpoint: Endpoint) -> Router {
     Router::new()

@@ -113,7 +113,7 @@ pub fn record_webhook(provider: &str, outcome: &'static str) {
 
 /// Records what applying a batch of webhook events did: its per-provider counters (as a
 /// cycle's), the records read, moot and unread.
-pub fn record_targeted(out: &super::schedule::EventsOutcome, duration: Duration) {
+pub fn record_targeted(out: &crate::sync::EventsOutcome, duration: Duration) {
     let read = (out.read.len() - out.targeted.unread.len().min(out.read.len())) as u64;
     for (outcome, n) in [
         ("read", read),

@@ -15,7 +15,7 @@ use super::health::Health;
 use super::{metrics, systemd};
 use crate::provider::Provider;
 use crate::store::Store;
-use crate::sync::{CycleOptions, Engine, Targeted, WebhookTarget};
+use crate::sync::{CycleOptions, Engine, EventsOutcome, Targeted, WebhookTarget};
 
 /// The daemon's wall clock (the engine gets the same one).
 fn now_secs() -> i64 {
@@ -39,17 +39,6 @@ pub struct Daemon<P> {
     tracker: TaskTracker,
     health: Arc<Health>,
     cycles: AtomicU64,
-}
-
-/// What applying a batch of webhook events did.
-#[derive(Debug, Default)]
-pub struct EventsOutcome {
-    /// Targets whose events showed nothing new: not read.
-    pub moot: Vec<WebhookTarget>,
-    /// Targets read (see [`Targeted::unread`] for those that could not be).
-    pub read: Vec<WebhookTarget>,
-    /// The targeted cycle.
-    pub targeted: Targeted,
 }
 
 /// Clears the single-flight flags of a cycle when it ends, however it ends.
@@ -341,7 +330,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub fn status_line(providers: &[super::health::ProviderHealth], finished_at: i64) -> String {
     let mut s = format!(
         "last cycle at {}:",
-        crate::store::status::rfc3339(finished_at)
+        crate::store::codec::rfc3339(finished_at)
     );
     for (i, p) in providers.iter().enumerate() {
         let sep = if i == 0 { " " } else { ", " };
@@ -350,7 +339,7 @@ pub fn status_line(providers: &[super::health::ProviderHealth], finished_at: i64
                 s,
                 "{sep}{} FAILING since {} ({})",
                 p.name,
-                crate::store::status::rfc3339(since),
+                crate::store::codec::rfc3339(since),
                 truncate(error.as_deref().unwrap_or("unknown error"), 80)
             ),
             (None, _) if p.last_success.is_none() => write!(s, "{sep}{} not synced yet", p.name),

@@ -239,14 +239,19 @@ fn answer(status: StatusCode, what: &str) -> Response {
     (status, axum::Json(json!({ "status": what }))).into_response()
 }
 
+/// The receivers the endpoint serves (`None`: no provider takes webhooks; every
+/// `POST /webhooks/{name}` answers 404). The endpoint's state hands it out.
+#[derive(Clone, Default)]
+pub struct Mounted(pub Option<Arc<Receivers>>);
+
 /// `POST /webhooks/{name}`.
 pub async fn receive(
-    State(endpoint): State<super::http::Endpoint>,
+    State(Mounted(receivers)): State<Mounted>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(receivers) = endpoint.webhooks else {
+    let Some(receivers) = receivers else {
         return answer(StatusCode::NOT_FOUND, "no provider takes webhooks here");
     };
     let Some(receiver) = receivers.by_name.get(&name) else {

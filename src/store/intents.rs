@@ -2,9 +2,9 @@
 //! intents persisted from the plan, due, completed or failed.
 
 use super::StoreError;
+use super::codec::{parse_fields, parse_tags};
 use super::contacts;
 use super::journal::{self, NewEntry, Stamp};
-use super::pull::{parse_fields, parse_tags};
 use crate::domain::Tags;
 use crate::domain::journal::{Changes, EventKind, add_tag_change, created};
 use crate::domain::matching::ContactId;

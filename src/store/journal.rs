@@ -3,8 +3,8 @@
 //! runs` and `contact-sync history`. The rules (what a change is, what an undo puts back)
 //! are in [`crate::domain::journal`].
 
+use super::codec::rfc3339;
 use super::contacts;
-use super::status::rfc3339;
 use super::{Seq, StoreError};
 use crate::domain::journal::{Changes, Entry, EventKind, Restore, UndoSubject, keys_to_restore};
 use crate::domain::matching::{ContactId, KeyKind};

@@ -1,15 +1,16 @@
 //! Links: which remote record of a provider is which contact, in which state
 //! (`creating`, `active`, `gone`), with the snapshot of what the provider last held.
 
+use super::codec::{fields_json, parse_fields, parse_tags, tags_json};
 use super::contacts;
 use super::journal::{self, NewEntry, Stamp};
-use super::pull::{fields_json, parse_fields, parse_tags, tags_json};
 use super::{Seq, StoreError};
 use crate::domain::field;
 use crate::domain::journal::{
     Changes, EventKind, add_tag_change, created, field_changes, sent_changes,
 };
 use crate::domain::matching::{ContactId, KeyKind};
+use crate::domain::merge::NormalizedRecord;
 use crate::domain::review::ItemKind;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -128,10 +129,10 @@ pub fn finish_link(
         let mut people = vec![contact_id, other];
         people.sort_unstable();
         people.dedup();
-        super::pull::record_conflict(
+        super::items::record_conflict(
             &tx,
             provider_id,
-            super::pull::ItemRecord {
+            super::items::ItemRecord {
                 remote_id,
                 fields: Some(snapshot),
                 tags,
@@ -384,4 +385,28 @@ pub fn contact_of_link(conn: &Connection, link_id: i64) -> Result<Option<Contact
         .prepare_cached("SELECT contact_id FROM links WHERE id = ?1")?
         .query_row([link_id], |r| r.get(0))
         .optional()?)
+}
+
+/// Links a record to a contact with the record as the snapshot; returns the link id.
+pub fn insert_link(
+    conn: &Connection,
+    provider_id: i64,
+    contact: ContactId,
+    rec: &NormalizedRecord,
+    now: i64,
+) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO links (provider_id, contact_id, remote_id, state, snapshot, tags, hash, seen_at, updated_at)
+         VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![
+        provider_id,
+        contact,
+        rec.remote_id,
+        fields_json(&rec.fields),
+        rec.tags.as_ref().map(tags_json),
+        rec.hash,
+        now
+    ])?;
+    Ok(conn.last_insert_rowid())
 }

@@ -5,9 +5,11 @@
 //! Read-only commands (`status`) open the file read-only and never take the lock, so they
 //! work while the daemon runs (WAL mode lets readers and the writer proceed together).
 
+pub mod codec;
 pub mod contacts;
 pub mod cycle;
 pub mod intents;
+pub mod items;
 pub mod journal;
 pub mod links;
 pub mod migrations;

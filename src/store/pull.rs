@@ -5,17 +5,19 @@
 //! as conflicts), and apply that. Deletions are marked only after a complete listing, with
 //! the 20 % guard.
 
+use super::codec::{fields_json, parse_fields, parse_tags, tags_json};
 use super::contacts;
+use super::items::{ItemRecord, record_conflict};
 use super::journal::{self, NewEntry, Stamp};
+use super::links::insert_link;
 use super::{Seq, StoreError};
+use crate::domain::Tags;
 use crate::domain::journal::{Changes, EventKind, add_tag_change, created, field_changes};
 use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::merge::{
     ContactWrite, Held, HeldContact, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched,
     NewContact, NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
 };
-use crate::domain::review::ItemKind;
-use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -115,31 +117,6 @@ pub fn unchanged_links(
     Ok(found)
 }
 
-/// Serialises a field map.
-pub fn fields_json(fields: &Fields) -> String {
-    serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_owned())
-}
-
-/// Serialises a tag set.
-pub fn tags_json(tags: &Tags) -> String {
-    serde_json::to_string(&tags.names().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// Parses a stored field map.
-pub fn parse_fields(text: &str) -> Result<Fields, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("link snapshot: {e}")))
-}
-
-/// Parses a stored tag list.
-pub fn parse_tags(text: Option<&str>) -> Result<Option<Tags>, StoreError> {
-    text.map(|t| {
-        serde_json::from_str::<Vec<String>>(t)
-            .map(|v| v.into_iter().collect())
-            .map_err(|e| StoreError::Corrupt(format!("link tags: {e}")))
-    })
-    .transpose()
-}
-
 struct LinkRow {
     id: i64,
     contact_id: ContactId,
@@ -183,61 +160,6 @@ pub fn link_state_of(
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?)
-}
-
-/// What a review item says about the record it is about.
-#[derive(Debug, Clone, Copy)]
-pub struct ItemRecord<'a> {
-    /// The provider's id of the record.
-    pub remote_id: &'a str,
-    /// Its fields as the provider showed them (or as they were sent), if known.
-    pub fields: Option<&'a Fields>,
-    /// Its tags, if known.
-    pub tags: Option<&'a Tags>,
-}
-
-/// Opens (or refreshes) a review item about a record. An item whose people were decided
-/// to be different people (`review apart`) is never opened again; an item decided but
-/// not yet carried out keeps its decision. Returns whether the item is open.
-pub fn record_conflict(
-    conn: &Connection,
-    provider_id: i64,
-    record: ItemRecord<'_>,
-    kind: ItemKind,
-    reason: &str,
-    contacts: &[ContactId],
-    now: i64,
-) -> Result<bool, StoreError> {
-    if super::review::all_kept_apart(conn, contacts)? {
-        tracing::debug!(provider_id, remote_id = %record.remote_id, ?contacts, "not held for review: decided to be different people");
-        return Ok(false);
-    }
-    let ids = serde_json::to_string(contacts).unwrap_or_else(|_| "[]".to_owned());
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO conflicts (provider_id, remote_id, kind, reason, contact_ids, record, record_tags, detected_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, '{}'), ?7, ?8)
-             ON CONFLICT (provider_id, remote_id) DO UPDATE SET
-             kind = CASE WHEN kind = 'refused' AND resolved_at IS NULL AND decided_at IS NULL THEN kind ELSE excluded.kind END,
-             reason = CASE WHEN kind = 'refused' AND resolved_at IS NULL AND decided_at IS NULL THEN reason ELSE excluded.reason END,
-             contact_ids = excluded.contact_ids,
-             record = CASE WHEN ?6 IS NULL THEN record ELSE excluded.record END,
-             record_tags = coalesce(excluded.record_tags, record_tags),
-             detected_at = CASE WHEN resolved_at IS NULL AND decided_at IS NULL THEN detected_at ELSE excluded.detected_at END,
-             resolved_at = NULL, decision = NULL, decision_contact = NULL, decided_at = NULL, history = NULL
-             WHERE decided_at IS NULL OR resolved_at IS NOT NULL",
-        )?
-        .execute(params![
-            provider_id,
-            record.remote_id,
-            kind.as_str(),
-            reason,
-            ids,
-            record.fields.map(fields_json),
-            record.tags.map(tags_json),
-            now
-        ])?;
-    Ok(n > 0)
 }
 
 fn resolve_conflict(
@@ -654,30 +576,6 @@ fn apply_match(
     };
     super::review::pin_fields(conn, link_id, &matched.pins)?;
     Ok(link_id)
-}
-
-/// Links a record to a contact with the record as the snapshot; returns the link id.
-pub fn insert_link(
-    conn: &Connection,
-    provider_id: i64,
-    contact: ContactId,
-    rec: &NormalizedRecord,
-    now: i64,
-) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO links (provider_id, contact_id, remote_id, state, snapshot, tags, hash, seen_at, updated_at)
-         VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?6, ?7, ?7)",
-    )?
-    .execute(params![
-        provider_id,
-        contact,
-        rec.remote_id,
-        fields_json(&rec.fields),
-        rec.tags.as_ref().map(tags_json),
-        rec.hash,
-        now
-    ])?;
-    Ok(conn.last_insert_rowid())
 }
 
 fn adopt_link(

@@ -6,10 +6,11 @@
 //! `resolved_at`; decided (`decided_at`) until the next cycle carries the decision out
 //! and sets `resolved_at`. The rules on values are pure, in [`crate::domain::review`].
 
+use super::codec::{parse_fields, parse_tags, rfc3339};
 use super::contacts;
+use super::items::{ItemRecord, all_kept_apart, record_conflict};
 use super::journal::{self, NewEntry, Stamp};
-use super::pull::{ItemRecord, insert_link, parse_fields, parse_tags, record_conflict};
-use super::status::rfc3339;
+use super::links::insert_link;
 use super::{Seq, StoreError};
 use crate::domain::journal::{Changes, EventKind, add_tag_change, field_changes};
 use crate::domain::matching::{ContactId, KeyKind};
@@ -403,24 +404,6 @@ pub fn decide(
     )?;
     tx.commit()?;
     Ok(Decided::Written)
-}
-
-/// Whether `contacts` (two or more) were all decided to be different people, pair by pair.
-pub fn all_kept_apart(conn: &Connection, contacts: &[ContactId]) -> Result<bool, StoreError> {
-    if contacts.len() < 2 {
-        return Ok(false);
-    }
-    let mut stmt = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM kept_apart WHERE (contact_id = ?1 AND other_id = ?2) OR (contact_id = ?2 AND other_id = ?1))",
-    )?;
-    for (i, &a) in contacts.iter().enumerate() {
-        for &b in &contacts[i + 1..] {
-            if !stmt.query_row(params![a, b], |r| r.get::<_, bool>(0))? {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
 }
 
 /// Whether a record was merged into another record of the same person there.

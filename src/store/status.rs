@@ -2,6 +2,7 @@
 //! README.md lists, which scripts rely on.
 
 use super::StoreError;
+use super::codec::rfc3339;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -74,11 +75,6 @@ pub struct ConflictView {
     pub contacts: Vec<i64>,
     /// RFC 3339 time it was (last) detected.
     pub detected_at: String,
-}
-
-/// Formats unix seconds as RFC 3339.
-pub fn rfc3339(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
 }
 
 /// Builds the report. `configured` are `(name, kind)` pairs from the config; `conn` is a

@@ -6,7 +6,7 @@
 //! and the next start applies it. A delivery id (Chatwoot's `X-Chatwoot-Delivery`) is
 //! remembered for [`DELIVERY_MEMORY_SECS`], so a repeated delivery queues nothing.
 
-use super::pull::{fields_json, parse_fields};
+use super::codec::{fields_json, parse_fields};
 use super::{Store, StoreError};
 use crate::domain::Fields;
 use rusqlite::{Connection, OptionalExtension, params};

@@ -45,6 +45,17 @@ pub struct WebhookTarget {
     pub remote_id: String,
 }
 
+/// What applying a batch of webhook events did.
+#[derive(Debug, Default)]
+pub struct EventsOutcome {
+    /// Targets whose events showed nothing new: not read.
+    pub moot: Vec<WebhookTarget>,
+    /// Targets read (see [`Targeted::unread`] for those that could not be).
+    pub read: Vec<WebhookTarget>,
+    /// The targeted cycle.
+    pub targeted: Targeted,
+}
+
 /// What a targeted cycle did.
 #[derive(Debug, Default)]
 pub struct Targeted {

@@ -155,7 +155,7 @@ fn why(l: &LeftAlone) -> String {
             let run = run.map(|r| format!(" (run {r})")).unwrap_or_default();
             format!(
                 "changed later {by}{run} at {}",
-                crate::store::status::rfc3339(*at)
+                crate::store::codec::rfc3339(*at)
             )
         }
         LeftBecause::DiffersNow => {
