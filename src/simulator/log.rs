@@ -63,6 +63,8 @@ pub struct Counters {
     pub errors: u64,
     /// Requests where an injected fault fired.
     pub faults: u64,
+    /// Requests answered 429 (a rate limit or an injected 429).
+    pub throttled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +74,7 @@ struct Atomics {
     writes: AtomicU64,
     errors: AtomicU64,
     faults: AtomicU64,
+    throttled: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -119,6 +122,7 @@ impl RequestLog {
             writes: c.writes.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             faults: c.faults.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
         }
     }
 
@@ -127,7 +131,14 @@ impl RequestLog {
         let mut ring = self.lock();
         ring.entries.clear();
         let c = &self.counts;
-        for counter in [&c.requests, &c.reads, &c.writes, &c.errors, &c.faults] {
+        for counter in [
+            &c.requests,
+            &c.reads,
+            &c.writes,
+            &c.errors,
+            &c.faults,
+            &c.throttled,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -151,6 +162,9 @@ impl RequestLog {
         if read { &c.reads } else { &c.writes }.fetch_add(1, Ordering::Relaxed);
         if status >= 400 {
             c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if status == 429 {
+            c.throttled.fetch_add(1, Ordering::Relaxed);
         }
         if fault.is_some() {
             c.faults.fetch_add(1, Ordering::Relaxed);

@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::faults::Faults;
 use super::floor::{FloorPerson, Requests};
 use super::log::RequestLog;
+use super::ratelimit::{Limit, RateLimitSettings, RateLimits};
 use super::seed::{self, Dice, Person};
 use super::{SimServer, seed_blocking};
 
@@ -68,6 +69,15 @@ pub trait SimulatedProvider: Send + Sync + Sized + 'static {
     fn listing_floor_now(&self) -> u64 {
         0
     }
+    /// The limits it enforces under `--rate-limits real` ([`super::ratelimit`]): by
+    /// default one limit on every request, `settings.others_per_minute` (the platforms
+    /// that document none); a platform with documented limits states them.
+    fn rate_limits(settings: &RateLimitSettings) -> Vec<Limit> {
+        vec![Limit::all(settings.others_per_minute)]
+    }
+    /// Its answer to a request over a limit, `left` being the time to the end of the
+    /// window.
+    fn throttled(left: std::time::Duration) -> axum::response::Response;
 }
 
 /// A running simulated provider of any kind (a [`SimServer`] seen through the registry).
@@ -90,6 +100,10 @@ pub trait RunningProvider: Send + Sync {
     fn info(&self) -> Value;
     /// [`SimulatedProvider::listing_floor_now`].
     fn listing_floor(&self) -> u64;
+    /// Its rate limits (off unless set).
+    fn rate_limits(&self) -> &RateLimits;
+    /// Enforces its platform's limits ([`SimulatedProvider::rate_limits`]) from now on.
+    fn enforce_rate_limits(&self, settings: &RateLimitSettings);
     /// The typed server, for [`super::Simulation::server`].
     fn as_any(&self) -> &dyn Any;
     /// Stops it (see [`SimServer::shutdown`]).
@@ -128,6 +142,14 @@ impl<P: SimulatedProvider> RunningProvider for Running<P> {
     }
     fn listing_floor(&self) -> u64 {
         self.server.state().listing_floor_now()
+    }
+    fn rate_limits(&self) -> &RateLimits {
+        self.server.rate_limits()
+    }
+    fn enforce_rate_limits(&self, settings: &RateLimitSettings) {
+        self.server
+            .rate_limits()
+            .set(settings, &P::rate_limits(settings), P::throttled);
     }
     fn as_any(&self) -> &dyn Any {
         &self.server
