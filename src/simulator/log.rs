@@ -48,6 +48,8 @@ pub struct LogEntry {
     pub read: bool,
     /// The injected fault, if one fired (`status`, `delay`, `drop_connection`, …).
     pub fault: Option<String>,
+    /// When it was answered: milliseconds since the log was created.
+    pub at_ms: u64,
 }
 
 /// Request counters since start or the last reset.
@@ -88,6 +90,7 @@ struct Ring {
 pub struct RequestLog {
     ring: Arc<Mutex<Ring>>,
     counts: Arc<Atomics>,
+    created: std::time::Instant,
 }
 
 impl Default for RequestLog {
@@ -105,6 +108,7 @@ impl RequestLog {
                 entries: VecDeque::new(),
             })),
             counts: Arc::new(Atomics::default()),
+            created: std::time::Instant::now(),
         }
     }
 
@@ -177,6 +181,7 @@ impl RequestLog {
             status,
             read,
             fault: fault.map(str::to_owned),
+            at_ms: u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         let mut ring = self.lock();
         if ring.entries.len() >= ring.capacity {
