@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_under_real_rate_limits_learns_them_with_few_429s_and_no_failure() {
-    let world = World::new(300).await;
+    let world = World::new(200).await;
     let settings = RateLimitSettings {
         window: Duration::from_secs(1),
         others_per_minute: 1_200,
@@ -30,31 +30,58 @@ async fn an_import_under_real_rate_limits_learns_them_with_few_429s_and_no_failu
     assert_converged(&world);
 
     let mut report = String::new();
-    let mut throttled_somewhere = false;
+    let (mut late_requests, mut late_throttled) = (0u64, 0u64);
+    let mut bottleneck: Option<(&str, u64, f64)> = None;
     for kind in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
         let server = world.server(kind);
         let counters = server.log().counters();
         let entries = server.log().entries();
+        assert_eq!(entries.len() as u64, counters.requests, "every request is in the log");
         let allowed = server.rate_limits().allowed()[0].1;
         let answered = counters.requests - counters.throttled;
         let share = counters.throttled as f64 / counters.requests.max(1) as f64;
         // The rate it was answered at while it was busy (first to last request).
-        let busy = entries
-            .last()
-            .zip(entries.first())
-            .map_or(0.0, |(l, f)| (l.at_ms - f.at_ms) as f64 / 1000.0);
+        let (first, last) = (entries.first().unwrap().at_ms, entries.last().unwrap().at_ms);
+        let busy = (last - first) as f64 / 1000.0;
         let used = answered as f64 / busy.max(1e-3) / allowed;
+        // Once learnt (after its first two windows), the 429s.
+        let learnt = first + 2 * settings.window.as_millis() as u64;
+        let late: Vec<_> = entries.iter().filter(|e| e.at_ms >= learnt).collect();
+        let late_429 = late.iter().filter(|e| e.status == 429).count() as u64;
+        late_requests += late.len() as u64;
+        late_throttled += late_429;
         let _ = writeln!(
             report,
-            "{kind}: {} requests, {} answered 429 ({:.2}%), {answered} in {busy:.1}s = {:.1}/s of {allowed}/s allowed ({:.0}%)",
+            "{kind}: {} requests, {} answered 429 ({:.2}%; after the first two windows {late_429} of {}), {answered} answered in {busy:.1}s = {:.1}/s of {allowed}/s allowed ({:.0}%)",
             counters.requests,
             counters.throttled,
             share * 100.0,
+            late.len(),
             answered as f64 / busy.max(1e-3),
             used * 100.0
         );
-        throttled_somewhere |= counters.throttled > 0;
+        if bottleneck.is_none_or(|(_, n, _)| counters.requests > n) {
+            bottleneck = Some((kind, counters.requests, used));
+        }
     }
     eprintln!("{report}");
-    assert!(throttled_somewhere, "the limits were reached\n{report}");
+    assert!(
+        report.lines().any(|l| !l.contains(", 0 answered 429")),
+        "the limits were reached\n{report}"
+    );
+    let late_share = late_throttled as f64 / late_requests.max(1) as f64;
+    assert!(
+        late_share <= 0.01,
+        "once learnt, at most 1% of requests are answered 429: {late_share}\n{report}"
+    );
+    // The provider the import waits for (the most requests) is kept busy: paced, not
+    // stalled. (How close to its limit an import stays is measured at scale, in real
+    // one-minute windows, by `BENCH_SCENARIOS=ratelimit cargo bench --bench sync`; here
+    // the engine's own work and a machine shared with other builds weigh more.)
+    let (kind, _, used) = bottleneck.unwrap();
+    assert!(
+        used >= 0.6,
+        "{kind} was answered at {:.0}% of its allowed rate\n{report}",
+        used * 100.0
+    );
 }

@@ -390,7 +390,7 @@ impl Pacer {
                 "class" => turn.class.as_str()
             )
             .set(rate);
-            tracing::debug!(
+            tracing::info!(
                 provider = %self.provider,
                 class = turn.class.as_str(),
                 rate,
