@@ -67,9 +67,14 @@ pub struct Counters {
     pub faults: u64,
     /// Requests answered 429 (a rate limit or an injected 429).
     pub throttled: u64,
+    /// When the first request counted was answered (milliseconds since the log was
+    /// created; 0 when none was).
+    pub first_at_ms: u64,
+    /// When the last one was.
+    pub last_at_ms: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Atomics {
     requests: AtomicU64,
     reads: AtomicU64,
@@ -77,6 +82,24 @@ struct Atomics {
     errors: AtomicU64,
     faults: AtomicU64,
     throttled: AtomicU64,
+    /// `u64::MAX` until a request is counted.
+    first_ms: AtomicU64,
+    last_ms: AtomicU64,
+}
+
+impl Default for Atomics {
+    fn default() -> Self {
+        Atomics {
+            requests: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            first_ms: AtomicU64::new(u64::MAX),
+            last_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -127,6 +150,11 @@ impl RequestLog {
             errors: c.errors.load(Ordering::Relaxed),
             faults: c.faults.load(Ordering::Relaxed),
             throttled: c.throttled.load(Ordering::Relaxed),
+            first_at_ms: match c.first_ms.load(Ordering::Relaxed) {
+                u64::MAX => 0,
+                ms => ms,
+            },
+            last_at_ms: c.last_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -142,9 +170,11 @@ impl RequestLog {
             &c.errors,
             &c.faults,
             &c.throttled,
+            &c.last_ms,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
+        c.first_ms.store(u64::MAX, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -161,7 +191,10 @@ impl RequestLog {
         fault: Option<&str>,
     ) {
         let read = is_read(method, path);
+        let at_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         let c = &self.counts;
+        c.first_ms.fetch_min(at_ms, Ordering::Relaxed);
+        c.last_ms.fetch_max(at_ms, Ordering::Relaxed);
         let seq = c.requests.fetch_add(1, Ordering::Relaxed);
         if read { &c.reads } else { &c.writes }.fetch_add(1, Ordering::Relaxed);
         if status >= 400 {
@@ -181,7 +214,7 @@ impl RequestLog {
             status,
             read,
             fault: fault.map(str::to_owned),
-            at_ms: u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX),
+            at_ms,
         };
         let mut ring = self.lock();
         if ring.entries.len() >= ring.capacity {

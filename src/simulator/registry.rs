@@ -196,6 +196,8 @@ pub struct Entry {
     pub import_floor: fn(&FloorPerson<'_>) -> Requests,
     /// [`SimulatedProvider::listing_floor`].
     pub listing_floor: fn(u64, &BTreeMap<String, u64>) -> u64,
+    /// [`SimulatedProvider::rate_limits`].
+    pub rate_limits: fn(&RateLimitSettings) -> Vec<Limit>,
     /// Builds the state from these credentials (of this kind, else an error), seeds it,
     /// and serves it.
     pub start: fn(
@@ -232,6 +234,7 @@ pub const fn entry<P: SimulatedProvider>() -> Entry {
         reveals_fields: P::REVEALS_FIELDS,
         import_floor: P::import_floor,
         listing_floor: P::listing_floor,
+        rate_limits: P::rate_limits,
         start: start_of::<P>,
     }
 }
