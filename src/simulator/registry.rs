@@ -35,6 +35,9 @@ pub trait SimulatedProvider: Send + Sync + Sized + 'static {
     /// Its listing or lookups answer the contact's fields (DM Champ's answer only an id):
     /// what only it holds can be learnt by a sync.
     const REVEALS_FIELDS: bool = true;
+    /// Its API shows the tags a contact carries (MaiAgent's has no tags: what its people
+    /// carry there cannot be learnt by a sync).
+    const REVEALS_TAGS: bool = true;
 
     /// What a client needs to talk to one instance (account, keys).
     type Credentials: Clone + Debug + Send + Sync + 'static;
@@ -192,6 +195,8 @@ pub struct Entry {
     pub config_lines: fn(&Value) -> Vec<String>,
     /// [`SimulatedProvider::REVEALS_FIELDS`].
     pub reveals_fields: bool,
+    /// [`SimulatedProvider::REVEALS_TAGS`].
+    pub reveals_tags: bool,
     /// [`SimulatedProvider::import_floor`].
     pub import_floor: fn(&FloorPerson<'_>) -> Requests,
     /// [`SimulatedProvider::listing_floor`].
@@ -232,6 +237,7 @@ pub const fn entry<P: SimulatedProvider>() -> Entry {
         info: info_of::<P>,
         config_lines: P::config_lines,
         reveals_fields: P::REVEALS_FIELDS,
+        reveals_tags: P::REVEALS_TAGS,
         import_floor: P::import_floor,
         listing_floor: P::listing_floor,
         rate_limits: P::rate_limits,

@@ -560,6 +560,8 @@ impl SimulatedProvider for State {
         tags: TagStyle::AnySpelling,
         salt: 0x22,
     };
+    // Its contacts carry no tags anyone can read through the API.
+    const REVEALS_TAGS: bool = false;
     type Credentials = Credentials;
 
     fn credentials(dice: &mut Dice) -> Credentials {
