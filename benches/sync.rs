@@ -499,8 +499,8 @@ impl Http {
     }
 
     /// Renames `percent`% of the MaiAgent contacts (spread over the whole listing);
-    /// returns their ids.
-    fn change_maiagent(&self, info: &Value, percent: u64) -> Vec<String> {
+    /// returns their ids, and whether each has a phone.
+    fn change_maiagent(&self, info: &Value, percent: u64) -> (Vec<String>, Vec<bool>) {
         let m = &info["maiagent"];
         let base = m["base_url"].as_str().unwrap();
         let key = format!("Api-Key {}", m["api_key"].as_str().unwrap());
@@ -529,6 +529,8 @@ impl Http {
             let per_page = wanted.div_ceil(pages).max(1);
             let step = (pages / wanted.div_ceil(per_page)).max(1);
             let mut changed = Vec::new();
+            let mut has_phone = Vec::new();
+            let region = contact_sync::domain::normalize::DefaultRegion::parse("US").unwrap();
             let mut n = 1;
             while (changed.len() as u64) < wanted && n <= pages {
                 let body = page(n).await;
@@ -553,10 +555,19 @@ impl Http {
                         .unwrap();
                     assert!(r.status().is_success(), "PATCH {id}: {}", r.status());
                     changed.push(id);
+                    // MaiAgent shows a phone as text or, as some were typed, a number.
+                    let phone = match &c["phoneNumber"] {
+                        Value::String(p) => p.clone(),
+                        Value::Number(n) => format!("+{n}"),
+                        _ => String::new(),
+                    };
+                    has_phone.push(
+                        contact_sync::domain::normalize::normalize_phone(&phone, region).is_some(),
+                    );
                 }
                 n += step;
             }
-            changed
+            (changed, has_phone)
         })
     }
 }
@@ -744,6 +755,27 @@ fn add_counters(
     results.add(size, scenario, "api.writes", writes as f64);
 }
 
+fn add_floor(
+    results: &mut Results,
+    size: u64,
+    scenario: &str,
+    kind: &str,
+    floor: contact_sync::simulator::floor::Requests,
+) {
+    results.add(
+        size,
+        scenario,
+        &format!("floor.{kind}.reads"),
+        floor.reads as f64,
+    );
+    results.add(
+        size,
+        scenario,
+        &format!("floor.{kind}.writes"),
+        floor.writes as f64,
+    );
+}
+
 /// A no-change cycle must send no write at all: say so loudly if one did.
 fn warn_unless_no_writes(counters: &BTreeMap<String, (u64, u64, u64)>) {
     for (name, (_, writes, _)) in counters {
@@ -853,19 +885,9 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
         add_cycle(results, size, "four.import", &import, people);
         add_counters(results, size, "four.import", &counters);
         // The call floor of this import, from the seed alone (src/simulator/floor.rs).
-        for (kind, floor) in contact_sync::simulator::floor::floors(SEED, size) {
-            results.add(
-                size,
-                "four.import",
-                &format!("floor.{kind}.reads"),
-                floor.import.reads as f64,
-            );
-            results.add(
-                size,
-                "four.import",
-                &format!("floor.{kind}.writes"),
-                floor.import.writes as f64,
-            );
+        let floors = contact_sync::simulator::floor::floors(SEED, size);
+        for (kind, floor) in &floors {
+            add_floor(results, size, "four.import", kind, floor.import);
         }
 
         // The first cycle after the import lists every record the import wrote and
@@ -890,8 +912,28 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
         add_cycle(results, size, "four.nochange", &again, listed);
         add_counters(results, size, "four.nochange", &counters);
         warn_unless_no_writes(&counters);
+        for (kind, floor) in &floors {
+            add_floor(results, size, "four.nochange", kind, floor.no_change);
+        }
 
-        let changed = http.change_maiagent(&info, CHANGED_PERCENT);
+        let (changed, has_phone) = http.change_maiagent(&info, CHANGED_PERCENT);
+        // The floor of the change cycle: the listings plus one update per other provider
+        // holding each renamed person.
+        for (kind, floor) in &floors {
+            let entry = PROVIDERS.iter().find(|e| e.kind == *kind).unwrap();
+            let renamed = if *kind == "maiagent" {
+                Vec::new()
+            } else {
+                has_phone.clone()
+            };
+            add_floor(
+                results,
+                size,
+                "four.change",
+                kind,
+                floor.changed(entry, renamed),
+            );
+        }
         http.reset_logs(&info);
         let change = engine.ask("cycle");
         let counters = http.counters(&info);
@@ -1578,41 +1620,46 @@ fn report(results: &Results, sizes: &[u64]) -> String {
         }
     }
     out.push_str(
-        "\nFirst import (four providers) against the call floor: requests sent / the least the \
-         provider's API allows for the seeded people (src/simulator/floor.rs), reads + writes\n\n",
+        "\nFour providers against the call floor: requests sent / the least the provider's API \
+         allows (src/simulator/floor.rs, from the seeded people and, for the change cycle, the \
+         renames the bench made), reads + writes\n\n",
     );
-    let _ = write!(out, "| provider |");
+    let _ = write!(out, "| cycle | provider |");
     for s in sizes {
         let _ = write!(out, " {} people |", fmt_num(*s as f64));
     }
-    out.push_str("\n|---|");
+    out.push_str("\n|---|---|");
     for _ in sizes {
         out.push_str("---|");
     }
     out.push('\n');
-    for p in PROVIDERS.iter().map(|e| e.kind) {
-        let floor_reads = format!("floor.{p}.reads");
-        if sizes
-            .iter()
-            .all(|s| results.get(*s, "four.import", &floor_reads).is_none())
-        {
-            continue;
+    for (sc, label) in [
+        ("four.import", "import"),
+        ("four.nochange", "no change"),
+        ("four.change", "1% changed"),
+    ] {
+        for p in PROVIDERS.iter().map(|e| e.kind) {
+            let floor_reads = format!("floor.{p}.reads");
+            if sizes
+                .iter()
+                .all(|s| results.get(*s, sc, &floor_reads).is_none())
+            {
+                continue;
+            }
+            let _ = write!(out, "| {label} | {p} |");
+            for s in sizes {
+                let sent = m(*s, sc, &format!("api.{p}.reads"))
+                    + m(*s, sc, &format!("api.{p}.writes"));
+                let floor = m(*s, sc, &floor_reads) + m(*s, sc, &format!("floor.{p}.writes"));
+                let ratio = if floor > 0.0 {
+                    format!(" ({:.2}x)", sent / floor)
+                } else {
+                    String::new()
+                };
+                let _ = write!(out, " {} / {}{ratio} |", fmt_num(sent), fmt_num(floor));
+            }
+            out.push('\n');
         }
-        let _ = write!(out, "| {p} |");
-        for s in sizes {
-            let sent = m(*s, "four.import", &format!("api.{p}.reads"))
-                + m(*s, "four.import", &format!("api.{p}.writes"));
-            let floor = m(*s, "four.import", &floor_reads)
-                + m(*s, "four.import", &format!("floor.{p}.writes"));
-            let ratio = if floor > 0.0 { sent / floor } else { 0.0 };
-            let _ = write!(
-                out,
-                " {} / {} ({ratio:.2}x) |",
-                fmt_num(sent),
-                fmt_num(floor)
-            );
-        }
-        out.push('\n');
     }
     out
 }
