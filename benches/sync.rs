@@ -1043,8 +1043,18 @@ fn run_ratelimit(results: &mut Results, dir: &Path, http: &Http) -> String {
             share * 100.0,
             used * 100.0
         );
-        results.add(people, "ratelimit", &format!("{kind}.requests"), *requests as f64);
-        results.add(people, "ratelimit", &format!("{kind}.throttled"), *throttled as f64);
+        results.add(
+            people,
+            "ratelimit",
+            &format!("{kind}.requests"),
+            *requests as f64,
+        );
+        results.add(
+            people,
+            "ratelimit",
+            &format!("{kind}.throttled"),
+            *throttled as f64,
+        );
         results.add(people, "ratelimit", &format!("{kind}.utilisation"), used);
     }
     let _ = std::fs::remove_dir_all(&rdir);
@@ -1648,8 +1658,8 @@ fn report(results: &Results, sizes: &[u64]) -> String {
             }
             let _ = write!(out, "| {label} | {p} |");
             for s in sizes {
-                let sent = m(*s, sc, &format!("api.{p}.reads"))
-                    + m(*s, sc, &format!("api.{p}.writes"));
+                let sent =
+                    m(*s, sc, &format!("api.{p}.reads")) + m(*s, sc, &format!("api.{p}.writes"));
                 let floor = m(*s, sc, &floor_reads) + m(*s, sc, &format!("floor.{p}.writes"));
                 let ratio = if floor > 0.0 {
                     format!(" ({:.2}x)", sent / floor)

@@ -128,8 +128,8 @@ async fn rename_one_percent_in_maiagent(world: &World) -> Vec<bool> {
     let info = world.server("maiagent").info();
     let base = info["base_url"].as_str().unwrap().to_owned();
     let key = format!("Api-Key {}", info["api_key"].as_str().unwrap());
-    let client = contact_sync::provider::http::build_client(std::time::Duration::from_secs(30))
-        .unwrap();
+    let client =
+        contact_sync::provider::http::build_client(std::time::Duration::from_secs(30)).unwrap();
     let page = |n: u64| {
         let (client, key, base) = (client.clone(), key.clone(), base.clone());
         async move {

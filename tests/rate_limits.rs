@@ -36,12 +36,19 @@ async fn an_import_under_real_rate_limits_learns_them_with_few_429s_and_no_failu
         let server = world.server(kind);
         let counters = server.log().counters();
         let entries = server.log().entries();
-        assert_eq!(entries.len() as u64, counters.requests, "every request is in the log");
+        assert_eq!(
+            entries.len() as u64,
+            counters.requests,
+            "every request is in the log"
+        );
         let allowed = server.rate_limits().allowed()[0].1;
         let answered = counters.requests - counters.throttled;
         let share = counters.throttled as f64 / counters.requests.max(1) as f64;
         // The rate it was answered at while it was busy (first to last request).
-        let (first, last) = (entries.first().unwrap().at_ms, entries.last().unwrap().at_ms);
+        let (first, last) = (
+            entries.first().unwrap().at_ms,
+            entries.last().unwrap().at_ms,
+        );
         let busy = (last - first) as f64 / 1000.0;
         let used = answered as f64 / busy.max(1e-3) / allowed;
         // Once learnt (after its first two windows), the 429s.

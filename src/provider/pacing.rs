@@ -524,7 +524,10 @@ mod tests {
         let t1 = ctl.ready_at(t0).unwrap();
         ctl.sent(t1);
         let later = t1 + Duration::from_millis(100);
-        assert!(ctl.ready_at(later).is_some(), "waits for the probe's answer");
+        assert!(
+            ctl.ready_at(later).is_some(),
+            "waits for the probe's answer"
+        );
         ctl.answered(later, true);
         assert!(
             ctl.ready_at(later + Duration::from_millis(10)).is_none(),
@@ -535,7 +538,11 @@ mod tests {
         let t2 = ctl.ready_at(later).unwrap();
         ctl.sent(t2);
         ctl.released();
-        assert_eq!(ctl.ready_at(t2 + Duration::from_millis(10)), None, "no answer at all: released");
+        assert_eq!(
+            ctl.ready_at(t2 + Duration::from_millis(10)),
+            None,
+            "no answer at all: released"
+        );
     }
 
     #[test]
@@ -578,11 +585,11 @@ mod tests {
         // Chatwoot: 3,000 a minute in fixed windows, a client that could send 1,000/s.
         let t0 = Instant::now();
         let mut ctl = Aimd::new(None, PROBE);
-        let window = Duration::from_secs(60);
+        let window = Duration::from_mins(1);
         let (ok, throttled) = run(&mut ctl, t0, 20 * 60, window, 3_000, 1_000.0);
         let allowed = 20 * 3_000;
         let share = throttled as f64 / (ok + throttled) as f64;
-        let used = ok as f64 / allowed as f64;
+        let used = ok as f64 / f64::from(allowed);
         eprintln!("share {share} used {used} rate {:?}", ctl.rate());
         assert!(share <= 0.01, "429 share {share}");
         assert!(used >= 0.9, "utilisation {used}");

@@ -200,8 +200,13 @@ async fn observe(Ext(core): Ext<Arc<Core>>, req: Request, next: Next) -> Respons
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
     if let Some(throttled) = core.limits.check(&path, std::time::SystemTime::now()) {
-        core.log
-            .record(&method, &path, query.as_deref(), throttled.status().as_u16(), None);
+        core.log.record(
+            &method,
+            &path,
+            query.as_deref(),
+            throttled.status().as_u16(),
+            None,
+        );
         return throttled;
     }
     let action = core.faults.pick(&method, &path);
