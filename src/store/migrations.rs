@@ -9,6 +9,7 @@ pub const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0002_review.sql"),
     include_str!("../../migrations/0003_journal.sql"),
     include_str!("../../migrations/0004_webhooks.sql"),
+    include_str!("../../migrations/0005_links_creating.sql"),
 ];
 
 /// The migrations as `rusqlite_migration` wants them.

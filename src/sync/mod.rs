@@ -152,6 +152,10 @@ pub struct Engine<P> {
     history_days: u32,
     /// The run (cycle) in progress, which journal entries are stamped with.
     run: Option<i64>,
+    /// Held while one provider plans: providers plan one at a time (planning reads and
+    /// writes through the one store writer anyway, and each batch of plan inputs holds
+    /// whole contacts, so four at once only raised the peak memory).
+    planning: tokio::sync::Mutex<()>,
 }
 
 /// The planner's view of a provider's capabilities.
@@ -228,6 +232,7 @@ impl<P: Provider> Engine<P> {
             clock,
             history_days: DEFAULT_HISTORY_DAYS,
             run: None,
+            planning: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -22,12 +22,14 @@ impl<P: Provider> Engine<P> {
     /// Plans every contact changed since the provider's watermark and persists the
     /// intents. Creates wait while `may_create` is false (the provider's listing did not
     /// complete): the watermark stops before the first of them, so they are planned again.
+    /// Providers plan one at a time ([`Engine::planning`]).
     pub(super) async fn plan_provider(
         &self,
         slot: &ProviderSlot<P>,
         provider_id: i64,
         may_create: bool,
     ) -> Result<Planned, StoreError> {
+        let _one_at_a_time = self.planning.lock().await;
         let shape = shape_of(slot.client.capabilities());
         let mut after = self.store.planned_seq(provider_id).await?;
         let mut out = Planned::default();
