@@ -377,7 +377,11 @@ impl Pacer {
             let now = Instant::now();
             let aimd = match turn.class {
                 RequestClass::General => &mut c.all,
-                RequestClass::Search => &mut c.search,
+                RequestClass::Search => {
+                    // It went through the instance's turn too: a probe there is over.
+                    c.all.released();
+                    &mut c.search
+                }
             };
             let before = aimd.decreases();
             aimd.throttled(now, retry_after);
