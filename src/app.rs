@@ -334,6 +334,7 @@ fn run_engine(
             progress: Some(display.hook()),
             record_steps: false,
             only_contacts: None,
+            unlisted: false,
         };
         let result = match undo {
             None => engine.run_cycle(&opts).await.map(|r| (r, None)),
@@ -491,6 +492,9 @@ pub fn render_runs(runs: &[store::journal::RunView]) -> String {
         if let Some(undone) = r.undo_of {
             let _ = write!(out, "  (undo of run {undone})");
         }
+        if let Some(trigger) = &r.trigger {
+            let _ = write!(out, "  ({trigger})");
+        }
         out.push('\n');
     }
     out
@@ -549,6 +553,10 @@ pub fn render_history(contact: i64, events: &[store::journal::HistoryEvent]) -> 
         let provider = e.provider.as_deref().unwrap_or("contact-sync");
         let what = match &e.field {
             Some(f) => format!("{f} {} → {}", show(&e.old), show(&e.new)),
+            // Two people became one: who went into whom.
+            None if e.kind == crate::domain::journal::EventKind::Merged && e.provider.is_none() => {
+                format!("contact {} → contact {}", show(&e.old), show(&e.new))
+            }
             None => format!("record {} → {}", show(&e.old), show(&e.new)),
         };
         let _ = write!(

@@ -201,6 +201,45 @@ pub fn render_detail(detail: &queue::ItemDetail, state: &queue::ItemState) -> St
             }
         );
     }
+    for h in &detail.history {
+        let _ = writeln!(
+            out,
+            "\n  merged by item #{} ({}, {} record {}): contact {} kept{}",
+            h.item,
+            h.at,
+            h.provider,
+            h.remote_id,
+            h.survivor.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+            if h.absorbed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", contact {} folded into it",
+                    h.absorbed
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        for r in &h.records {
+            let _ = writeln!(
+                out,
+                "    record {r} merged into the survivor's record there"
+            );
+        }
+        for f in &h.fields {
+            let _ = match (&f.dropped, &f.dropped_from) {
+                (Some(v), Some(from)) => writeln!(
+                    out,
+                    "    {}: kept {:?} from {}; not kept {:?} from {}",
+                    f.field, f.kept, f.kept_from, v, from
+                ),
+                _ => writeln!(out, "    {}: {:?} from {}", f.field, f.kept, f.kept_from),
+            };
+        }
+    }
     if *state == queue::ItemState::Open {
         let _ = writeln!(
             out,

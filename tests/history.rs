@@ -342,3 +342,106 @@ async fn undoing_an_import_with_delete_created_deletes_what_it_created_where_it_
     assert_eq!(world.sync().await.status.code(), Some(0));
     assert_eq!(world.writes(), writes);
 }
+
+/// Someone types a MaiAgent contact with `a`'s phone and `b`'s email: a record whose keys
+/// name two people (a review item).
+async fn mixed_up_record(world: &World, a: &Value, b: &Value) {
+    let info = world.sim.info();
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/api/contacts/",
+            info["maiagent"]["base_url"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({
+            "name": "Mixed Up",
+            "phoneNumber": text(a, "phone_number"),
+            "email": text(b, "email"),
+            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_merge_is_in_the_history_of_both_people_and_in_review_show() {
+    let world = World::new(30).await;
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let people: Vec<Value> = world
+        .contacts("chatwoot")
+        .into_iter()
+        .filter(|c| !text(c, "email").is_empty() && !text(c, "phone_number").is_empty())
+        .take(2)
+        .collect();
+    let (a, b) = (&people[0], &people[1]);
+    mixed_up_record(&world, a, b).await;
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let items = json_of(&world, &["review", "--json"]).await["items"].clone();
+    let item = items[0].clone();
+    let id = item["id"].as_i64().unwrap().to_string();
+    let ids: Vec<i64> = item["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_i64().unwrap())
+        .collect();
+    let (keep, other) = (ids[1], ids[0]);
+    let out = world
+        .run(&["review", "merge", &id, "--keep", &keep.to_string()])
+        .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(world.sync().await.status.code(), Some(0));
+    let run = newest_run(&world).await["id"].as_i64().unwrap();
+
+    // `history` of the survivor (by its email) says who went into whom, in that run.
+    let survivor = json_of(&world, &["history", &text(b, "email"), "--json"]).await;
+    // (Both people's keys are the survivor's now.)
+    assert_eq!(survivor["contact"], keep, "{survivor}");
+    let merged: Vec<&Value> = survivor["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "merged")
+        .collect();
+    assert!(
+        merged
+            .iter()
+            .any(|e| e["field"].is_null() && e["old"] == other && e["new"] == keep),
+        "{survivor}"
+    );
+    assert!(merged.iter().all(|e| e["run"] == run), "{survivor}");
+    // The person folded in keeps its history, ending in the merge.
+    let absorbed = json_of(&world, &["history", &other.to_string(), "--json"]).await;
+    let last = absorbed["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["kind"], "merged", "{absorbed}");
+    assert_eq!(
+        (last["old"].clone(), last["new"].clone()),
+        (json!(other), json!(keep))
+    );
+
+    // `review show` keeps what the merge decided: who survived, what was kept from whom.
+    let show = json_of(&world, &["review", "show", &id, "--json"]).await;
+    let history = show["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{show}");
+    assert_eq!(history[0]["survivor"], keep);
+    assert_eq!(history[0]["absorbed"], json!([other]));
+    let fields = history[0]["fields"].as_array().unwrap();
+    let email = fields.iter().find(|f| f["field"] == "email").unwrap();
+    assert_eq!(email["kept_from"], format!("contact {keep}"));
+    assert_eq!(email["dropped_from"], format!("contact {other}"));
+    let human = stdout(&world.run(&["review", "show", &id]).await);
+    assert!(human.contains(&format!("contact {keep} kept")), "{human}");
+    assert!(human.contains("not kept"), "{human}");
+}

@@ -526,6 +526,21 @@ async fn maiagent_lookup_create_update() {
             .unwrap()
             .is_none()
     );
+    // By phone and email through the full-text search, checked exactly: a number that
+    // only contains the digits, or a longer email, is not the person.
+    for key in [
+        LookupKey::Phone("+14155550100"),
+        LookupKey::Email("Grace@Example.com"),
+    ] {
+        let hit = mai.lookup(key).await.unwrap().unwrap();
+        assert_eq!(hit.remote_id, created.remote_id, "{key:?}");
+    }
+    for key in [
+        LookupKey::Phone("+1415555010"),
+        LookupKey::Email("race@example.com"),
+    ] {
+        assert!(mai.lookup(key).await.unwrap().is_none(), "{key:?}");
+    }
 
     let projection = fields(&[
         ("name", "Grace B. Hopper"),

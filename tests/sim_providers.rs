@@ -10,7 +10,7 @@
 use std::future::IntoFuture;
 use std::sync::Arc;
 
-use contact_sync::simulator::seed::Person;
+use contact_sync::simulator::seed::{self, Person};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -1045,12 +1045,48 @@ mod agentalk {
         assert_eq!(dump["organizationId"], ORG);
         let contacts = dump["contacts"].as_array().unwrap();
         assert_eq!(contacts.len(), 1, "no phone, no Agentalk contact");
+        let shown = seed::WaForm::of(1)
+            .map_or_else(|| "+14150000001".to_owned(), |wa| wa.render(14_150_000_001));
         assert_eq!(
-            contacts[0]["phone"], "+14150000001",
-            "typed phone lacked +: E.164 used"
+            contacts[0]["phone"], shown,
+            "typed phone lacked +: E.164 used (or the WhatsApp id it came in with)"
         );
         assert_eq!(contacts[0]["email"], "Ada.Lovelace1@Example.COM");
         assert_eq!(dump["tags"][0]["name"], "Customer");
+    }
+
+    #[tokio::test]
+    async fn some_seeded_phones_are_whatsapp_ids_and_are_found_by_phone() {
+        let sim = Sim::start(people(0..60)).await;
+        let dump = sim.state.dump();
+        let phones: Vec<String> = dump["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["phone"].as_str().unwrap().to_owned())
+            .collect();
+        let jid = phones
+            .iter()
+            .find(|p| p.ends_with("@s.whatsapp.net"))
+            .expect("a JID");
+        assert!(phones.iter().any(|p| p.ends_with("@c.us")), "{phones:?}");
+        assert!(phones.iter().filter(|p| p.starts_with('+')).count() > 30);
+        // Deterministic: the same people, the same forms.
+        let again = Sim::start(people(0..60)).await.state.dump();
+        assert_eq!(dump["contacts"].as_array().unwrap().len(), 60);
+        for (a, b) in dump["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(again["contacts"].as_array().unwrap())
+        {
+            assert_eq!(a["phone"], b["phone"]);
+        }
+        // A lookup by the number finds the contact shown with its WhatsApp id.
+        let digits = jid.trim_end_matches("@s.whatsapp.net");
+        let (status, v) = sim.search(&format!("?phone=%2B{digits}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["results"][0]["phone"], jid.as_str());
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 //! forged, replayed and oversized events change nothing; a duplicated delivery is
 //! applied once; an event accepted but not applied when the daemon is killed is applied
 //! after the restart; an edit made while the daemon was down is caught by the restart's
-//! full cycle.
+//! full cycle. A contact created in Chatwoot reaches MaiAgent too in the same targeted
+//! cycle (found and linked when MaiAgent already holds the person, never duplicated);
+//! edits made through the simulator's control endpoint are delivered like API edits; a
+//! webhook-driven change is a run that `runs` lists and `undo --run` puts back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contact_sync::simulator::{SimOptions, Simulation};
@@ -780,4 +783,270 @@ async fn a_burst_of_a_thousand_edits_is_absorbed_without_dropping_any() {
         EDITS as u64,
         "only the edits themselves"
     );
+}
+
+/// The simulated MaiAgent's contacts whose email is `email`.
+async fn maiagent_records_with_email(info: &Value, email: &str) -> Vec<Value> {
+    get_json(format!("{}/__sim/state", base(info, "maiagent")))
+        .await
+        .unwrap()["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["email"].as_str() == Some(email))
+        .cloned()
+        .collect()
+}
+
+/// Creates a contact in MaiAgent through its API, as someone working there would; returns
+/// its id.
+async fn create_in_maiagent(info: &Value, name: &str, email: &str, phone: &str) -> String {
+    let r = client()
+        .post(format!("{}/api/contacts/", base(info, "maiagent")))
+        .header(
+            "authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({"name": name, "email": email, "phoneNumber": phone,
+                      "inboxes": [{"id": info["maiagent"]["inbox_id"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "maiagent create: {}", r.status());
+    let v: Value = r.json().await.unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates a contact through the simulated Chatwoot's control endpoint (as an agent in
+/// the UI would); returns its id.
+async fn create_through_control(info: &Value, body: Value) -> u64 {
+    let r = client()
+        .post(format!("{}/__sim/contacts", base(info, "chatwoot")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "control create: {}", r.status());
+    let v: Value = r.json().await.unwrap();
+    v["payload"]["contact"]["id"].as_u64().unwrap()
+}
+
+/// The remote id of the store's link of `provider` for the person with `email`.
+fn linked_remote_id(store: &Path, provider: &str, email: &str) -> Option<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(
+        "SELECT l.remote_id FROM links l JOIN providers p ON p.id = l.provider_id
+         WHERE p.name = ?1 AND l.state = 'active' AND l.contact_id =
+           (SELECT contact_id FROM links l2 JOIN providers p2 ON p2.id = l2.provider_id
+            WHERE p2.name = 'support' AND l2.snapshot LIKE ?2)",
+        [provider.to_owned(), format!("%\"{email}\"%")],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_created_in_chatwoot_reaches_maiagent_too_in_seconds_and_is_never_duplicated() {
+    let (sim, dir, config, port, _id, _secret) = setup(10).await;
+    let info = sim.info();
+    let store = dir.path().join("contacts.db");
+    let _daemon = Daemon::start(&info, &config, dir.path());
+    poll("the start-up cycle", PATIENCE, || async {
+        cycles_finished(port).await.filter(|n| *n >= 1)
+    })
+    .await;
+    reaches_the_others(&info, "Wendyhook", PATIENCE).await;
+
+    // A person new everywhere, created in Chatwoot through its API: the targeted cycle
+    // creates them in MaiAgent (which can be listed, and whose listing completed at
+    // start-up) as well as in the two providers that cannot be listed.
+    create_in_chatwoot(
+        &info,
+        "Newtonhook",
+        "newton.hook@example.com",
+        "+14155550181",
+    )
+    .await;
+    reaches_the_others(&info, "Newtonhook", WITHIN).await;
+    assert_eq!(
+        maiagent_records_with_email(&info, "newton.hook@example.com")
+            .await
+            .len(),
+        1
+    );
+
+    // Someone adds a person in MaiAgent by hand, after its last listing; then an agent
+    // adds the same person in Chatwoot's UI (the control endpoint). MaiAgent's record is
+    // found by the person's keys and linked, not duplicated.
+    let by_hand =
+        create_in_maiagent(&info, "Mira Hand", "mira.hook@example.com", "+14155550182").await;
+    let mira = create_through_control(
+        &info,
+        json!({"name": "Mirahook", "email": "mira.hook@example.com", "phone_number": "+14155550182"}),
+    )
+    .await;
+    reaches_the_others(&info, "Mirahook", WITHIN).await;
+    let held = maiagent_records_with_email(&info, "mira.hook@example.com").await;
+    assert_eq!(held.len(), 1, "no duplicate in MaiAgent: {held:?}");
+    assert_eq!(held[0]["id"].as_str(), Some(by_hand.as_str()));
+    assert_eq!(
+        linked_remote_id(&store, "sales-bot", "mira.hook@example.com").as_deref(),
+        Some(by_hand.as_str())
+    );
+
+    // An edit made through the control endpoint is delivered and applied like an API edit.
+    let r = client()
+        .patch(format!("{}/__sim/contacts/{mira}", base(&info, "chatwoot")))
+        .json(&json!({"name": "Miraedited"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "control edit: {}", r.status());
+    reaches_the_others(&info, "Miraedited", WITHIN).await;
+    poll("the control edit's delivery accepted", PATIENCE, || async {
+        deliveries(&info).await.into_iter().find(|d| {
+            d["contact_id"] == mira && d["event"] == "contact_updated" && d["status"] == 202
+        })
+    })
+    .await;
+    assert_eq!(
+        maiagent_records_with_email(&info, "mira.hook@example.com")
+            .await
+            .len(),
+        1
+    );
+}
+
+async fn runs_json(info: &Value, config: &Path) -> Vec<Value> {
+    let out = run(
+        info,
+        &["runs", "--json", "--config", config.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["runs"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_driven_rename_is_a_run_that_undo_puts_back() {
+    let (sim, dir, config, port, id, _secret) = setup(10).await;
+    let info = sim.info();
+    let store = dir.path().join("contacts.db");
+    let mut daemon = Daemon::start(&info, &config, dir.path());
+    poll("the start-up cycle", PATIENCE, || async {
+        cycles_finished(port).await.filter(|n| *n >= 1)
+    })
+    .await;
+    reaches_the_others(&info, "Wendyhook", PATIENCE).await;
+    poll("the start-up echoes drained", PATIENCE, || async {
+        (queued(&store) == 0).then_some(())
+    })
+    .await;
+    // The start-up cycle's own writes to Chatwoot come back as events; they change
+    // nothing and leave no run behind.
+    let before = runs_json(&info, &config).await;
+    assert!(
+        before.iter().all(|r| r.get("trigger").is_none()),
+        "echoes made no run: {before:#?}"
+    );
+
+    rename_in_chatwoot(&info, id, "Wendyundo").await;
+    reaches_the_others(&info, "Wendyundo", WITHIN).await;
+    let listed = poll("the webhook run listed", PATIENCE, || async {
+        runs_json(&info, &config)
+            .await
+            .into_iter()
+            .find(|r| r["trigger"] == "webhook" && r["finished_at"].is_string())
+    })
+    .await;
+    let run_id = listed["id"].as_i64().unwrap();
+    assert!(run_id > before[0]["id"].as_i64().unwrap(), "run ids grow");
+    assert_eq!(listed["ok"], true);
+    for p in listed["providers"].as_array().unwrap() {
+        match p["name"].as_str().unwrap() {
+            "support" => assert_eq!(p["pulled"], 1, "{listed}"),
+            other => assert_eq!(p["updated"], 1, "{other}: {listed}"),
+        }
+    }
+    let human = run(&info, &["runs", "--config", config.to_str().unwrap()]).await;
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("(webhook)"),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
+
+    // `history` names the run: the change came from Chatwoot and went to the others.
+    let history = run(
+        &info,
+        &[
+            "history",
+            "wendy.hook@example.com",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let history: Value = serde_json::from_slice(&history.stdout).unwrap();
+    let in_run: Vec<&Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["run"] == run_id)
+        .collect();
+    assert!(
+        in_run.iter().any(|e| e["kind"] == "changed_in"
+            && e["provider"] == "support"
+            && e["new"] == "Wendyundo"),
+        "{in_run:#?}"
+    );
+    for p in ["sales-bot", "whatsapp", "campaigns"] {
+        assert!(
+            in_run
+                .iter()
+                .any(|e| e["kind"] == "sent_to" && e["provider"] == p),
+            "{p}: {in_run:#?}"
+        );
+    }
+
+    // Undo it (the daemon holds the store's sync lock: stop it first).
+    poll("the queue drained", PATIENCE, || async {
+        (queued(&store) == 0).then_some(())
+    })
+    .await;
+    daemon.kill9();
+    let undo = run(
+        &info,
+        &[
+            "undo",
+            "--run",
+            &run_id.to_string(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        undo.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&undo.stdout),
+        String::from_utf8_lossy(&undo.stderr)
+    );
+    for p in ["chatwoot", "maiagent", "agentalk", "dmchamp"] {
+        let text = state_text(&info, p).await;
+        assert!(text.contains("Wendyhook"), "{p} has the old name back");
+        assert!(
+            !text.contains("Wendyundo"),
+            "{p} no longer has the new name"
+        );
+    }
+    let after = runs_json(&info, &config).await;
+    assert_eq!(after[0]["undo_of"], run_id, "{:#?}", after[0]);
 }

@@ -284,6 +284,7 @@ impl<P: Provider + 'static> Daemon<P> {
                 metrics::record_targeted(&out, elapsed);
                 if !out.read.is_empty() {
                     tracing::info!(
+                        run = out.targeted.report.run,
                         records = out.read.len(),
                         moot = out.moot.len(),
                         unread = out.targeted.unread.len(),

@@ -78,7 +78,8 @@ pub enum Action {
     },
     /// Look the contact up by `lookup` (in order); link the first record found and bring
     /// it to `fields` and `tags`; create it only when nothing is found (lookup-only
-    /// providers, which cannot be listed).
+    /// providers, which cannot be listed, and a listable provider whose listing the cycle
+    /// did not read: a targeted cycle).
     CreateUnlessFound {
         /// Keys to search by.
         lookup: Vec<LookupBy>,
@@ -175,6 +176,10 @@ impl Action {
 pub struct StepShape {
     /// It can be listed (a create there is plain; lookup-only providers search first).
     pub enumerate: bool,
+    /// Its listing was not read in this cycle (a targeted cycle): a create there searches
+    /// the contact's keys first too, since a record made after its last complete listing
+    /// is known to nobody yet.
+    pub unlisted: bool,
     /// The fields it can be searched by, in the order tried (`phone`, `email`,
     /// `source_id`).
     pub lookups: Vec<String>,
@@ -205,6 +210,9 @@ pub struct DueIntent {
     pub projection: Fields,
     /// The contact's link in the provider now.
     pub link: LinkView,
+    /// The open `refused` review item holding the contact back in this provider: nothing
+    /// is sent for it there until the item is decided.
+    pub held_by: Option<i64>,
 }
 
 /// Turns a provider's due intents into the steps the executor runs. Pure: the same
@@ -223,7 +231,14 @@ pub fn plan_provider(shape: &StepShape, intents: Vec<DueIntent>) -> Vec<Step> {
         let superseded = newest
             .get(&(intent.contact_id, intent.op.kind()))
             .is_some_and(|&id| id != intent.intent_id);
-        let (action, reason) = if superseded {
+        let (action, reason) = if let Some(item) = intent.held_by {
+            (
+                skip(&format!(
+                    "held for review item {item}: the provider refused a write of this person; nothing is sent here until `contact-sync review merge/apart {item}`"
+                )),
+                "refused earlier".to_owned(),
+            )
+        } else if superseded {
             (
                 skip("a newer plan for this contact replaces it"),
                 "planned earlier".to_owned(),
@@ -261,7 +276,7 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
     let again = retry_note(intent.attempts);
     match (&intent.op, &intent.link) {
         (Operation::Create { fields, tags }, LinkView::None) => {
-            if shape.enumerate {
+            if shape.enumerate && !shape.unlisted {
                 (
                     Action::Create {
                         fields: fields.clone(),
@@ -289,6 +304,11 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
                     .into_iter()
                     .filter(|k| create_finds.as_ref().is_none_or(|c| c.field != k.field))
                     .collect();
+                let why = if shape.enumerate {
+                    "not linked here yet; its listing was not read in this cycle"
+                } else {
+                    "not linked here yet; the provider cannot be listed"
+                };
                 (
                     Action::CreateUnlessFound {
                         lookup,
@@ -297,7 +317,7 @@ fn step_for(shape: &StepShape, intent: &DueIntent) -> (Action, String) {
                         tags: tags.clone(),
                         desired: intent.projection.clone(),
                     },
-                    format!("not linked here yet; the provider cannot be listed{again}"),
+                    format!("{why}{again}"),
                 )
             }
         }
@@ -549,6 +569,7 @@ mod tests {
     fn shape(enumerate: bool) -> StepShape {
         StepShape {
             enumerate,
+            unlisted: false,
             lookups: vec!["phone".into(), "email".into()],
             create_finds: None,
             phone_mutable: enumerate,
@@ -624,6 +645,7 @@ mod tests {
             op,
             projection: fields(&[("name", "Ana"), ("phone", "+34600000001")]),
             link,
+            held_by: None,
         }
     }
 
@@ -633,6 +655,22 @@ mod tests {
             snapshot,
             tags: tags.map(|t| t.iter().collect()),
         }
+    }
+
+    #[test]
+    fn a_person_held_by_a_refusal_gets_only_a_skip() {
+        let op = Operation::Create {
+            fields: fields(&[("email", "ana@x.io")]),
+            tags: vec![],
+        };
+        let mut intent = due(1, 7, op, LinkView::None);
+        intent.held_by = Some(4);
+        let steps = plan_provider(&shape(true), vec![intent]);
+        let Action::Skip { why } = &steps[0].action else {
+            panic!("{:?}", steps[0].action);
+        };
+        assert!(why.contains("review item 4"), "{why}");
+        assert!(!steps[0].action.sends());
     }
 
     #[test]
@@ -651,8 +689,24 @@ mod tests {
             "keys in the provider's lookup order"
         );
         assert_eq!(tags, &["vip".to_owned()]);
-        let steps = plan_provider(&shape(true), vec![due(1, 7, op, LinkView::None)]);
+        let steps = plan_provider(&shape(true), vec![due(1, 7, op.clone(), LinkView::None)]);
         assert_eq!(steps[0].action.name(), "create");
+        // A listable provider whose listing this cycle did not read (a targeted cycle)
+        // searches first too: a record made since its last listing would be a duplicate.
+        let unlisted = StepShape {
+            unlisted: true,
+            ..shape(true)
+        };
+        let steps = plan_provider(&unlisted, vec![due(1, 7, op, LinkView::None)]);
+        let Action::CreateUnlessFound { lookup, .. } = &steps[0].action else {
+            panic!("{:?}", steps[0].action);
+        };
+        assert_eq!(lookup.len(), 2);
+        assert!(
+            steps[0].reason.contains("listing was not read"),
+            "{}",
+            steps[0].reason
+        );
     }
 
     #[test]

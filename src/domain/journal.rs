@@ -160,7 +160,9 @@ pub struct Line {
 
 impl Entry {
     /// The entry as history lines: one per field changed; a link, a record gone or a
-    /// delete sent is one line without a field, with the provider's record id.
+    /// delete sent is one line without a field, with the provider's record id; a merge
+    /// is one line without a field from the absorbed to the surviving id (contact ids,
+    /// or record ids when the entry has a provider), then its field changes.
     pub fn lines(&self) -> Vec<Line> {
         let remote = text(self.remote_id.as_ref());
         let mut out = Vec::new();
@@ -177,6 +179,25 @@ impl Entry {
                 old: remote,
                 new: Value::Null,
             }),
+            // A merge names who went into whom (`op`: "7 into 3"; people by contact id,
+            // records of a provider by their id there).
+            EventKind::Merged if self.op.as_deref().is_some_and(|op| op.contains(" into ")) => {
+                let (from, into) = self
+                    .op
+                    .as_deref()
+                    .and_then(|op| op.split_once(" into "))
+                    .unwrap_or_default();
+                let id = |s: &str| match (&self.provider, s.parse::<i64>()) {
+                    (None, Ok(n)) => Value::from(n),
+                    _ => Value::String(s.to_owned()),
+                };
+                out.push(Line {
+                    kind: self.kind,
+                    field: None,
+                    old: id(from),
+                    new: id(into),
+                });
+            }
             EventKind::SentTo | EventKind::Merged if self.changes.is_empty() => {
                 out.push(Line {
                     kind: self.kind,

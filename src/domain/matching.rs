@@ -191,17 +191,30 @@ pub fn match_batch(
     let n = candidates.len();
     let mut parent: Vec<usize> = (0..n).collect();
     let mut first_with_key: BTreeMap<(KeyKind, &str), usize> = BTreeMap::new();
+    // Records that find the same person by different keys (one by phone, one by email)
+    // are one group too: two records of one provider naming one person are a duplicate
+    // there, never two links to that person.
+    let mut first_with_contact: BTreeMap<ContactId, usize> = BTreeMap::new();
+    let union = |parent: &mut [usize], i: usize, j: usize| {
+        let (a, b) = (find(parent, i), find(parent, j));
+        if a != b {
+            parent[a.max(b)] = a.min(b);
+        }
+    };
     for (i, c) in candidates.iter().enumerate() {
         for key in c.keys.iter() {
             match first_with_key.get(&key) {
-                Some(&j) => {
-                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
-                    if a != b {
-                        parent[a.max(b)] = a.min(b);
-                    }
-                }
+                Some(&j) => union(&mut parent, i, j),
                 None => {
                     first_with_key.insert(key, i);
+                }
+            }
+        }
+        for &(_, contact) in &c.hits {
+            match first_with_contact.get(&contact) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    first_with_contact.insert(contact, i);
                 }
             }
         }
@@ -375,6 +388,34 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn two_records_finding_one_person_by_different_keys_are_a_duplicate_not_two_links() {
+        // "a" finds person 7 by phone, "b" finds the same person by email; the records
+        // share no key. Linking both would give person 7 two records in one provider
+        // (the store refuses that, and the page failed every cycle).
+        let out = match_batch(
+            &[
+                cand("b", None, Some("e@x"), &[(KeyKind::Email, 7)]),
+                cand("a", Some("+1"), None, &[(KeyKind::Phone, 7)]),
+            ],
+            &|_| false,
+        );
+        assert_eq!(
+            out[1],
+            MatchOutcome::Existing {
+                contact: 7,
+                by: Some(KeyKind::Phone)
+            }
+        );
+        assert_eq!(
+            out[0],
+            MatchOutcome::Conflict {
+                contacts: vec![7],
+                reason: ConflictReason::DuplicateInProvider,
+            }
+        );
+    }
+
     fn arb_candidate() -> impl Strategy<Value = Candidate> {
         (
             "[a-f]{1,3}",
@@ -425,6 +466,24 @@ mod tests {
             let result = match_batch(&shuffled, &linked);
             for (pos, &orig) in order.iter().enumerate() {
                 prop_assert_eq!(&result[pos], &forward[orig]);
+            }
+        }
+
+        #[test]
+        fn a_person_gets_at_most_one_record_of_a_page(
+            batch in proptest::collection::vec(arb_candidate(), 0..8),
+        ) {
+            let mut batch = batch;
+            for (i, c) in batch.iter_mut().enumerate() {
+                c.remote_id = format!("{}-{i}", c.remote_id);
+            }
+            let out = match_batch(&batch, &|c: ContactId| c == 3);
+            let mut linked = BTreeSet::new();
+            for o in &out {
+                if let MatchOutcome::Existing { contact, .. } = o {
+                    prop_assert!(linked.insert(*contact), "contact {} linked twice: {:?}", contact, out);
+                    prop_assert_ne!(*contact, 3, "a contact already linked here was linked again");
+                }
             }
         }
     }

@@ -225,6 +225,79 @@ pub fn merge_people(survivor: &Fields, other: &Fields) -> (Fields, Fields) {
     (merged, replaced)
 }
 
+/// One field a merge decided: the value kept and who it came from, and the value of the
+/// other side that was not kept (it stays in the item's history), if any.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldDecision {
+    /// The field (the store's name).
+    pub field: String,
+    /// The value the person kept.
+    pub kept: String,
+    /// Who that value came from (`contact 3`, `PROVIDER:REMOTE_ID`).
+    pub kept_from: String,
+    /// The other side's value that was not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
+    /// Who held the value not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_from: Option<String>,
+}
+
+/// What merging `other` (called `other_is`) into `survivor` (`survivor_is`) decides, field
+/// by field, as [`merge_people`] does it: the fields filled from the other, and those
+/// where both held different values (the survivor's kept, the other's dropped). Fields
+/// both hold alike are left out.
+pub fn field_decisions(
+    survivor: &Fields,
+    other: &Fields,
+    survivor_is: &str,
+    other_is: &str,
+) -> Vec<FieldDecision> {
+    let (merged, replaced) = merge_people(survivor, other);
+    let mut out = Vec::new();
+    for (k, v) in other {
+        if v.is_empty() {
+            continue;
+        }
+        if let Some(dropped) = replaced.get(k) {
+            out.push(FieldDecision {
+                field: k.clone(),
+                kept: merged.get(k).cloned().unwrap_or_default(),
+                kept_from: survivor_is.to_owned(),
+                dropped: Some(dropped.clone()),
+                dropped_from: Some(other_is.to_owned()),
+            });
+        } else if survivor.get(k).is_none_or(String::is_empty) && merged.get(k) == Some(v) {
+            out.push(FieldDecision {
+                field: k.clone(),
+                kept: v.clone(),
+                kept_from: other_is.to_owned(),
+                dropped: None,
+                dropped_from: None,
+            });
+        }
+    }
+    out
+}
+
+/// What a carried-out `review merge` decided (kept with the item, shown by `review show`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MergeRecord {
+    /// The person kept.
+    #[serde(default)]
+    pub survivor: Option<ContactId>,
+    /// The people folded into it.
+    #[serde(default)]
+    pub absorbed: Vec<ContactId>,
+    /// Records of one provider merged into the survivor's record there
+    /// (`PROVIDER:REMOTE_ID`).
+    #[serde(default)]
+    pub records: Vec<String>,
+    /// Field by field: what was kept from whom, and what was not kept.
+    #[serde(default)]
+    pub fields: Vec<FieldDecision>,
+}
+
 /// Fills a person's empty fields from a record, except `skip` (values shared with
 /// another person). Returns whether anything changed.
 pub fn fill_gaps(person: &mut Fields, record: &Fields, skip: &[&str]) -> bool {
@@ -374,6 +447,28 @@ mod tests {
         assert_eq!(replaced["email"], "ana.b@x");
         assert_eq!(replaced["name"], "Ana B");
         assert!(!replaced.contains_key("phone"));
+    }
+
+    #[test]
+    fn merge_decisions_say_what_was_kept_from_whom() {
+        let d = field_decisions(
+            &fields(&[("name", "Ana"), ("email", "ana@x")]),
+            &fields(&[("email", "ana.b@x"), ("phone", "+1555"), ("name", "Ana")]),
+            "contact 1",
+            "contact 2",
+        );
+        assert_eq!(d.len(), 2, "{d:?}");
+        let email = d.iter().find(|f| f.field == "email").unwrap();
+        assert_eq!(email.kept, "ana@x");
+        assert_eq!(email.kept_from, "contact 1");
+        assert_eq!(email.dropped.as_deref(), Some("ana.b@x"));
+        assert_eq!(email.dropped_from.as_deref(), Some("contact 2"));
+        let phone = d.iter().find(|f| f.field == "phone").unwrap();
+        assert_eq!(
+            (phone.kept.as_str(), phone.kept_from.as_str()),
+            ("+1555", "contact 2")
+        );
+        assert_eq!(phone.dropped, None);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - updates are `PATCH` with only the changed keys (`null` clears email, phone and
 //!   source id); `queryMetadata` is sent whole, built from the target's `attr.*` fields,
 //!   because a JSON field is replaced, not merged;
-//! - lookup by source id is `?query=` (fuzzy) plus an exact check here;
+//! - lookup by source id is `?query=` (fuzzy), by phone or email `?search=` (full-text,
+//!   fields undocumented), each plus an exact check here;
 //! - the API root is `<base>/api/`; a base URL already ending in `/api` or `/api/v1` is
 //!   used as it is (`/api/v1/` is the examples repo's prefix).
 
@@ -40,7 +41,7 @@ const LOOKUP_MAX_PAGES: usize = 10;
 /// What the MaiAgent adapter can do.
 pub const CAPABILITIES: Capabilities = Capabilities {
     enumerate: true,
-    lookups: &[LookupKind::SourceId],
+    lookups: &[LookupKind::SourceId, LookupKind::Phone, LookupKind::Email],
     lookup_returns_fields: true,
     tags_read: false,
     tags_add: false,
@@ -421,42 +422,43 @@ impl Provider for MaiAgent {
     }
 
     async fn lookup(&self, key: LookupKey<'_>) -> Result<Option<RemoteRecord>, ProviderError> {
-        let LookupKey::SourceId(source_id) = key else {
-            return Err(self
-                .http
-                .error(
-                    "look up contact",
-                    ErrorKind::Permanent,
-                    "MaiAgent has no exact lookup by phone or email",
-                )
-                .with_hint(
-                    "MaiAgent contacts are found by source id or through the full listing",
-                ));
+        // Source id: the documented `query` (fuzzy over name, source id and id). Phone and
+        // email: the full-text `search` [inferred: its fields are not documented], by the
+        // phone's digits (a stored `+` or a number both contain them). Every result is
+        // checked exactly here, whatever the server matched.
+        let (param, term, operation): (&str, String, &str) = match key {
+            LookupKey::SourceId(s) => ("query", s.to_owned(), "look up contact by source id"),
+            LookupKey::Phone(p) => ("search", digits(p), "look up contact by phone"),
+            LookupKey::Email(e) => ("search", e.trim().to_owned(), "look up contact by email"),
         };
-        if source_id.is_empty() {
+        if term.is_empty() {
             return Ok(None);
         }
+        let is_it = |r: &RemoteRecord| {
+            let held = |f: &str| r.fields.get(f).map_or("", |v| v.trim());
+            match key {
+                LookupKey::SourceId(s) => held(field::SOURCE_ID) == s,
+                LookupKey::Phone(_) => digits(held(field::PHONE)) == term,
+                LookupKey::Email(e) => held(field::EMAIL).eq_ignore_ascii_case(e.trim()),
+            }
+        };
         let mut url = self.contacts_url();
         url.query_pairs_mut()
-            .append_pair("query", source_id)
+            .append_pair(param, &term)
             .append_pair("pageSize", &PAGE_SIZE.to_string());
         for _ in 0..LOOKUP_MAX_PAGES {
-            let request = ApiRequest::get(url, "look up contact by source id");
+            let request = ApiRequest::get(url, operation);
             let page = self
                 .http
                 .fetch(request, Idempotency::Idempotent, decode_contact_page)
                 .await?;
-            if let Some(found) = page.records.into_iter().find(|r| {
-                r.fields
-                    .get(field::SOURCE_ID)
-                    .is_some_and(|s| s == source_id)
-            }) {
+            if let Some(found) = page.records.into_iter().find(|r| is_it(r)) {
                 return Ok(Some(found));
             }
             match page.next {
                 Some(next) => {
                     url = rewrite_next(&next, &self.base)
-                        .map_err(|e| self.http.malformed("look up contact by source id", &e))?;
+                        .map_err(|e| self.http.malformed(operation, &e))?;
                 }
                 None => return Ok(None),
             }
@@ -619,6 +621,11 @@ impl Provider for MaiAgent {
         let response = self.http.send(request, Idempotency::Idempotent).await?;
         self.http.expect_success(&response)
     }
+}
+
+/// The digits of a phone (`+1 (415) 555-0123` → `14155550123`).
+fn digits(phone: &str) -> String {
+    phone.chars().filter(char::is_ascii_digit).collect()
 }
 
 #[cfg(test)]

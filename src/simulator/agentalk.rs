@@ -16,7 +16,10 @@
 //! shapes here are guesses** (the spec leaves them open), as are these choices of ours:
 //! - Contact JSON: `{"id", "phone" ("+digits"), "firstName", "lastName", "email",
 //!   "tags": [{"id", "name"}], "fields": {}, "createdAt", "updatedAt"}` with RFC 3339
-//!   timestamps. Tags are objects so a client can learn tag ids for removal.
+//!   timestamps. Tags are objects so a client can learn tag ids for removal. Seeded
+//!   contacts came in through WhatsApp: about one in five shows its phone as the WhatsApp
+//!   id it came with (`<digits>@s.whatsapp.net` or `<digits>@c.us`, [`seed::WaForm`]);
+//!   a lookup by phone finds it all the same.
 //! - Phone: spaces, dashes, dots and parentheses are stripped; what remains must be `+`
 //!   then 1–15 digits, the first not 0 (E.164), else 400 `{"phone": ["..."]}`.
 //! - Upsert of an existing phone: `firstName`/`lastName`/`email` given as strings overwrite
@@ -93,6 +96,8 @@ struct Contact {
     id: u128,
     /// E.164 digits without the `+` (never starts with 0, at most 15 digits).
     phone: u64,
+    /// Seeded from WhatsApp: the phone is shown as that WhatsApp id.
+    wa: Option<seed::WaForm>,
     first_name: Option<Box<str>>,
     last_name: Option<Box<str>>,
     email: Option<Box<str>>,
@@ -158,7 +163,10 @@ impl State {
             .into_iter()
             .flatten()
             .collect();
-            inner.upsert(phone, ops, &p.tags, now);
+            let (slot, new) = inner.upsert(phone, ops, &p.tags, now);
+            if new && let Some(c) = inner.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+                c.wa = seed::WaForm::of(p.index);
+            }
         }
     }
 
@@ -236,7 +244,7 @@ impl Inner {
             .collect();
         json!({
             "id": fmt_uuid(c.id),
-            "phone": format!("+{}", c.phone),
+            "phone": c.wa.map_or_else(|| format!("+{}", c.phone), |wa| wa.render(c.phone)),
             "firstName": c.first_name,
             "lastName": c.last_name,
             "email": c.email,
@@ -295,6 +303,7 @@ impl Inner {
         self.slots.push(Some(Contact {
             id,
             phone,
+            wa: None,
             first_name: None,
             last_name: None,
             email: None,

@@ -19,6 +19,9 @@
 //!   anything else with 400. Lookup compares the decoded `phoneNumber` with that string
 //!   exactly, so a raw `+` (decoded as a space) never matches. `POST /v1/tags` takes the
 //!   digits without `+` and prefixes one; a value with its own `+` does not match.
+//!   Seeded contacts came in through WhatsApp: about one in five shows `phoneNumber` as
+//!   the WhatsApp id it came with (`<digits>@s.whatsapp.net` or `<digits>@c.us`,
+//!   [`seed::WaForm`]); lookups by phone find them all the same.
 //! - Email lookup compares trimmed, lower-cased emails; the oldest contact wins when several
 //!   share one. Email is not unique.
 //! - Duplicate phone on create: see [`DuplicateMode`] (default: return the existing id).
@@ -104,6 +107,8 @@ struct Contact {
     id: u128,
     /// E.164 digits without `+`.
     phone: u64,
+    /// Seeded from WhatsApp: the phone is shown as that WhatsApp id.
+    wa: Option<seed::WaForm>,
     first_name: Box<str>,
     last_name: Box<str>,
     email: Option<Box<str>>,
@@ -161,6 +166,7 @@ impl State {
             let slot = inner.insert(Contact {
                 id: new_id(),
                 phone,
+                wa: seed::WaForm::of(p.index),
                 first_name: name_or_unknown(&p.first_name),
                 last_name: name_or_unknown(&p.last_name),
                 email: p
@@ -316,7 +322,11 @@ impl Inner {
     fn contact_dump(&self, c: &Contact) -> Value {
         let mut m = Map::new();
         m.insert("contactId".into(), fmt_id(c.id).into());
-        m.insert("phoneNumber".into(), format!("+{}", c.phone).into());
+        m.insert(
+            "phoneNumber".into(),
+            c.wa.map_or_else(|| format!("+{}", c.phone), |wa| wa.render(c.phone))
+                .into(),
+        );
         m.insert("firstName".into(), c.first_name.as_ref().into());
         m.insert("lastName".into(), c.last_name.as_ref().into());
         m.insert(
@@ -561,6 +571,7 @@ async fn create(extract::State(st): Shared, body: Bytes) -> Reply {
     inner.insert(Contact {
         id,
         phone: new.phone,
+        wa: None,
         first_name: new.first_name,
         last_name: new.last_name,
         email: new.email,

@@ -22,6 +22,36 @@
 /// The default region a sync config should use with simulated data (`default_region`).
 pub const HOME_REGION: &str = "US";
 
+/// How a WhatsApp-fed platform (Agentalk, DM Champ) shows a seeded phone: most as
+/// `+digits`, some as the WhatsApp id it came in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaForm {
+    /// `<digits>@s.whatsapp.net` (WhatsApp's own JID).
+    Jid,
+    /// `<digits>@c.us` (the form of WhatsApp Web libraries).
+    CUs,
+}
+
+impl WaForm {
+    /// The form person `index` was seeded with, deterministically: one person in ten a
+    /// JID, one in ten a `@c.us` id, the rest `+digits`.
+    pub fn of(index: u64) -> Option<WaForm> {
+        match mix(index ^ 0x5741) % 10 {
+            3 => Some(WaForm::Jid),
+            7 => Some(WaForm::CUs),
+            _ => None,
+        }
+    }
+
+    /// The phone (E.164 digits without `+`) written in this form.
+    pub fn render(self, digits: u64) -> String {
+        match self {
+            WaForm::Jid => format!("{digits}@s.whatsapp.net"),
+            WaForm::CUs => format!("{digits}@c.us"),
+        }
+    }
+}
+
 /// One person as a seeded provider holds them. Every field is written the way a human
 /// typed it into that provider (local phone formats, mixed-case emails).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,14 +112,14 @@ impl Store {
     pub async fn begin_runs(
         &self,
         providers: Vec<i64>,
-        undo_of: Option<i64>,
+        trigger: journal::Trigger,
         prune_before: i64,
         now: i64,
     ) -> Result<(i64, Vec<i64>), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
             journal::prune(&tx, prune_before)?;
-            let cycle = journal::begin_cycle(&tx, now, undo_of)?;
+            let cycle = journal::begin_cycle(&tx, now, trigger)?;
             let ids = providers
                 .iter()
                 .map(|&p| runs::begin_run(&tx, p, cycle, now))
@@ -133,6 +133,38 @@ impl Store {
     /// Finishes a run (after its provider rows).
     pub async fn finish_cycle(&self, run: i64, ok: bool, now: i64) -> Result<(), StoreError> {
         self.call(move |c| journal::finish_cycle(c, run, ok, now))
+            .await
+    }
+
+    /// Finishes a targeted run: its provider rows (`(row id, counts, error)`; a targeted
+    /// cycle reads no listing, so no provider's last success moves) and the run — or, when
+    /// it changed nothing (`changed` false and no journal entry), forgets it, so events
+    /// that only echo our own writes leave no run behind. One transaction. Returns whether
+    /// the run was kept.
+    pub async fn finish_targeted_run(
+        &self,
+        run: i64,
+        rows: Vec<(i64, RunCounts, Option<String>)>,
+        ok: bool,
+        changed: bool,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            for (row, counts, error) in &rows {
+                runs::finish_run(&tx, *row, counts, error.as_deref(), now)?;
+            }
+            journal::finish_cycle(&tx, run, ok, now)?;
+            let kept = changed || !journal::forget_if_empty(&tx, run)?;
+            tx.commit()?;
+            Ok(kept)
+        })
+        .await
+    }
+
+    /// Whether each provider (by id) has ever completed a listing.
+    pub async fn listed_once(&self, providers: Vec<i64>) -> Result<Vec<bool>, StoreError> {
+        self.call(move |c| providers.iter().map(|&p| runs::listed_once(c, p)).collect())
             .await
     }
 
@@ -368,9 +400,33 @@ impl Store {
     pub async fn apply_decisions(
         &self,
         can_merge: Vec<i64>,
-        now: i64,
+        stamp: Stamp,
     ) -> Result<super::review::AppliedDecisions, StoreError> {
-        self.call_seq(move |c, seq| super::review::apply_decisions(c, seq, &can_merge, now))
+        self.call_seq(move |c, seq| super::review::apply_decisions(c, seq, &can_merge, stamp))
+            .await
+    }
+
+    /// The people other than `contact` a provider's record names (see
+    /// [`super::review::holder_people`]).
+    pub async fn holder_people(
+        &self,
+        provider_id: i64,
+        contact: ContactId,
+        remote_id: String,
+        keys: crate::domain::matching::Keys,
+    ) -> Result<Vec<ContactId>, StoreError> {
+        self.call(move |c| super::review::holder_people(c, provider_id, contact, &remote_id, &keys))
+            .await
+    }
+
+    /// Records a write the provider refused because another of its records holds a key
+    /// (see [`super::review::record_refusal`]).
+    pub async fn record_refusal(
+        &self,
+        refusal: super::review::Refusal,
+        stamp: Stamp,
+    ) -> Result<super::review::RefusalOutcome, StoreError> {
+        self.call_seq(move |c, seq| super::review::record_refusal(c, seq, &refusal, stamp))
             .await
     }
 
@@ -472,7 +528,9 @@ impl Store {
                         },
                     },
                 };
+                let held_by = super::review::held_by(c, provider_id, i.contact_id)?;
                 out.push(DueIntent {
+                    held_by,
                     intent_id: i.id,
                     contact_id: i.contact_id,
                     who: who(c, i.contact_id)?,

@@ -50,7 +50,9 @@ pub fn plan_inputs(
                 l.state, l.remote_id, l.snapshot, l.tags,
                 (SELECT json_group_array(tag) FROM contact_tags t WHERE t.contact_id = c.id),
                 EXISTS (SELECT 1 FROM match_keys k WHERE k.contact_id = c.id), c.deleted,
-                (SELECT json_group_array(field) FROM link_pins p WHERE p.link_id = l.id)
+                (SELECT json_group_array(field) FROM link_pins p WHERE p.link_id = l.id),
+                (SELECT json_group_object(field, value) FROM withheld_fields w
+                 WHERE w.provider_id = ?1 AND w.contact_id = c.id)
          FROM contacts c LEFT JOIN links l ON l.contact_id = c.id AND l.provider_id = ?1
          WHERE c.seq > ?2 ORDER BY c.seq LIMIT ?3",
     )?;
@@ -77,6 +79,7 @@ pub fn plan_inputs(
                 r.get::<_, bool>(15)?,
                 r.get::<_, bool>(16)?,
                 r.get::<_, Option<String>>(17)?,
+                r.get::<_, Option<String>>(18)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -95,6 +98,7 @@ pub fn plan_inputs(
         has_key,
         deleted,
         pins,
+        withheld,
     ) in rows
     {
         let link = match state.as_deref() {
@@ -113,6 +117,25 @@ pub fn plan_inputs(
             let pins: Vec<String> = serde_json::from_str(pins).unwrap_or_default();
             if !pins.is_empty() {
                 crate::domain::review::hold_pinned(&mut fields, snapshot, &pins);
+            }
+        }
+        // Values the provider refused because a different person's record there holds
+        // them (`review apart` on a refusal) are not sent there while they stay the same.
+        if let Some(withheld) = withheld.as_deref() {
+            let withheld: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(withheld).unwrap_or_default();
+            let snapshot = match &link {
+                LinkView::Active { snapshot, .. } => Some(snapshot),
+                _ => None,
+            };
+            let held: Vec<String> = withheld
+                .into_iter()
+                .filter(|(f, v)| fields.get(f) == Some(v))
+                .map(|(f, _)| f)
+                .collect();
+            if !held.is_empty() {
+                let none = Fields::new();
+                crate::domain::review::hold_pinned(&mut fields, snapshot.unwrap_or(&none), &held);
             }
         }
         out.push(PlanInput {

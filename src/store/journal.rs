@@ -66,11 +66,44 @@ pub fn write(conn: &Connection, stamp: Stamp, e: NewEntry<'_>) -> Result<(), Sto
     Ok(())
 }
 
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A scheduled or command-line cycle.
+    Cycle,
+    /// An undo of this run.
+    Undo(i64),
+    /// A targeted cycle for Chatwoot webhook events.
+    Webhook,
+}
+
 /// Starts a cycle (a run) and returns its id; an undo names the run it undoes.
-pub fn begin_cycle(conn: &Connection, now: i64, undo_of: Option<i64>) -> Result<i64, StoreError> {
-    conn.prepare_cached("INSERT INTO cycles (started_at, undo_of) VALUES (?1, ?2)")?
-        .execute(params![now, undo_of])?;
+pub fn begin_cycle(conn: &Connection, now: i64, trigger: Trigger) -> Result<i64, StoreError> {
+    let (undo_of, trigger) = match trigger {
+        Trigger::Cycle => (None, None),
+        Trigger::Undo(run) => (Some(run), None),
+        Trigger::Webhook => (None, Some("webhook")),
+    };
+    conn.prepare_cached("INSERT INTO cycles (started_at, undo_of, trigger) VALUES (?1, ?2, ?3)")?
+        .execute(params![now, undo_of, trigger])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Forgets run `id` (its cycle and provider rows) when it left no journal entry: a
+/// targeted cycle that changed nothing (an event re-read with nothing new). Returns
+/// whether it was forgotten.
+pub fn forget_if_empty(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    let wrote: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM journal WHERE run_id = ?1)")?
+        .query_row([id], |r| r.get(0))?;
+    if wrote {
+        return Ok(false);
+    }
+    conn.prepare_cached("DELETE FROM runs WHERE cycle_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM cycles WHERE id = ?1")?
+        .execute([id])?;
+    Ok(true)
 }
 
 /// Finishes a cycle.
@@ -110,6 +143,10 @@ pub struct RunView {
     /// The run this one undid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undo_of: Option<i64>,
+    /// What started it when not a scheduled or command-line cycle: `webhook` (a targeted
+    /// cycle for Chatwoot webhook events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// Per provider, in config order.
     pub providers: Vec<RunProvider>,
 }
@@ -134,7 +171,7 @@ pub struct RunProvider {
 /// The most recent runs, newest first (read-only).
 pub fn list_runs(conn: &Connection, limit: usize) -> Result<Vec<RunView>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT id, started_at, finished_at, ok, undo_of FROM cycles ORDER BY id DESC LIMIT ?1",
+        "SELECT id, started_at, finished_at, ok, undo_of, trigger FROM cycles ORDER BY id DESC LIMIT ?1",
     )?;
     let cycles = stmt
         .query_map([limit as i64], |r| {
@@ -144,6 +181,7 @@ pub fn list_runs(conn: &Connection, limit: usize) -> Result<Vec<RunView>, StoreE
                 finished_at: r.get::<_, Option<i64>>(2)?.map(rfc3339),
                 ok: r.get(3)?,
                 undo_of: r.get(4)?,
+                trigger: r.get(5)?,
                 providers: Vec::new(),
             })
         })?
@@ -473,8 +511,8 @@ mod tests {
     #[test]
     fn runs_grow_and_old_entries_are_pruned() {
         let conn = store();
-        let first = begin_cycle(&conn, 100, None).unwrap();
-        let second = begin_cycle(&conn, 200, Some(first)).unwrap();
+        let first = begin_cycle(&conn, 100, Trigger::Cycle).unwrap();
+        let second = begin_cycle(&conn, 200, Trigger::Undo(first)).unwrap();
         assert!(second > first);
         finish_cycle(&conn, second, true, 210).unwrap();
         entry(&conn, 1, first, 100);
@@ -491,6 +529,23 @@ mod tests {
         assert_eq!(runs[0].ok, Some(true));
         assert_eq!(runs[0].finished_at.as_deref(), Some("1970-01-01T00:03:30Z"));
         assert_eq!(prune(&conn, 1_000).unwrap(), 2, "everything older goes");
+    }
+
+    #[test]
+    fn a_webhook_run_that_wrote_nothing_is_forgotten() {
+        let conn = store();
+        let full = begin_cycle(&conn, 100, Trigger::Cycle).unwrap();
+        let echo = begin_cycle(&conn, 200, Trigger::Webhook).unwrap();
+        assert!(forget_if_empty(&conn, echo).unwrap());
+        let change = begin_cycle(&conn, 300, Trigger::Webhook).unwrap();
+        assert!(change > echo, "ids are never handed out twice");
+        entry(&conn, 1, change, 300);
+        assert!(!forget_if_empty(&conn, change).unwrap());
+        let runs = list_runs(&conn, 10).unwrap();
+        let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [change, full]);
+        assert_eq!(runs[0].trigger.as_deref(), Some("webhook"));
+        assert_eq!(runs[1].trigger, None);
     }
 
     #[test]

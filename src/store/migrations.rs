@@ -10,6 +10,8 @@ pub const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0003_journal.sql"),
     include_str!("../../migrations/0004_webhooks.sql"),
     include_str!("../../migrations/0005_links_creating.sql"),
+    include_str!("../../migrations/0006_refusals.sql"),
+    include_str!("../../migrations/0007_webhook_runs.sql"),
 ];
 
 /// The migrations as `rusqlite_migration` wants them.

@@ -217,7 +217,9 @@ pub fn record_conflict(
         .prepare_cached(
             "INSERT INTO conflicts (provider_id, remote_id, kind, reason, contact_ids, record, record_tags, detected_at)
              VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, '{}'), ?7, ?8)
-             ON CONFLICT (provider_id, remote_id) DO UPDATE SET kind = excluded.kind, reason = excluded.reason,
+             ON CONFLICT (provider_id, remote_id) DO UPDATE SET
+             kind = CASE WHEN kind = 'refused' AND resolved_at IS NULL AND decided_at IS NULL THEN kind ELSE excluded.kind END,
+             reason = CASE WHEN kind = 'refused' AND resolved_at IS NULL AND decided_at IS NULL THEN reason ELSE excluded.reason END,
              contact_ids = excluded.contact_ids,
              record = CASE WHEN ?6 IS NULL THEN record ELSE excluded.record END,
              record_tags = coalesce(excluded.record_tags, record_tags),

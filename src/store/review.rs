@@ -7,18 +7,20 @@
 //! and sets `resolved_at`. The rules on values are pure, in [`crate::domain::review`].
 
 use super::contacts;
+use super::journal::{self, NewEntry, Stamp};
 use super::pull::{ItemRecord, insert_link, parse_fields, parse_tags, record_conflict};
 use super::status::rfc3339;
 use super::{Seq, StoreError};
+use crate::domain::journal::{Changes, EventKind, add_tag_change, field_changes};
 use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::merge::NormalizedRecord;
 use crate::domain::review::{
-    ApartRule, Decision, ItemKind, fill_gaps, key_field, merge_people, strongest_owner,
+    ApartRule, Decision, FieldDecision, ItemKind, MergeRecord, field_decisions, fill_gaps,
+    key_field, merge_people, strongest_owner,
 };
 use crate::domain::{Fields, Tags, field};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// One item of the queue, as `review --json` prints it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -79,6 +81,103 @@ pub struct ItemDetail {
     pub records: Vec<RecordView>,
     /// The candidate people.
     pub contacts: Vec<ContactView>,
+    /// What `review merge` decided earlier about these people or this record (oldest
+    /// first): who survived, which values were kept from whom, which were not kept.
+    pub history: Vec<MergeHistory>,
+}
+
+/// One merge carried out earlier, as `review show` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MergeHistory {
+    /// The item that was decided.
+    pub item: i64,
+    /// When the merge was carried out, RFC 3339 UTC.
+    pub at: String,
+    /// The item's provider (configured name) and record.
+    pub provider: String,
+    /// The item's record.
+    pub remote_id: String,
+    /// The person kept.
+    pub survivor: Option<ContactId>,
+    /// The people folded into it.
+    pub absorbed: Vec<ContactId>,
+    /// Records merged into the survivor's record in their provider (`PROVIDER:REMOTE_ID`).
+    pub records: Vec<String>,
+    /// Field by field: what was kept from whom, and what was not kept.
+    pub fields: Vec<FieldDecision>,
+}
+
+/// The merges carried out earlier that concern `contacts` or the record `remote_id` of
+/// `provider_id` (the item `id` itself included), oldest first.
+fn merge_history(
+    conn: &Connection,
+    provider_id: i64,
+    remote_id: &str,
+    contacts: &[ContactId],
+) -> Result<Vec<MergeHistory>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, c.resolved_at, p.name, c.provider_id, c.remote_id, c.contact_ids, c.history,
+                c.survivor, c.decision_contact
+         FROM conflicts c JOIN providers p ON p.id = c.provider_id
+         WHERE c.decision = 'merge' AND c.resolved_at IS NOT NULL ORDER BY c.resolved_at, c.id",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    for (id, at, provider, pid, remote, ids, history, survivor, chosen) in rows {
+        let people: Vec<ContactId> = serde_json::from_str(&ids).unwrap_or_default();
+        // Written before 0005, the history was a map of what was not kept: shown with
+        // who survived, without the field decisions.
+        let record: MergeRecord = history
+            .as_deref()
+            .and_then(|h| serde_json::from_str(h).ok())
+            .unwrap_or_default();
+        let survivor = record
+            .survivor
+            .or(survivor)
+            .or(chosen)
+            .or_else(|| people.iter().copied().min());
+        let absorbed = if record.survivor.is_some() {
+            record.absorbed
+        } else {
+            people
+                .iter()
+                .copied()
+                .filter(|c| Some(*c) != survivor)
+                .collect()
+        };
+        let concerns = (pid == provider_id && remote == remote_id)
+            || contacts
+                .iter()
+                .any(|c| people.contains(c) || Some(*c) == survivor || absorbed.contains(c));
+        if !concerns {
+            continue;
+        }
+        out.push(MergeHistory {
+            item: id,
+            at: rfc3339(at),
+            provider,
+            remote_id: remote,
+            survivor,
+            absorbed,
+            records: record.records,
+            fields: record.fields,
+        });
+    }
+    Ok(out)
 }
 
 /// Where an item stands.
@@ -186,11 +285,13 @@ pub fn show_item(
             links,
         });
     }
+    let history = merge_history(conn, provider_id, &item.remote_id, &item.contacts)?;
     Ok(Some((
         ItemDetail {
             item,
             records,
             contacts: people,
+            history,
         },
         state,
     )))
@@ -495,8 +596,9 @@ pub fn apply_decisions(
     conn: &mut Connection,
     seq: &Seq,
     can_merge: &[i64],
-    now: i64,
+    stamp: Stamp,
 ) -> Result<AppliedDecisions, StoreError> {
+    let now = stamp.at;
     let ids: Vec<i64> = conn
         .prepare(
             "SELECT id FROM conflicts WHERE decided_at IS NOT NULL AND resolved_at IS NULL ORDER BY decided_at, id",
@@ -511,8 +613,11 @@ pub fn apply_decisions(
         };
         let reopened = match item.decision {
             Decision::Apart => apply_apart(&tx, seq, &item, now)?,
-            Decision::Merge => apply_merge(&tx, seq, &item, can_merge, now)?,
+            Decision::Merge => apply_merge(&tx, seq, &item, can_merge, stamp)?,
         };
+        if reopened.is_none() {
+            release_refusals(&tx, seq, &item)?;
+        }
         if let Some(again) = reopened {
             tracing::warn!(
                 item = id,
@@ -535,6 +640,23 @@ pub fn apply_decisions(
         tx.commit()?;
     }
     Ok(out)
+}
+
+/// A decided `refused` item lets the people it held back be planned again in its
+/// provider: after `apart`, without the values the holder (a different person's record)
+/// holds there; after `merge`, as the one person they became.
+fn release_refusals(conn: &Connection, seq: &Seq, item: &DecidedItem) -> Result<(), StoreError> {
+    let holder = link_of_record(conn, item.provider_id, &item.remote_id)?.map(|(_, c)| c);
+    for (contact, fields) in refusals_of(conn, item.id)? {
+        if !contact_exists(conn, contact)? {
+            continue;
+        }
+        if item.decision == Decision::Apart && holder != Some(contact) {
+            withhold(conn, item.provider_id, contact, &fields)?;
+        }
+        contacts::bump(conn, contact, seq.next())?;
+    }
+    Ok(())
 }
 
 fn load_decided(conn: &Connection, id: i64) -> Result<Option<DecidedItem>, StoreError> {
@@ -772,6 +894,9 @@ fn apply_apart(
     let target = match (item.chosen, item.kind) {
         (Some(c), _) => Some(c),
         (None, ItemKind::DuplicateInProvider) => None,
+        // The holder stays with the person it is linked to (else it is a person of its
+        // own); the people it held back are written there without its values.
+        (None, ItemKind::Refused) => linked_now,
         (None, _) => strongest_owner(&plain, &item.contacts).or(linked_now),
     };
     let target = match target {
@@ -818,8 +943,9 @@ fn apply_merge(
     seq: &Seq,
     item: &DecidedItem,
     can_merge: &[i64],
-    now: i64,
+    stamp: Stamp,
 ) -> Result<Option<AskAgain>, StoreError> {
+    let now = stamp.at;
     let hits = record_hits(conn, &item.record)?;
     let mut people = item.contacts.clone();
     if people.is_empty() {
@@ -835,19 +961,25 @@ fn apply_merge(
             "none of the people this record matched exist any more; decide again".to_owned(),
         )));
     };
-    let mut history = BTreeMap::new();
+    let before = contacts::load_held(conn, survivor)?;
+    let mut history = MergeRecord {
+        survivor: Some(survivor),
+        ..MergeRecord::default()
+    };
     for &other in &people {
         if other != survivor {
-            let replaced = merge_contacts(conn, seq, survivor, other, can_merge, now)?;
-            history.insert(other.to_string(), replaced);
+            let decided = merge_contacts(conn, seq, survivor, other, can_merge, stamp)?;
+            history.absorbed.push(other);
+            history.fields.extend(decided);
         }
     }
     // The record itself.
     let linked_now = link_of_record(conn, item.provider_id, &item.remote_id)?;
+    let mut merged_record = None;
     match linked_now {
         Some((_, c)) if c == survivor => {}
         _ => match link_here(conn, item.provider_id, survivor)? {
-            Some((survivor_link, Some(into), state)) if state == "active" => {
+            Some((_, Some(into), state)) if state == "active" => {
                 if let Some((link, _)) = linked_now {
                     conn.execute("DELETE FROM links WHERE id = ?1", [link])?;
                 }
@@ -857,12 +989,20 @@ fn apply_merge(
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![item.provider_id, item.remote_id, survivor, into, remote_merge, now],
                 )?;
-                let _ = survivor_link;
+                let record_is = format!(
+                    "{}:{}",
+                    provider_name(conn, item.provider_id)?,
+                    item.remote_id
+                );
+                history.records.push(record_is.clone());
                 if let Some(mut golden) = contacts::load_held(conn, survivor)? {
-                    let (merged, replaced) = merge_people(&golden.fields, &item.record);
-                    if !replaced.is_empty() {
-                        history.insert(format!("record {}", item.remote_id), replaced);
-                    }
+                    history.fields.extend(field_decisions(
+                        &golden.fields,
+                        &item.record,
+                        &format!("contact {survivor}"),
+                        &record_is,
+                    ));
+                    let (merged, _) = merge_people(&golden.fields, &item.record);
                     let phone_valid =
                         golden.phone_valid || merged.get(field::PHONE).is_some_and(|p| is_e164(p));
                     golden.fields = merged;
@@ -882,6 +1022,7 @@ fn apply_merge(
                     let names: Vec<String> = tags.names().map(str::to_owned).collect();
                     contacts::add_tags(conn, survivor, &names)?;
                 }
+                merged_record = Some(into);
             }
             Some((_, remote, state)) => {
                 return Ok(Some(AskAgain::because(format!(
@@ -896,14 +1037,68 @@ fn apply_merge(
             }
         },
     }
+    // The journal: what the merge changed on the survivor, and on each person folded in.
+    if let (Some(before), Some(after)) = (before, contacts::load_held(conn, survivor)?) {
+        let mut changes = field_changes(&before.fields, &after.fields);
+        add_tag_change(&mut changes, &before.tags, &after.tags);
+        let empty = Changes::new();
+        for (i, &other) in history.absorbed.iter().enumerate() {
+            let op = format!("{other} into {survivor}");
+            for (contact, changes) in [
+                (survivor, if i == 0 { &changes } else { &empty }),
+                (other, &empty),
+            ] {
+                journal::write(
+                    conn,
+                    stamp,
+                    NewEntry {
+                        contact,
+                        provider: None,
+                        kind: EventKind::Merged,
+                        op: Some(&op),
+                        remote_id: None,
+                        outcome: None,
+                        changes,
+                    },
+                )?;
+            }
+        }
+        if let Some(into) = merged_record {
+            let op = format!("{} into {into}", item.remote_id);
+            journal::write(
+                conn,
+                stamp,
+                NewEntry {
+                    contact: survivor,
+                    provider: Some(item.provider_id),
+                    kind: EventKind::Merged,
+                    op: Some(&op),
+                    remote_id: Some(&item.remote_id),
+                    outcome: None,
+                    changes: if history.absorbed.is_empty() {
+                        &changes
+                    } else {
+                        &empty
+                    },
+                },
+            )?;
+        }
+    }
     conn.execute(
-        "UPDATE conflicts SET history = ?2 WHERE id = ?1",
+        "UPDATE conflicts SET history = ?2, survivor = ?3 WHERE id = ?1",
         params![
             item.id,
-            serde_json::to_string(&history).unwrap_or_else(|_| "{}".to_owned())
+            serde_json::to_string(&history).unwrap_or_else(|_| "{}".to_owned()),
+            survivor
         ],
     )?;
     Ok(None)
+}
+
+fn provider_name(conn: &Connection, provider_id: i64) -> Result<String, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT name FROM providers WHERE id = ?1")?
+        .query_row([provider_id], |r| r.get(0))?)
 }
 
 /// Makes `other` part of `survivor`: fields (the survivor's values win; the other's are
@@ -916,14 +1111,21 @@ fn merge_contacts(
     survivor: ContactId,
     other: ContactId,
     can_merge: &[i64],
-    now: i64,
-) -> Result<Fields, StoreError> {
+    stamp: Stamp,
+) -> Result<Vec<FieldDecision>, StoreError> {
+    let now = stamp.at;
     let (Some(mut keep), Some(gone)) = (
         contacts::load_held(conn, survivor)?,
         contacts::load_held(conn, other)?,
     ) else {
-        return Ok(Fields::new());
+        return Ok(Vec::new());
     };
+    let decided = field_decisions(
+        &keep.fields,
+        &gone.fields,
+        &format!("contact {survivor}"),
+        &format!("contact {other}"),
+    );
     let (merged, _replaced) = merge_people(&keep.fields, &gone.fields);
     let phone_valid = if keep.fields.contains_key(field::PHONE) {
         keep.phone_valid
@@ -994,9 +1196,14 @@ fn merge_contacts(
         [other],
     )?;
     rewrite_items(conn, survivor, other, now)?;
+    conn.execute(
+        "UPDATE OR IGNORE refusals SET contact_id = ?1 WHERE contact_id = ?2",
+        params![survivor, other],
+    )?;
+    conn.execute("DELETE FROM refusals WHERE contact_id = ?1", [other])?;
     conn.execute("DELETE FROM contacts WHERE id = ?1", [other])?;
     contacts::bump(conn, survivor, seq.next())?;
-    Ok(gone.fields)
+    Ok(decided)
 }
 
 /// Items naming `other` name `survivor` instead; an open ambiguous item left with one
@@ -1058,4 +1265,211 @@ pub fn open_refused(
         contacts,
         now,
     )
+}
+
+/// The people other than `contact` a provider's record names: the person it is linked to
+/// (or merged into) there, and the owners of its keys. Empty: nothing contradicts linking
+/// it to `contact`.
+pub fn holder_people(
+    conn: &Connection,
+    provider_id: i64,
+    contact: ContactId,
+    remote_id: &str,
+    keys: &crate::domain::matching::Keys,
+) -> Result<Vec<ContactId>, StoreError> {
+    let mut out = Vec::new();
+    if let Some((_, owner)) = link_of_record(conn, provider_id, remote_id)? {
+        out.push(owner);
+    }
+    let merged: Option<ContactId> = conn
+        .prepare_cached(
+            "SELECT contact_id FROM merged_records WHERE provider_id = ?1 AND remote_id = ?2",
+        )?
+        .query_row(params![provider_id, remote_id], |r| r.get(0))
+        .optional()?;
+    out.extend(merged);
+    for (kind, value) in keys.iter() {
+        out.extend(contacts::key_owner(conn, kind, value)?);
+    }
+    out.retain(|&c| c != contact);
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// A write a provider refused because another of its records (the holder) holds a key.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The provider.
+    pub provider_id: i64,
+    /// The person whose write was refused.
+    pub contact: ContactId,
+    /// The refused intent (closed here).
+    pub intent: i64,
+    /// The `creating` link of a refused create (dropped here).
+    pub creating_link: Option<i64>,
+    /// The holder's id there.
+    pub remote_id: String,
+    /// The holder as the lookup showed it (normalised).
+    pub record: Fields,
+    /// Its tags, when known.
+    pub tags: Option<Tags>,
+    /// The refused fields (the keys the holder holds).
+    pub fields: Vec<String>,
+    /// The other people the holder names (see [`holder_people`]); empty when it is linked
+    /// to no one and names nobody else.
+    pub others: Vec<ContactId>,
+    /// Why, for a human (the item's reason).
+    pub reason: String,
+    /// The provider's message (journaled with the refused write).
+    pub error: String,
+}
+
+/// What a refusal became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalOutcome {
+    /// A `refused` item (its id) holds the person back in that provider.
+    Held(i64),
+    /// The people were decided to be different people already: the refused values are
+    /// withheld from that provider for this person, who is planned again without them.
+    Withheld,
+}
+
+/// Records a refusal in one transaction: closes the refused intent (journaled as a write
+/// that did not go through), drops a refused create's `creating` link, and opens (or
+/// joins) the `refused` item about the holder, which holds the person back in that
+/// provider until it is decided. When the people were decided apart already, withholds
+/// the refused values instead.
+pub fn record_refusal(
+    conn: &mut Connection,
+    seq: &Seq,
+    r: &Refusal,
+    stamp: super::journal::Stamp,
+) -> Result<RefusalOutcome, StoreError> {
+    let tx = conn.transaction()?;
+    let mut people = r.others.clone();
+    people.push(r.contact);
+    people.sort_unstable();
+    people.dedup();
+    let apart = !r.others.is_empty() && all_kept_apart(&tx, &people)?;
+    let outcome = if apart {
+        withhold(&tx, r.provider_id, r.contact, &r.fields)?;
+        contacts::bump(&tx, r.contact, seq.next())?;
+        RefusalOutcome::Withheld
+    } else {
+        record_conflict(
+            &tx,
+            r.provider_id,
+            ItemRecord {
+                remote_id: &r.remote_id,
+                fields: Some(&r.record),
+                tags: r.tags.as_ref(),
+            },
+            ItemKind::Refused,
+            &r.reason,
+            &people,
+            stamp.at,
+        )?;
+        let item: i64 = tx.query_row(
+            "SELECT id FROM conflicts WHERE provider_id = ?1 AND remote_id = ?2",
+            params![r.provider_id, r.remote_id],
+            |row| row.get(0),
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO refusals (item_id, contact_id, fields) VALUES (?1, ?2, ?3)",
+            params![
+                item,
+                r.contact,
+                serde_json::to_string(&r.fields).unwrap_or_else(|_| "[]".to_owned())
+            ],
+        )?;
+        RefusalOutcome::Held(item)
+    };
+    let note = match outcome {
+        RefusalOutcome::Held(item) => format!("{}; held for review (item {item})", r.error),
+        RefusalOutcome::Withheld => format!(
+            "{}; decided to be different people: sent again without {}",
+            r.error,
+            r.fields.join(", ")
+        ),
+    };
+    super::intents::journal_failure(&tx, r.intent, true, &note, stamp)?;
+    super::intents::complete_intent(&tx, r.intent)?;
+    if let Some(link) = r.creating_link {
+        tx.execute(
+            "DELETE FROM links WHERE id = ?1 AND state = 'creating'",
+            [link],
+        )?;
+    }
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// The open `refused` item holding `contact` back in a provider, if any.
+pub fn held_by(
+    conn: &Connection,
+    provider_id: i64,
+    contact: ContactId,
+) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT r.item_id FROM refusals r JOIN conflicts c ON c.id = r.item_id
+             WHERE r.contact_id = ?1 AND c.provider_id = ?2 AND c.resolved_at IS NULL
+             ORDER BY r.item_id LIMIT 1",
+        )?
+        .query_row(params![contact, provider_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Withholds `fields` (at the person's current values) from a provider.
+fn withhold(
+    conn: &Connection,
+    provider_id: i64,
+    contact: ContactId,
+    fields: &[String],
+) -> Result<(), StoreError> {
+    let Some(held) = contacts::load_held(conn, contact)? else {
+        return Ok(());
+    };
+    for f in fields {
+        if let Some(value) = held.fields.get(f).filter(|v| !v.is_empty()) {
+            conn.execute(
+                "INSERT OR REPLACE INTO withheld_fields (provider_id, contact_id, field, value) VALUES (?1, ?2, ?3, ?4)",
+                params![provider_id, contact, f, value],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The fields withheld from a provider for a person, with the value each was withheld at.
+pub fn withheld_of(
+    conn: &Connection,
+    provider_id: i64,
+    contact: ContactId,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT field, value FROM withheld_fields WHERE provider_id = ?1 AND contact_id = ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![provider_id, contact], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The people a `refused` item held back, with the refused fields.
+fn refusals_of(conn: &Connection, item: i64) -> Result<Vec<(ContactId, Vec<String>)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT contact_id, fields FROM refusals WHERE item_id = ?1")?;
+    let rows = stmt
+        .query_map([item], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(c, f)| (c, serde_json::from_str(&f).unwrap_or_default()))
+        .collect())
 }

@@ -3,7 +3,7 @@
 //! `contact-sync runs` lists, is in [`super::journal`]).
 
 use super::StoreError;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// Ensures a provider row exists; returns its id.
@@ -114,4 +114,13 @@ pub fn mark_success(
     )?
     .execute(params![provider_id, now, complete])?;
     Ok(())
+}
+
+/// Whether the provider's listing has ever completed.
+pub fn listed_once(conn: &Connection, provider_id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT last_complete_at IS NOT NULL FROM providers WHERE id = ?1")?
+        .query_row([provider_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false))
 }

@@ -141,8 +141,11 @@ pub fn report(
         )?;
         let last_run = conn
             .query_row(
-                "SELECT started_at, finished_at, ok, pulled, created, updated, tag_changes, failed, error
-                 FROM runs WHERE provider_id = ?1 ORDER BY id DESC LIMIT 1",
+                // The last full cycle's row: a targeted (webhook) run reads no listing.
+                "SELECT r.started_at, r.finished_at, r.ok, r.pulled, r.created, r.updated, r.tag_changes,
+                        r.failed, r.error
+                 FROM runs r LEFT JOIN cycles c ON c.id = r.cycle_id
+                 WHERE r.provider_id = ?1 AND c.trigger IS NULL ORDER BY r.id DESC LIMIT 1",
                 [id],
                 |r| {
                     Ok(LastRun {

@@ -3,6 +3,7 @@
 //! the first plan.
 
 use super::failure::{ExecFailure, ProviderFailure};
+use super::plan::Creates;
 use super::push::{ExecOutcome, Executor, recover_creating};
 use super::undo::{UndoOutcome, UndoRequest};
 use super::{CycleOptions, CycleReport, Engine, ProviderReport, ProviderSlot, SyncError};
@@ -161,22 +162,6 @@ impl<P: Provider> Engine<P> {
     ) -> Result<(CycleReport, Option<UndoOutcome>), SyncError> {
         let now = self.clock.now_secs();
         let deadline = self.begin_cycle().await?;
-        // Review decisions written since the last cycle are carried out first.
-        let can_merge: Vec<i64> = self
-            .slots
-            .iter()
-            .zip(&self.ids)
-            .filter(|(s, _)| s.client.can_merge())
-            .map(|(_, &id)| id)
-            .collect();
-        let decided = self.store.apply_decisions(can_merge, now).await?;
-        if decided.applied + decided.reopened > 0 {
-            tracing::info!(
-                applied = decided.applied,
-                reopened = decided.reopened,
-                "review decisions carried out"
-            );
-        }
         let mut reports: Vec<ProviderReport> = self
             .slots
             .iter()
@@ -185,11 +170,36 @@ impl<P: Provider> Engine<P> {
         // A dry run records its run too: its store is a copy, and an undo's dry run must
         // see the changes its pull finds as later than the run it undoes.
         let prune_before = now.saturating_sub(i64::from(self.history_days) * 86_400);
+        let trigger = match undo {
+            Some(u) => crate::store::journal::Trigger::Undo(u.run),
+            None => crate::store::journal::Trigger::Cycle,
+        };
         let (run, run_ids) = self
             .store
-            .begin_runs(self.ids.clone(), undo.map(|u| u.run), prune_before, now)
+            .begin_runs(self.ids.clone(), trigger, prune_before, now)
             .await?;
         self.run = Some(run);
+        // Review decisions written since the last cycle are carried out first (journaled
+        // in this run).
+        let can_merge: Vec<i64> = self
+            .slots
+            .iter()
+            .zip(&self.ids)
+            .filter(|(s, _)| s.client.can_merge())
+            .map(|(_, &id)| id)
+            .collect();
+        let stamp = crate::store::journal::Stamp {
+            run: Some(run),
+            at: now,
+        };
+        let decided = self.store.apply_decisions(can_merge, stamp).await?;
+        if decided.applied + decided.reopened > 0 {
+            tracing::info!(
+                applied = decided.applied,
+                reopened = decided.reopened,
+                "review decisions carried out"
+            );
+        }
 
         let this = &*self;
         let board = PullBoard::new(this.slots.len());
@@ -255,7 +265,9 @@ impl<P: Provider> Engine<P> {
                         let caps = slot.client.capabilities();
                         let may_create = !caps.enumerate || board.is_complete(i);
                         let planning = Instant::now();
-                        let planned = this.plan_provider(slot, id, may_create).await;
+                        let planned = this
+                            .plan_provider(slot, id, Creates::when(may_create))
+                            .await;
                         done.plan_secs += planning.elapsed().as_secs_f64();
                         match planned {
                             Ok(p) => done.skipped += p.skipped,
@@ -318,7 +330,9 @@ impl<P: Provider> Engine<P> {
                     let caps = slot.client.capabilities();
                     let may_create = !caps.enumerate || board.is_complete(i);
                     let planning = Instant::now();
-                    let planned = this.plan_provider(slot, id, may_create).await;
+                    let planned = this
+                        .plan_provider(slot, id, Creates::when(may_create))
+                        .await;
                     again.plan_secs += planning.elapsed().as_secs_f64();
                     match planned {
                         Ok(p) => again.skipped += p.skipped,

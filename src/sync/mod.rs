@@ -81,6 +81,9 @@ pub struct CycleOptions {
     /// Push only the intents of these contacts (a targeted cycle); `None` pushes every
     /// due intent.
     pub only_contacts: Option<Arc<std::collections::HashSet<i64>>>,
+    /// No listing is read in this cycle (a targeted cycle): a create in a provider that
+    /// can be listed searches the contact's keys first, as in a lookup-only provider.
+    pub unlisted: bool,
 }
 
 /// Progress of a cycle, reported to [`CycleOptions::progress`].

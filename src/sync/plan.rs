@@ -3,7 +3,7 @@
 //! as intents with the watermark, one transaction per batch. The cycle plan's steps are
 //! made from these intents ([`crate::domain::cycle_plan`]).
 
-use super::{Engine, PLAN_BATCH, ProviderSlot, shape_of};
+use super::{Engine, PLAN_BATCH, ProviderSlot, lookup_keys, shape_of};
 use crate::domain::plan::{LinkView, Skip, plan_contact, project};
 use crate::provider::Provider;
 use crate::store::StoreError;
@@ -18,19 +18,42 @@ pub struct Planned {
     pub skipped: u64,
 }
 
+/// Whether creates may be planned in a provider now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creates<'a> {
+    /// Yes: its listing completed in this cycle, or it cannot be listed (its creates
+    /// search first).
+    Now,
+    /// No: its listing did not complete (its unread pages may hold the person).
+    Wait,
+    /// Only for these contacts, and only those it can be searched by (a key among its
+    /// lookups): a targeted cycle, which reads no listing, in a provider whose listing
+    /// completed before. A record made there since that listing is found by the search
+    /// and linked; the others wait for the next complete listing.
+    IfFindable(&'a std::collections::HashSet<i64>),
+}
+
+impl Creates<'_> {
+    /// `Now` when `yes`, else `Wait`.
+    pub fn when(yes: bool) -> Self {
+        if yes { Creates::Now } else { Creates::Wait }
+    }
+}
+
 impl<P: Provider> Engine<P> {
     /// Plans every contact changed since the provider's watermark and persists the
-    /// intents. Creates wait while `may_create` is false (the provider's listing did not
-    /// complete): the watermark stops before the first of them, so they are planned again.
+    /// intents. Creates wait as `creates` says (the provider's listing did not complete):
+    /// the watermark stops before the first of them, so they are planned again.
     /// Providers plan one at a time ([`Engine::planning`]).
     pub(super) async fn plan_provider(
         &self,
         slot: &ProviderSlot<P>,
         provider_id: i64,
-        may_create: bool,
+        creates: Creates<'_>,
     ) -> Result<Planned, StoreError> {
         let _one_at_a_time = self.planning.lock().await;
-        let shape = shape_of(slot.client.capabilities());
+        let caps = slot.client.capabilities();
+        let shape = shape_of(caps);
         let mut after = self.store.planned_seq(provider_id).await?;
         let mut out = Planned::default();
         let mut held_back = i64::MAX;
@@ -43,6 +66,14 @@ impl<P: Provider> Engine<P> {
             let last_seq = last.seq;
             let mut intents = Vec::new();
             for input in &inputs {
+                let may_create = match creates {
+                    Creates::Now => true,
+                    Creates::Wait => false,
+                    Creates::IfFindable(people) => {
+                        people.contains(&input.contact.id)
+                            && !lookup_keys(caps, &project(&input.contact, &shape)).is_empty()
+                    }
+                };
                 let plan = plan_contact(&input.contact, &input.link, &shape, may_create);
                 out.skipped += plan.skipped.len() as u64;
                 if plan.skipped.contains(&Skip::EnumerationIncomplete) {

@@ -102,6 +102,7 @@ pub fn step_shape(caps: &Capabilities) -> StepShape {
     }
     StepShape {
         enumerate: caps.enumerate,
+        unlisted: false,
         lookups: ordered,
         create_finds: caps.create_finds_phone.then(|| field::PHONE.to_owned()),
         phone_mutable: caps.phone_mutable,
@@ -168,7 +169,10 @@ impl<P: Provider> Executor<'_, P> {
     pub async fn run(&self, opts: &CycleOptions) -> ExecOutcome {
         use futures::StreamExt;
         let mut out = ExecOutcome::default();
-        let shape = step_shape(self.caps());
+        let shape = StepShape {
+            unlisted: opts.unlisted,
+            ..step_shape(self.caps())
+        };
         let stop = AtomicBool::new(false);
         let mut after = 0;
         let mut left = 0u64;
@@ -461,6 +465,15 @@ impl<P: Provider> Executor<'_, P> {
                 };
                 out.writes += 1;
                 if let Err(e) = self.slot.client.update(target, &change_map).await {
+                    if e.kind == ErrorKind::AlreadyExists {
+                        let refused = Refused {
+                            sent: &change_map,
+                            creating: None,
+                            want: None,
+                            own: Some(&link.remote_id),
+                        };
+                        return self.refused(step, e, refused, out).await;
+                    }
                     return self.gone_or_fail(link.id, intent, e).await;
                 }
                 crate::crash_point!("after-write-sent");
@@ -688,18 +701,15 @@ impl<P: Provider> Executor<'_, P> {
                     .await
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                // Another record holds one of its keys: find it and link it.
-                match self.find(fields).await? {
-                    Some(found) => {
-                        out.counts.matched += 1;
-                        self.link_and_converge(step, link_id, found, LinkedBy::Found, want, out)
-                            .await
-                    }
-                    None => {
-                        self.store.drop_creating(link_id, contact_id).await?;
-                        Err(e.into())
-                    }
-                }
+                // Another record holds one of its keys: find it, and link it unless it is
+                // someone else's.
+                let refused = Refused {
+                    sent: fields,
+                    creating: Some(link_id),
+                    want: Some(want),
+                    own: None,
+                };
+                self.refused(step, e, refused, out).await
             }
             // It may have been created: the link stays `creating`, and the retry looks it
             // up before sending again.
@@ -786,6 +796,167 @@ impl<P: Provider> Executor<'_, P> {
         self.converge(step, want, link, out).await
     }
 
+    /// A create or update the provider refused because another of its records (the
+    /// holder) holds one of the keys sent. Never sent again blindly: the holder is looked
+    /// up by the refused keys; a refused create is linked to it when nothing contradicts
+    /// that (it is linked to no other person and none of its keys names another person)
+    /// and brought up to date; otherwise a `refused` review item holds the person back in
+    /// this provider until it is decided (the intent is closed, the refusal journaled).
+    async fn refused(
+        &self,
+        step: &Step,
+        e: ProviderError,
+        r: Refused<'_>,
+        out: &mut ExecOutcome,
+    ) -> Result<(), Fail> {
+        let contact_id = step.contact_id;
+        let key_fields = [field::SOURCE_ID, field::PHONE, field::EMAIL];
+        let is_key = |f: &str| key_fields.contains(&f);
+        let mut refused: Vec<String> = e
+            .conflicting
+            .iter()
+            .filter(|f| is_key(f) && r.sent.get(*f).is_some_and(|v| !v.is_empty()))
+            .cloned()
+            .collect();
+        if refused.is_empty() {
+            refused = key_fields
+                .iter()
+                .filter(|f| r.sent.get(**f).is_some_and(|v| !v.is_empty()))
+                .map(|f| (*f).to_owned())
+                .collect();
+        }
+        let holder = match self.find_holder(r.sent, &refused, r.own).await {
+            Ok(h) => h,
+            Err(lookup) => {
+                if let Some(link) = r.creating {
+                    self.store.drop_creating(link, contact_id).await?;
+                }
+                return Err(lookup.into());
+            }
+        };
+        let Some((found, keys, held)) = holder else {
+            // Nobody to be found by those keys: a refusal we cannot act on (given up,
+            // not retried).
+            if let Some(link) = r.creating {
+                self.store.drop_creating(link, contact_id).await?;
+            }
+            return Err(e.into());
+        };
+        let others = self
+            .store
+            .holder_people(self.provider_id, contact_id, found.remote_id.clone(), keys)
+            .await?;
+        if others.is_empty()
+            && let (Some(link_id), Some(want)) = (r.creating, r.want)
+        {
+            tracing::info!(provider = %self.name(), contact = contact_id, "a create was refused because a record there holds its key; that record is linked to no one else, so it is linked to this person");
+            out.counts.matched += 1;
+            return self
+                .link_and_converge(step, link_id, found, LinkedBy::Found, want, out)
+                .await;
+        }
+        let reason = refusal_reason(
+            self.name(),
+            contact_id,
+            r.creating.is_some(),
+            r.own,
+            &found.remote_id,
+            &held,
+            &others,
+        );
+        let refusal = crate::store::review::Refusal {
+            provider_id: self.provider_id,
+            contact: contact_id,
+            intent: step.intent_id,
+            creating_link: r.creating,
+            remote_id: found.remote_id,
+            record: found.snapshot,
+            tags: found.tags,
+            fields: held,
+            others,
+            reason,
+            error: e.to_string(),
+        };
+        let outcome = self.store.record_refusal(refusal, self.stamp()).await?;
+        match outcome {
+            crate::store::review::RefusalOutcome::Held(item) => tracing::warn!(
+                provider = %self.name(),
+                contact = contact_id,
+                item,
+                "a write was refused because another record there, someone else's, holds its key; held for review (`contact-sync review show {item}`)"
+            ),
+            crate::store::review::RefusalOutcome::Withheld => tracing::info!(
+                provider = %self.name(),
+                contact = contact_id,
+                "a write was refused because a different person's record there holds its key; it is sent again without that value"
+            ),
+        }
+        out.counts.skipped += 1;
+        Ok(())
+    }
+
+    /// The record holding the refused keys: looked up by each refused key (then by the
+    /// other keys sent), skipping the person's own record `own`. Returns it as linked,
+    /// its match keys, and the refused fields it holds.
+    async fn find_holder(
+        &self,
+        sent: &Fields,
+        refused: &[String],
+        own: Option<&str>,
+    ) -> Result<Option<(Linked, crate::domain::matching::Keys, Vec<String>)>, ProviderError> {
+        let caps = self.caps();
+        for f in refused {
+            let Some(value) = sent.get(f).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let (key, kind) = match f.as_str() {
+                field::PHONE => (LookupKey::Phone(value), crate::provider::LookupKind::Phone),
+                field::EMAIL => (LookupKey::Email(value), crate::provider::LookupKind::Email),
+                field::SOURCE_ID => (
+                    LookupKey::SourceId(value),
+                    crate::provider::LookupKind::SourceId,
+                ),
+                _ => continue,
+            };
+            if !caps.lookups.contains(&kind) {
+                continue;
+            }
+            let Some(record) = self.slot.client.lookup(key).await? else {
+                continue;
+            };
+            if Some(record.remote_id.as_str()) == own {
+                continue;
+            }
+            let normalized = normalize_record(&record, self.region);
+            let mut keys = normalized.keys.clone();
+            // A number the phone library rejects (a WhatsApp form such as Brazil's
+            // 8-digit mobiles) can still be another person's phone key.
+            if keys.phone.is_none()
+                && let Some(raw) = normalized.fields.get(field::PHONE).filter(|p| {
+                    p.strip_prefix('+')
+                        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                })
+            {
+                keys.phone_variants.push(raw.clone());
+            }
+            if !caps.lookup_returns_fields {
+                match key {
+                    LookupKey::Phone(p) => keys.phone = Some(p.to_owned()),
+                    LookupKey::Email(m) => keys.email = Some(m.to_owned()),
+                    LookupKey::SourceId(s) => keys.source_id = Some(s.to_owned()),
+                }
+            }
+            let linked = self.linked_from(key, record).await?;
+            let held: Vec<String> = refused
+                .iter()
+                .filter(|r| linked.snapshot.get(*r) == sent.get(*r) || r.as_str() == f.as_str())
+                .cloned()
+                .collect();
+            return Ok(Some((linked, keys, held)));
+        }
+        Ok(None)
+    }
+
     /// What converging `link` to what the contact wants would send: the field changes
     /// and the tags to add and remove; `None` when nothing.
     fn left_to_converge(&self, want: &Wanted<'_>, link: &ActiveLink) -> Option<Converge> {
@@ -859,6 +1030,15 @@ impl<P: Provider> Executor<'_, P> {
             };
             out.writes += 1;
             if let Err(e) = self.slot.client.update(target, &changes).await {
+                if e.kind == ErrorKind::AlreadyExists {
+                    let refused = Refused {
+                        sent: &changes,
+                        creating: None,
+                        want: None,
+                        own: Some(&link.remote_id),
+                    };
+                    return Box::pin(self.refused(step, e, refused, out)).await;
+                }
                 return self.gone_or_fail(link.id, step.intent_id, e).await;
             }
             out.counts.updated += 1;
@@ -957,12 +1137,16 @@ impl<P: Provider> Executor<'_, P> {
     }
 
     /// Whether a create whose answer was lost landed: found, certainly absent (searched
-    /// by at least one key), or unknown (no key it can be searched by).
+    /// by at least one key), or unknown (no key it can be searched by). A provider that
+    /// can confirm a create by what it carried (MaiAgent: a search by its name, every key
+    /// it was sent with matching) does so with that one request; the others, and a create
+    /// without a name, are looked up by their keys.
     async fn verify(&self, fields: &Fields) -> Result<Verified, ProviderError> {
-        if lookup_keys(self.caps(), fields).is_empty() {
-            if !self.slot.client.can_find_created() {
-                return Ok(Verified::Unknown);
-            }
+        let named = fields
+            .get(field::NAME)
+            .is_some_and(|n| !n.trim().is_empty());
+        let keyless = lookup_keys(self.caps(), fields).is_empty();
+        if self.slot.client.can_find_created() && (named || keyless) {
             return Ok(match self.slot.client.find_created(fields).await? {
                 Some(record) => Verified::Found(Linked {
                     remote_id: record.remote_id.clone(),
@@ -971,6 +1155,9 @@ impl<P: Provider> Executor<'_, P> {
                 }),
                 None => Verified::Absent,
             });
+        }
+        if keyless {
+            return Ok(Verified::Unknown);
         }
         Ok(match self.find(fields).await? {
             Some(found) => Verified::Found(found),
@@ -1030,6 +1217,63 @@ struct Wanted<'a> {
     desired: &'a Fields,
     /// Its tags.
     tags: &'a [String],
+}
+
+/// A refused write, as [`Executor::refused`] needs it.
+struct Refused<'a> {
+    /// The fields sent.
+    sent: &'a Fields,
+    /// The `creating` link of a refused create.
+    creating: Option<i64>,
+    /// What a refused create wanted (to link the holder and bring it up to date).
+    want: Option<&'a Wanted<'a>>,
+    /// The person's own record there (a refused update).
+    own: Option<&'a str>,
+}
+
+/// The field as a human says it.
+fn field_words(f: &str) -> &str {
+    match f {
+        field::SOURCE_ID => "external id",
+        other => other,
+    }
+}
+
+/// The reason of a `refused` item, for a human.
+fn refusal_reason(
+    provider: &str,
+    contact: i64,
+    create: bool,
+    own: Option<&str>,
+    holder: &str,
+    fields: &[String],
+    others: &[i64],
+) -> String {
+    let what = fields
+        .iter()
+        .map(|f| field_words(f))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let write = match (create, own) {
+        (true, _) | (false, None) => format!("{provider} refused to create contact {contact}"),
+        (false, Some(own)) => {
+            format!("{provider} refused to update contact {contact}'s record {own}")
+        }
+    };
+    let whose = match others {
+        [] => "is linked to no one".to_owned(),
+        [one] => format!("belongs to contact {one}"),
+        many => format!(
+            "belongs to contacts {}",
+            many.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "{write}: its record {holder} already holds that {what} and {whose}. Nothing more is sent for contact {contact} there until you decide: `review merge` if they are one person, `review apart` if not (contact {contact} is then written there without that {what})."
+    )
 }
 
 /// What converging a linked record sends.

@@ -7,15 +7,28 @@
 //!
 //! Each record costs one read of the record and, where tags are read per contact, one of
 //! its tags; a record read again with nothing changed is stopped by its hash and writes
-//! nothing. Creates in a provider that can be listed wait for its next complete listing
-//! (its unread pages may already hold the person), exactly as in a full cycle whose
-//! listing of it did not complete.
+//! nothing.
+//!
+//! A person new to a provider that can be listed (MaiAgent, another Chatwoot account) is
+//! created there in the same targeted cycle when that provider's listing completed once
+//! and it can be searched by one of the person's keys ([`Creates::IfFindable`]): the
+//! step is a create-unless-found ([`CycleOptions::unlisted`]), so a record made there
+//! since its last listing is found and linked, never duplicated. A person it cannot be
+//! searched by waits for its next complete listing, as in a full cycle whose listing of
+//! it did not complete.
+//!
+//! A targeted cycle is a run (`trigger = webhook`): `contact-sync runs` lists it,
+//! `history` names it and `undo --run` undoes it. One that changed nothing (events that
+//! only echo our own writes, a record read again unchanged) is forgotten at its end, so
+//! echoes leave no runs behind.
 
 use super::failure::ProviderFailure;
+use super::plan::Creates;
 use super::{CycleOptions, CycleReport, Engine, ProviderReport, SyncError};
 use crate::domain::RemoteRecord;
 use crate::domain::merge::content_hash;
 use crate::provider::{Provider, ProviderError};
+use crate::store::journal::Trigger;
 use crate::store::pull::FieldOwners;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -35,8 +48,8 @@ pub struct WebhookTarget {
 /// What a targeted cycle did.
 #[derive(Debug, Default)]
 pub struct Targeted {
-    /// What was read, merged and pushed, per provider (as a full cycle reports it; no run
-    /// rows are written for a targeted cycle).
+    /// What was read, merged and pushed, per provider (as a full cycle reports it); its
+    /// `run` is the run recorded, `None` when the cycle changed nothing.
     pub report: CycleReport,
     /// The targets that could not be read (a provider error, or an unknown provider):
     /// worth another try.
@@ -54,9 +67,10 @@ impl<P: Provider> Engine<P> {
         targets: &[WebhookTarget],
         opts: &CycleOptions,
     ) -> Result<Targeted, SyncError> {
-        // Not a run of its own: its journal entries carry no run id, even when a full
-        // cycle before it ended early on a store error and left its run id set.
+        // Its run begins with the first record stored (a batch whose reads all failed is
+        // no run), even when a full cycle before it ended early and left its run id set.
         self.run = None;
+        let mut run_rows: Vec<i64> = Vec::new();
         let deadline = self.begin_cycle().await?;
         let mut reports: Vec<ProviderReport> = self
             .slots
@@ -123,8 +137,17 @@ impl<P: Provider> Engine<P> {
                         "the normalising thread stopped".into(),
                     ))
                 })?;
+            if self.run.is_none() {
+                let now = self.clock.now_secs();
+                let prune_before = now.saturating_sub(i64::from(self.history_days) * 86_400);
+                let (run, rows) = self
+                    .store
+                    .begin_runs(self.ids.clone(), Trigger::Webhook, prune_before, now)
+                    .await?;
+                self.run = Some(run);
+                run_rows = rows;
+            }
             let owners = Arc::new(Mutex::new(FieldOwners::default()));
-            // A targeted cycle is not a run of its own: its journal entries carry no run.
             let page = self
                 .store
                 .store_page(normalized, id, order, owners, self.stamp())
@@ -136,10 +159,15 @@ impl<P: Provider> Engine<P> {
 
         // 2. Plan and push those people, each provider on its own.
         if !people.is_empty() && !opts.cancel.is_cancelled() {
+            let listed = self.store.listed_once(self.ids.clone()).await?;
+            let people = Arc::new(people);
             let opts = CycleOptions {
-                only_contacts: Some(Arc::new(people)),
+                only_contacts: Some(people.clone()),
+                unlisted: true,
                 ..opts.clone()
             };
+            let people = &*people;
+            let listed = &listed;
             let this = &*self;
             let opts = &opts;
             let pushes = futures::future::join_all(
@@ -149,8 +177,14 @@ impl<P: Provider> Engine<P> {
                     .enumerate()
                     .filter(|(_, (s, _))| s.settings.push)
                     .map(|(i, (slot, &id))| async move {
-                        let may_create = !slot.client.capabilities().enumerate;
-                        let planned = this.plan_provider(slot, id, may_create).await;
+                        let creates = if !slot.client.capabilities().enumerate {
+                            Creates::Now
+                        } else if listed[i] {
+                            Creates::IfFindable(people)
+                        } else {
+                            Creates::Wait
+                        };
+                        let planned = this.plan_provider(slot, id, creates).await;
                         let outcome = match planned {
                             Ok(p) => Ok((p, this.executor(slot, id, deadline).run(opts).await)),
                             Err(e) => Err(e),
@@ -175,13 +209,53 @@ impl<P: Provider> Engine<P> {
                 }
             }
         }
+        let run = match self.run.take() {
+            Some(run) => {
+                let finished = self.clock.now_secs();
+                let rows = reports
+                    .iter()
+                    .zip(&run_rows)
+                    .map(|(r, &row)| (row, r.counts.clone(), run_error(r)))
+                    .collect();
+                let ok = reports.iter().all(ProviderReport::ok);
+                let changed = reports.iter().any(|r| {
+                    let c = &r.counts;
+                    c.matched
+                        + c.created
+                        + c.updated
+                        + c.tag_changes
+                        + c.failed
+                        + c.deleted
+                        + r.conflicts
+                        > 0
+                        || r.error.is_some()
+                });
+                let kept = self
+                    .store
+                    .finish_targeted_run(run, rows, ok, changed, finished)
+                    .await?;
+                kept.then_some(run)
+            }
+            None => None,
+        };
         out.report = CycleReport {
             providers: reports,
             dry_run: false,
-            run: None,
+            run,
         };
         Ok(out)
     }
+}
+
+/// A provider's error in a run row, as a full cycle writes it.
+fn run_error(report: &ProviderReport) -> Option<String> {
+    report.error.as_ref().map(ToString::to_string).or_else(|| {
+        report
+            .last_step_failure
+            .as_ref()
+            .filter(|_| report.counts.failed > 0)
+            .map(|e| format!("{} write(s) failed; last: {e}", report.counts.failed))
+    })
 }
 
 impl<P: Provider> Engine<P> {

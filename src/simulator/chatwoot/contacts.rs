@@ -118,11 +118,65 @@ pub(super) async fn show(
 ) -> Reply {
     st.authorize(&headers, &account)?;
     let params = Params::parse(query.as_deref());
+    let id: Option<u64> = id.parse().ok();
+    if let Some(id) = id
+        && st.read().unlisted.contains(&id)
+    {
+        // Asked for by id: listed from now on.
+        st.write().unlisted.remove(&id);
+    }
     let inner = st.read();
-    match id.parse().ok().and_then(|id| inner.get(id)) {
+    match id.and_then(|id| inner.get(id)) {
         Some(c) => ok(&json!({"payload": st.contact_json(c, params.include_contact_inboxes())})),
         None => Err(not_found()),
     }
+}
+
+/// `POST /__sim/contacts/unlisted`: a contact the contacts list does not show until it is
+/// asked for by key or id (see the module doc of [`super`]). Validated as a create.
+pub(super) async fn add_unlisted(Ext(st): Ext<Shared>, body: Bytes) -> Reply {
+    let params = parse_body(&body)?;
+    let ch = Changes::from(&params);
+    let name = ch.name.unwrap_or_default();
+    let email = ch.email.and_then(Sent::text);
+    let phone = ch.phone.and_then(Sent::text);
+    let identifier = ch.identifier.and_then(Sent::text);
+    let mut inner = st.write();
+    let errors = validate(
+        &inner,
+        &Candidate {
+            name: &name,
+            email: email.as_deref(),
+            phone: phone.as_deref(),
+            identifier: identifier.as_deref(),
+        },
+        None,
+    );
+    if !errors.is_empty() {
+        return Err(invalid(&errors));
+    }
+    let id = inner.insert(
+        Contact {
+            id: 0,
+            name: name.into_boxed_str(),
+            email: email.map(String::into_boxed_str),
+            phone: phone.map(String::into_boxed_str),
+            identifier: identifier.map(String::into_boxed_str),
+            blocked: false,
+            created_at: 0,
+            last_activity_at: None,
+            additional: Map::new(),
+            custom: Map::new(),
+            labels: Vec::new(),
+            inbox: None,
+        },
+        None,
+    );
+    inner.unlisted.insert(id);
+    Ok(crate::simulator::http::respond(
+        StatusCode::CREATED,
+        json!({"id": id}),
+    ))
 }
 
 pub(super) async fn create(
@@ -132,7 +186,24 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Reply {
     st.authorize(&headers, &account)?;
-    let params = parse_body(&body)?;
+    create_contact(&st, &body)
+}
+
+/// `POST /__sim/contacts` (control endpoint, no auth): a contact created as an agent
+/// would in Chatwoot's UI — the same validations and the same `contact_created` webhook
+/// deliveries as the API, but not logged or counted as an API request.
+pub(super) async fn sim_create(Ext(st): Ext<Shared>, body: Bytes) -> Reply {
+    create_contact(&st, &body)
+}
+
+/// `PUT|PATCH /__sim/contacts/{id}` (control endpoint, no auth): an edit made as an agent
+/// would, delivered as `contact_updated` like an API edit.
+pub(super) async fn sim_update(Ext(st): Ext<Shared>, Path(id): Path<String>, body: Bytes) -> Reply {
+    update_contact(&st, &id, None, &body)
+}
+
+fn create_contact(st: &Shared, body: &Bytes) -> Reply {
+    let params = parse_body(body)?;
     let ch = Changes::from(&params);
     let inbox = match text(&params, "inbox_id").filter(|s| !s.trim().is_empty()) {
         None => None,
@@ -199,7 +270,11 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Reply {
     st.authorize(&headers, &account)?;
-    let params = parse_body(&body)?;
+    update_contact(&st, &id, query.as_deref(), &body)
+}
+
+fn update_contact(st: &Shared, id: &str, query: Option<&str>, body: &Bytes) -> Reply {
+    let params = parse_body(body)?;
     let ch = Changes::from(&params);
     let mut inner = st.write();
     let Some(id) = id.parse::<u64>().ok().filter(|&id| inner.get(id).is_some()) else {
@@ -250,7 +325,7 @@ pub(super) async fn update(
         Inner::keys(c)
     };
     inner.reindex(id, &old, &new);
-    let params = Params::parse(query.as_deref());
+    let params = Params::parse(query);
     match inner.get(id) {
         Some(c) => {
             st.contact_updated(&before, c);

@@ -313,5 +313,14 @@ pub(super) async fn filter(
     let page = PageParam::from(params.get("page").or(body_page.as_deref()));
     let inner = st.read();
     let ids = run_filter(&inner, &conds);
+    if ids.iter().any(|id| inner.unlisted.contains(id)) {
+        // Found by key: listed from now on.
+        drop(inner);
+        let mut inner = st.write();
+        for id in &ids {
+            inner.unlisted.remove(id);
+        }
+        return ok(&st.envelope(&inner, &Base::Subset(ids.into()), &params, &page));
+    }
     ok(&st.envelope(&inner, &Base::Subset(ids.into()), &params, &page))
 }

@@ -243,8 +243,16 @@ pub(super) async fn list(
     let page = PageParam::from(params.get("page"));
     let inner = st.read();
     let labels = params.labels();
-    let base = if labels.is_empty() {
+    let base = if labels.is_empty() && inner.unlisted.is_empty() {
         Base::Resolved(&inner.resolved)
+    } else if labels.is_empty() {
+        let listed: Vec<u64> = inner
+            .resolved
+            .iter()
+            .copied()
+            .filter(|id| !inner.unlisted.contains(id))
+            .collect();
+        Base::Subset(listed.into())
     } else {
         Base::Subset(labelled(&inner, &labels))
     };

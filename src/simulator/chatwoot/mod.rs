@@ -13,6 +13,13 @@
 //! - [`labels`]: contact labels (GET, POST replaces the whole set) and account labels;
 //! - [`request`]: how Chatwoot's Rails stack reads parameters and words its errors.
 //!
+//! Control: `POST /__sim/contacts/unlisted` with a contact body (`name`, `email`,
+//! `phone_number`, `identifier`) adds a contact, validated as a create is (422 with
+//! Chatwoot's body when a value is taken), that the contacts list does not show until
+//! something asks for it by key or id (filter, show): a record made after a client's
+//! listing ran, so a write of that client meets Chatwoot's "has already been taken" for a
+//! record it never saw. Answers 201 `{"id": N}`.
+//!
 //! Auth is the `api_access_token` header. Fault injection and the request log are
 //! middleware the simulator core wraps around [`router`]; not here.
 //!
@@ -40,7 +47,13 @@
 //!   created as account labels.
 //! - The `crm_v2` flag is off, no contact is ever online.
 //! - [`webhooks`]: account webhooks, signed deliveries of `contact_created` and
-//!   `contact_updated` on every create or update made through the API, delivery faults.
+//!   `contact_updated` on every create or update made through the API or the control
+//!   endpoint, delivery faults.
+//!
+//! Control endpoint (besides the shared `/__sim/` routes; no auth, not logged or
+//! counted): `POST /__sim/contacts` creates a contact and `PUT|PATCH /__sim/contacts/{id}`
+//! edits one, as an agent would in the UI (the API's body, validations and answers), each
+//! delivering its webhook event like an API edit.
 
 mod contacts;
 mod filter;
@@ -60,7 +73,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use self::contacts::{create, destroy, destroy_custom_attributes, merge, show, update};
+use self::contacts::{
+    create, destroy, destroy_custom_attributes, merge, show, sim_create, sim_update, update,
+};
 use self::filter::filter;
 use self::labels::{
     account_labels, contact_labels, create_account_label, dedupe_labels, set_contact_labels,
@@ -164,6 +179,11 @@ struct Inner {
     /// Tag id → ids of resolved contacts with that tag, ascending.
     by_tag: Vec<Vec<u64>>,
     account_labels: Vec<AccountLabel>,
+    /// Contacts the contacts list does not show yet (added through
+    /// `POST /__sim/contacts/unlisted`): a record made after the client's listing ran.
+    /// Anything that asks for one by key or id (filter, show) sees it, and so does every
+    /// listing from then on.
+    unlisted: std::collections::BTreeSet<u64>,
     /// Bumped by every write (invalidates sorted orders).
     generation: u64,
     last_created_at: i64,
@@ -192,6 +212,7 @@ impl State {
                 tag_ids: HashMap::new(),
                 by_tag: Vec::new(),
                 account_labels: Vec::new(),
+                unlisted: std::collections::BTreeSet::new(),
                 generation: 0,
                 last_created_at: 0,
             }),
@@ -460,6 +481,7 @@ impl Inner {
         let i = self.index_of(id)?;
         let c = self.slots.get_mut(i)?.take()?;
         self.live -= 1;
+        self.unlisted.remove(&id);
         self.reindex(id, &Self::keys(&c), &Keys::default());
         Some(c)
     }
@@ -649,6 +671,12 @@ pub fn router(state: Arc<State>) -> Router {
             post(webhooks::add_fault).delete(webhooks::clear_faults),
         )
         .route("/__sim/webhooks/deliveries", get(webhooks::deliveries))
+        .route("/__sim/contacts/unlisted", post(contacts::add_unlisted))
+        .route("/__sim/contacts", post(sim_create))
+        .route(
+            "/__sim/contacts/{id}",
+            axum::routing::put(sim_update).patch(sim_update),
+        )
         .fallback(|| async { not_found() })
         .layer(middleware::map_response(rails_content_type))
         .with_state(state)

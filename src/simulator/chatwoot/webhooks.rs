@@ -1,7 +1,8 @@
 //! Account webhooks of the simulated Chatwoot: registrations (`GET/POST …/webhooks`,
 //! `PATCH/PUT/DELETE …/webhooks/{id}`, body `{"webhook": {"url", "subscriptions"}}`),
 //! each with a generated `secret` (newer Chatwoot versions return it), and deliveries:
-//! every contact create or update made through the API posts `contact_created` /
+//! every contact create or update made through the API or the control endpoint
+//! (`/__sim/contacts`) posts `contact_created` /
 //! `contact_updated` to each subscribed URL — the contact's webhook data plus `event`,
 //! `account` and, on updates, `changed_attributes` (a list of `{attribute:
 //! {previous_value, current_value}}`); an update that changes nothing sends nothing.
