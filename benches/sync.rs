@@ -22,7 +22,10 @@
 //! scenario groups (`ceiling`, `one`, `four`; default all of these; `webhook` runs the
 //! webhook latency scenario: the daemon with a webhook registered in the simulated
 //! Chatwoot, `BENCH_WEBHOOK_EDITS` (default 1,000) renames over `BENCH_WEBHOOK_PEOPLE`
-//! (default 2,000) people, median and p99 latency and requests per event).
+//! (default 2,000) people, median and p99 latency and requests per event; `ratelimit` runs
+//! a first import against `simulate --rate-limits real`: `BENCH_RATELIMIT_PEOPLE` (default
+//! 5,000) people, the undocumented providers allowing `BENCH_RATELIMIT_OTHERS` (default
+//! 6,000) requests a minute; per provider the 429 share and the rate-limit utilisation).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contact_sync::clock::Clock;
@@ -362,12 +365,17 @@ impl Drop for KillOnDrop {
     }
 }
 
+fn start_sim_four(people: u64, dir: &Path) -> (KillOnDrop, Value) {
+    start_sim_four_with(people, dir, &[])
+}
+
 // The orchestrator is synchronous: there is no async runtime to block.
 #[allow(clippy::disallowed_methods)]
-fn start_sim_four(people: u64, dir: &Path) -> (KillOnDrop, Value) {
+fn start_sim_four_with(people: u64, dir: &Path, extra: &[&str]) -> (KillOnDrop, Value) {
     let info_file = dir.join("sim.json");
     let child = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
         .args(["simulate", "--contacts", &people.to_string()])
+        .args(extra)
         .args(["--seed", &SEED.to_string(), "--info-file"])
         .arg(&info_file)
         .arg("-q")
@@ -460,9 +468,39 @@ impl Http {
             .collect()
     }
 
+    /// Per provider since the last reset: (requests, answered 429, first and last
+    /// request in ms of the simulator's clock).
+    fn rate_counters(&self, info: &Value) -> BTreeMap<String, (u64, u64, u64, u64)> {
+        base_urls(info)
+            .into_iter()
+            .map(|(name, base)| {
+                let v: Value = self.rt.block_on(async {
+                    self.client
+                        .get(format!("{base}/__sim/counters"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap()
+                });
+                let n = |k: &str| v[k].as_u64().unwrap();
+                (
+                    name,
+                    (
+                        n("requests"),
+                        n("throttled"),
+                        n("first_at_ms"),
+                        n("last_at_ms"),
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// Renames `percent`% of the MaiAgent contacts (spread over the whole listing);
-    /// returns their ids.
-    fn change_maiagent(&self, info: &Value, percent: u64) -> Vec<String> {
+    /// returns their ids, and whether each has a phone.
+    fn change_maiagent(&self, info: &Value, percent: u64) -> (Vec<String>, Vec<bool>) {
         let m = &info["maiagent"];
         let base = m["base_url"].as_str().unwrap();
         let key = format!("Api-Key {}", m["api_key"].as_str().unwrap());
@@ -491,6 +529,8 @@ impl Http {
             let per_page = wanted.div_ceil(pages).max(1);
             let step = (pages / wanted.div_ceil(per_page)).max(1);
             let mut changed = Vec::new();
+            let mut has_phone = Vec::new();
+            let region = contact_sync::domain::normalize::DefaultRegion::parse("US").unwrap();
             let mut n = 1;
             while (changed.len() as u64) < wanted && n <= pages {
                 let body = page(n).await;
@@ -515,10 +555,19 @@ impl Http {
                         .unwrap();
                     assert!(r.status().is_success(), "PATCH {id}: {}", r.status());
                     changed.push(id);
+                    // MaiAgent shows a phone as text or, as some were typed, a number.
+                    let phone = match &c["phoneNumber"] {
+                        Value::String(p) => p.clone(),
+                        Value::Number(n) => format!("+{n}"),
+                        _ => String::new(),
+                    };
+                    has_phone.push(
+                        contact_sync::domain::normalize::normalize_phone(&phone, region).is_some(),
+                    );
                 }
                 n += step;
             }
-            changed
+            (changed, has_phone)
         })
     }
 }
@@ -706,6 +755,27 @@ fn add_counters(
     results.add(size, scenario, "api.writes", writes as f64);
 }
 
+fn add_floor(
+    results: &mut Results,
+    size: u64,
+    scenario: &str,
+    kind: &str,
+    floor: contact_sync::simulator::floor::Requests,
+) {
+    results.add(
+        size,
+        scenario,
+        &format!("floor.{kind}.reads"),
+        floor.reads as f64,
+    );
+    results.add(
+        size,
+        scenario,
+        &format!("floor.{kind}.writes"),
+        floor.writes as f64,
+    );
+}
+
 /// A no-change cycle must send no write at all: say so loudly if one did.
 fn warn_unless_no_writes(counters: &BTreeMap<String, (u64, u64, u64)>) {
     for (name, (_, writes, _)) in counters {
@@ -815,19 +885,9 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
         add_cycle(results, size, "four.import", &import, people);
         add_counters(results, size, "four.import", &counters);
         // The call floor of this import, from the seed alone (src/simulator/floor.rs).
-        for (kind, floor) in contact_sync::simulator::floor::floors(SEED, size) {
-            results.add(
-                size,
-                "four.import",
-                &format!("floor.{kind}.reads"),
-                floor.import.reads as f64,
-            );
-            results.add(
-                size,
-                "four.import",
-                &format!("floor.{kind}.writes"),
-                floor.import.writes as f64,
-            );
+        let floors = contact_sync::simulator::floor::floors(SEED, size);
+        for (kind, floor) in &floors {
+            add_floor(results, size, "four.import", kind, floor.import);
         }
 
         // The first cycle after the import lists every record the import wrote and
@@ -852,8 +912,28 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
         add_cycle(results, size, "four.nochange", &again, listed);
         add_counters(results, size, "four.nochange", &counters);
         warn_unless_no_writes(&counters);
+        for (kind, floor) in &floors {
+            add_floor(results, size, "four.nochange", kind, floor.no_change);
+        }
 
-        let changed = http.change_maiagent(&info, CHANGED_PERCENT);
+        let (changed, has_phone) = http.change_maiagent(&info, CHANGED_PERCENT);
+        // The floor of the change cycle: the listings plus one update per other provider
+        // holding each renamed person.
+        for (kind, floor) in &floors {
+            let entry = PROVIDERS.iter().find(|e| e.kind == *kind).unwrap();
+            let renamed = if *kind == "maiagent" {
+                Vec::new()
+            } else {
+                has_phone.clone()
+            };
+            add_floor(
+                results,
+                size,
+                "four.change",
+                kind,
+                floor.changed(entry, renamed),
+            );
+        }
         http.reset_logs(&info);
         let change = engine.ask("cycle");
         let counters = http.counters(&info);
@@ -886,6 +966,100 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
         );
         let _ = std::fs::remove_dir_all(&rdir);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Orchestrator: rate limits
+
+/// A first import of the four providers with `simulate --rate-limits real` (one-minute
+/// windows; Chatwoot 3,000 a minute, the others `BENCH_RATELIMIT_OTHERS` a minute, default
+/// 6,000) over `BENCH_RATELIMIT_PEOPLE` people (default 5,000), the client learning the
+/// limits (no `requests_per_second`). Per provider: requests, the share answered 429, and
+/// the rate it was answered at while busy (first to last request) against the allowed
+/// rate. Returns the table.
+fn run_ratelimit(results: &mut Results, dir: &Path, http: &Http) -> String {
+    let people: u64 = std::env::var("BENCH_RATELIMIT_PEOPLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let others: u64 = std::env::var("BENCH_RATELIMIT_OTHERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6_000);
+    let settings = contact_sync::simulator::ratelimit::RateLimitSettings {
+        window: Duration::from_mins(1),
+        others_per_minute: others,
+    };
+    let rdir = dir.join("ratelimit");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let others_arg = others.to_string();
+    let (sim, info) = start_sim_four_with(
+        people,
+        &rdir,
+        &["--rate-limits", "real", "--rate-limit-others", &others_arg],
+    );
+    let store = rdir.join("contacts.db");
+    let config = rdir.join("config.toml");
+    std::fs::write(&config, config_for(&info, &store, KeyStyle::Literal)).unwrap();
+    let mut engine = start_engine(&config);
+    http.reset_logs(&info);
+    let import = engine.ask("cycle");
+    let counters = http.rate_counters(&info);
+    engine.stop();
+    drop(sim);
+    let secs = import["secs"].as_f64().unwrap();
+    for p in import["providers"].as_array().unwrap() {
+        if let Some(e) = p["error"].as_str() {
+            eprintln!("  ! {} failed: {e}", p["name"]);
+        }
+        let failed = p["counts"]["failed"].as_u64().unwrap();
+        if failed > 0 {
+            eprintln!("  ! {}: {failed} writes failed", p["name"]);
+        }
+    }
+    let mut out = format!(
+        "\nRate limits (`simulate --rate-limits real`, one-minute windows, others {} a minute): \
+         first import of {} people, {:.0} s\n\n\
+         | provider | requests | answered 429 | busy | answered/s | allowed/s | utilisation |\n\
+         |---|---|---|---|---|---|---|\n",
+        fmt_num(others as f64),
+        fmt_num(people as f64),
+        secs
+    );
+    for (kind, (requests, throttled, first, last)) in &counters {
+        let entry = PROVIDERS.iter().find(|e| e.kind == kind).unwrap();
+        let allowed = (entry.rate_limits)(&settings)
+            .first()
+            .map_or(0.0, |l| settings.per_second(l.per_minute));
+        let busy = last.saturating_sub(*first) as f64 / 1000.0;
+        let answered = (requests - throttled) as f64 / busy.max(1e-3);
+        let share = *throttled as f64 / (*requests).max(1) as f64;
+        let used = answered / allowed;
+        let _ = writeln!(
+            out,
+            "| {kind} | {} | {} ({:.2}%) | {busy:.0} s | {answered:.1} | {allowed:.1} | {:.0}% |",
+            fmt_num(*requests as f64),
+            fmt_num(*throttled as f64),
+            share * 100.0,
+            used * 100.0
+        );
+        results.add(
+            people,
+            "ratelimit",
+            &format!("{kind}.requests"),
+            *requests as f64,
+        );
+        results.add(
+            people,
+            "ratelimit",
+            &format!("{kind}.throttled"),
+            *throttled as f64,
+        );
+        results.add(people, "ratelimit", &format!("{kind}.utilisation"), used);
+    }
+    let _ = std::fs::remove_dir_all(&rdir);
+    eprintln!("{out}");
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1456,41 +1630,46 @@ fn report(results: &Results, sizes: &[u64]) -> String {
         }
     }
     out.push_str(
-        "\nFirst import (four providers) against the call floor: requests sent / the least the \
-         provider's API allows for the seeded people (src/simulator/floor.rs), reads + writes\n\n",
+        "\nFour providers against the call floor: requests sent / the least the provider's API \
+         allows (src/simulator/floor.rs, from the seeded people and, for the change cycle, the \
+         renames the bench made), reads + writes\n\n",
     );
-    let _ = write!(out, "| provider |");
+    let _ = write!(out, "| cycle | provider |");
     for s in sizes {
         let _ = write!(out, " {} people |", fmt_num(*s as f64));
     }
-    out.push_str("\n|---|");
+    out.push_str("\n|---|---|");
     for _ in sizes {
         out.push_str("---|");
     }
     out.push('\n');
-    for p in PROVIDERS.iter().map(|e| e.kind) {
-        let floor_reads = format!("floor.{p}.reads");
-        if sizes
-            .iter()
-            .all(|s| results.get(*s, "four.import", &floor_reads).is_none())
-        {
-            continue;
+    for (sc, label) in [
+        ("four.import", "import"),
+        ("four.nochange", "no change"),
+        ("four.change", "1% changed"),
+    ] {
+        for p in PROVIDERS.iter().map(|e| e.kind) {
+            let floor_reads = format!("floor.{p}.reads");
+            if sizes
+                .iter()
+                .all(|s| results.get(*s, sc, &floor_reads).is_none())
+            {
+                continue;
+            }
+            let _ = write!(out, "| {label} | {p} |");
+            for s in sizes {
+                let sent =
+                    m(*s, sc, &format!("api.{p}.reads")) + m(*s, sc, &format!("api.{p}.writes"));
+                let floor = m(*s, sc, &floor_reads) + m(*s, sc, &format!("floor.{p}.writes"));
+                let ratio = if floor > 0.0 {
+                    format!(" ({:.2}x)", sent / floor)
+                } else {
+                    String::new()
+                };
+                let _ = write!(out, " {} / {}{ratio} |", fmt_num(sent), fmt_num(floor));
+            }
+            out.push('\n');
         }
-        let _ = write!(out, "| {p} |");
-        for s in sizes {
-            let sent = m(*s, "four.import", &format!("api.{p}.reads"))
-                + m(*s, "four.import", &format!("api.{p}.writes"));
-            let floor = m(*s, "four.import", &floor_reads)
-                + m(*s, "four.import", &format!("floor.{p}.writes"));
-            let ratio = if floor > 0.0 { sent / floor } else { 0.0 };
-            let _ = write!(
-                out,
-                " {} / {} ({ratio:.2}x) |",
-                fmt_num(sent),
-                fmt_num(floor)
-            );
-        }
-        out.push('\n');
     }
     out
 }
@@ -1587,9 +1766,15 @@ fn orchestrate(args: &[String]) {
         eprintln!("== webhook latency");
         run_webhook(&mut results, work.path(), &http);
     }
+    let ratelimit = if want("ratelimit") {
+        eprintln!("== rate limits");
+        run_ratelimit(&mut results, work.path(), &http)
+    } else {
+        String::new()
+    };
     let text = report(&results, &sizes);
     println!("machine: {}", machine());
-    println!("{text}");
+    println!("{text}{ratelimit}");
     write_csv(&results, &csv);
     println!(
         "CSV: {} (total {:.0}s)",

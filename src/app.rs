@@ -24,7 +24,20 @@ pub fn run(cli: &Cli) -> ExitCode {
             contacts,
             seed,
             info_file,
-        }) => simulate(*contacts, *seed, info_file.as_deref()),
+            rate_limits,
+            rate_limit_others,
+            rate_window,
+        }) => simulate(
+            *contacts,
+            *seed,
+            info_file.as_deref(),
+            (*rate_limits == crate::cli::RateLimitsMode::Real).then_some(
+                crate::simulator::ratelimit::RateLimitSettings {
+                    window: *rate_window,
+                    others_per_minute: *rate_limit_others,
+                },
+            ),
+        ),
         Some(Command::Healthcheck) => healthcheck(cli),
         Some(Command::Runs { json, limit }) => runs(cli, *json, *limit),
         Some(Command::History { key, json }) => history(cli, key, *json),
@@ -614,7 +627,12 @@ fn demo(contacts: u64) -> u8 {
     }
 }
 
-fn simulate(contacts: u64, seed: u64, info_file: Option<&std::path::Path>) -> u8 {
+fn simulate(
+    contacts: u64,
+    seed: u64,
+    info_file: Option<&std::path::Path>,
+    rate_limits: Option<crate::simulator::ratelimit::RateLimitSettings>,
+) -> u8 {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -632,6 +650,9 @@ fn simulate(contacts: u64, seed: u64, info_file: Option<&std::path::Path>) -> u8
                 return EXIT_FAILED;
             }
         };
+        if let Some(settings) = &rate_limits {
+            sim.enforce_rate_limits(settings);
+        }
         let info = sim.info().to_string();
         println!("{info}");
         if let Some(path) = info_file

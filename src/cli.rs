@@ -100,6 +100,20 @@ pub enum Command {
         /// Also write the JSON object to this file.
         #[arg(long, value_name = "FILE")]
         info_file: Option<PathBuf>,
+        /// `real`: each simulated provider enforces per-minute limits as its platform does
+        /// (Chatwoot 3,000 a minute, contact search 100; the others
+        /// `--rate-limit-others`), answering its own 429. `off` (default): no limits.
+        #[arg(long, value_enum, default_value_t = RateLimitsMode::Off)]
+        rate_limits: RateLimitsMode,
+        /// With `--rate-limits real`: requests a minute allowed by the providers that
+        /// document no limit (MaiAgent, Agentalk, DM Champ).
+        #[arg(long, value_name = "N", default_value_t = crate::simulator::ratelimit::DEFAULT_OTHERS_PER_MINUTE)]
+        rate_limit_others: u64,
+        /// With `--rate-limits real`: the length of one fixed window (`1m` as on the
+        /// platforms); every per-minute limit is scaled to it (`1s`: 3,000 a minute becomes
+        /// 50 a second).
+        #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+        rate_window: std::time::Duration,
     },
     /// Exit 0 if the running daemon's /readyz answers 200 (for container health checks).
     Healthcheck,
@@ -199,4 +213,13 @@ pub enum WebhooksCommand {
         #[arg(long, value_name = "NAME")]
         provider: String,
     },
+}
+
+/// `contact-sync simulate --rate-limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateLimitsMode {
+    /// No limits.
+    Off,
+    /// The platforms' limits.
+    Real,
 }

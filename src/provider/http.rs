@@ -1,6 +1,6 @@
 //! The one HTTP driver every adapter sends through: a reqwest client built once per
-//! provider instance (timeouts, user agent, no redirects), client-side pacing
-//! ([`Pacer`]), retries with exponential backoff, jitter and `Retry-After`
+//! provider instance (timeouts, user agent, no redirects), client-side pacing that learns
+//! the provider's rate limit ([`Pacer`], [`super::pacing`]), retries with exponential backoff, jitter and `Retry-After`
 //! ([`HttpDriver::send`]), a body size cap, error classification into
 //! [`ErrorKind`], secret redaction for everything logged or put into an error, and the
 //! request metrics.
@@ -12,16 +12,18 @@
 //! Metrics (through the `metrics` facade; the daemon installs the recorder):
 //! `contact_sync_requests_total{provider,method,status_class}`,
 //! `contact_sync_request_duration_seconds{provider}`,
-//! `contact_sync_retries_total{provider}`, `contact_sync_rate_limited_total{provider}`.
+//! `contact_sync_retries_total{provider}`, `contact_sync_rate_limited_total{provider}`,
+//! `contact_sync_pacing_rate{provider,class}` (the learnt rate, requests a second, set
+//! when a 429 lowers it).
 
 // `ProviderError` is large by design (context for the human); errors are the cold path.
 #![allow(clippy::result_large_err)]
 
 use super::error::{ErrorKind, ProviderError};
+pub use super::pacing::{Pacer, RequestClass};
 use super::settings::{ProviderSettings, RetryPolicy};
 use super::wire::{self, DecodeError};
 use backon::{ExponentialBuilder, Retryable};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -87,50 +89,6 @@ pub enum AuthStyle {
 enum Auth {
     Header(HeaderName, HeaderValue),
     Query(&'static str, SecretString),
-}
-
-/// Client-side pacing: at most `requests_per_second`, evenly spaced. Waits with tokio's
-/// timer (governor only decides), so a paused test clock is respected.
-pub struct Pacer {
-    limiter: Option<DefaultDirectRateLimiter>,
-}
-
-impl fmt::Debug for Pacer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pacer")
-            .field("paced", &self.limiter.is_some())
-            .finish()
-    }
-}
-
-impl Pacer {
-    /// A pacer for `requests_per_second`; `None`, zero, negative or non-finite rates mean
-    /// unpaced.
-    pub fn new(requests_per_second: Option<f64>) -> Self {
-        let quota = requests_per_second
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok())
-            .and_then(Quota::with_period);
-        Self {
-            limiter: quota.map(RateLimiter::direct),
-        }
-    }
-
-    /// Waits until the next request may go out.
-    pub async fn wait(&self) {
-        let Some(limiter) = &self.limiter else {
-            return;
-        };
-        loop {
-            match limiter.check() {
-                Ok(()) => return,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(limiter.clock().now());
-                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-                }
-            }
-        }
-    }
 }
 
 /// Removes credentials from URLs and text before they are logged or put into an error.
@@ -479,7 +437,11 @@ impl HttpDriver {
             provider: settings.name.clone(),
             auth,
             redactor,
-            pacer: Pacer::new(settings.requests_per_second),
+            pacer: Pacer::new(
+                &settings.name,
+                settings.requests_per_second,
+                settings.retry.base_delay,
+            ),
             retry: settings.retry,
             auth_hint: auth_hint.into(),
             max_body: MAX_BODY_BYTES,
@@ -490,6 +452,11 @@ impl HttpDriver {
     /// How this provider instance fares in the current cycle.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Its pacing (the learnt rates).
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 
     /// The provider instance name.
@@ -517,24 +484,41 @@ impl HttpDriver {
             ));
         }
         let attempts = AtomicU32::new(0);
+        let other_retries = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
         let policy = self.retry;
+        // 429s are not counted against `max_retries`: the pacer makes every request wait
+        // while the provider throttles (as long as the provider's window lasts), and a
+        // throttled request is retried until the request's or the cycle's time is up.
         let backoff = ExponentialBuilder::new()
             .with_min_delay(policy.base_delay)
             .with_max_delay(policy.max_delay)
             .with_factor(2.0)
             .with_jitter()
-            .with_max_times(policy.max_retries);
+            .with_max_times(usize::MAX);
         let result = (|| self.attempt(&request, &attempts))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|a: &Attempt| a.retryable(idempotency) && !self.health.is_cut_off())
             .adjust(|a: &Attempt, next: Option<Duration>| {
                 let next = next?;
-                let delay = a.error.retry_after.unwrap_or(next).min(policy.max_delay);
+                let throttled = a.error.status == Some(429);
+                if !throttled
+                    && other_retries.fetch_add(1, Ordering::Relaxed) as usize >= policy.max_retries
+                {
+                    return None;
+                }
+                // A 429's wait is the pacer's (the Retry-After, else its probe delay).
+                let delay = if throttled {
+                    a.error.retry_after.unwrap_or(Duration::ZERO)
+                } else {
+                    a.error.retry_after.unwrap_or(next)
+                }
+                .min(policy.max_delay);
                 let within_request = started.elapsed() + delay <= policy.max_elapsed;
-                // A provider in trouble is not retried past the cycle's retry deadline.
-                let within_cycle = self.health.streak() == 0
+                // A provider in trouble or throttling is not retried past the cycle's
+                // retry deadline.
+                let within_cycle = (self.health.streak() == 0 && !throttled)
                     || self
                         .health
                         .deadline()
@@ -662,7 +646,7 @@ impl HttpDriver {
                 ))
             }
             429 => error.with_hint(
-                "The provider kept rate-limiting after all retries: lower requests_per_second for this provider; the next cycle tries again",
+                "The provider kept rate-limiting until the retry time was up; contact-sync now paces itself below the rate it learnt and the next cycle tries again (a requests_per_second set for this provider caps that rate)",
             ),
             _ => error,
         }
@@ -688,7 +672,7 @@ impl HttpDriver {
         request: &ApiRequest,
         attempts: &AtomicU32,
     ) -> Result<ApiResponse, Attempt> {
-        self.pacer.wait().await;
+        let turn = self.pacer.wait(RequestClass::of(&request.url)).await;
         let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let mut url = request.url.clone();
         let mut builder = match &self.auth {
@@ -735,9 +719,14 @@ impl HttpDriver {
         .increment(1);
         metrics::histogram!("contact_sync_request_duration_seconds", "provider" => self.provider.clone())
             .record(elapsed.as_secs_f64());
-        if status == Some(429) {
-            metrics::counter!("contact_sync_rate_limited_total", "provider" => self.provider.clone())
-                .increment(1);
+        match (status, &outcome) {
+            (Some(429), Err(a)) => {
+                metrics::counter!("contact_sync_rate_limited_total", "provider" => self.provider.clone())
+                    .increment(1);
+                self.pacer.throttled(turn, a.error.retry_after);
+            }
+            (Some(_), _) => self.pacer.answered(turn),
+            (None, _) => self.pacer.released(turn),
         }
         tracing::debug!(
             provider = %self.provider,

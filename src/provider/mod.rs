@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod http;
+pub mod pacing;
 mod registry;
 pub mod settings;
 pub mod wire;

@@ -798,6 +798,12 @@ fn parse_uuid(s: &str) -> Option<u128> {
 // Registry
 
 impl SimulatedProvider for State {
+    fn throttled(_left: std::time::Duration) -> axum::response::Response {
+        // Inferred (no rate limit is documented): an `{"error": ...}` body, no
+        // `Retry-After`.
+        super::ratelimit::throttled_json(&json!({"error": "Too many requests"}), None)
+    }
+
     const KIND: &'static str = "agentalk";
     const DEMO_NAME: &'static str = "whatsapp";
     const SEED: seed::Provider = seed::Provider {

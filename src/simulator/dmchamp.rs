@@ -750,6 +750,14 @@ fn parse_id(s: &str) -> Option<u128> {
 // Registry
 
 impl SimulatedProvider for State {
+    fn throttled(_left: std::time::Duration) -> axum::response::Response {
+        // Inferred (no rate limit is documented): its usual error shape, no `Retry-After`.
+        super::ratelimit::throttled_json(
+            &json!({"success": false, "message": "Too many requests"}),
+            None,
+        )
+    }
+
     const KIND: &'static str = "dmchamp";
     const DEMO_NAME: &'static str = "campaigns";
     const REVEALS_FIELDS: bool = false;

@@ -5,7 +5,8 @@
 //!
 //! What every person ends up as after a first import (the golden record) follows from the
 //! seed: one name, the phone, an email if any provider holding them has one, and the union
-//! of the tags they carry anywhere (compared case-insensitively). Each provider states its
+//! of the tags they carry anywhere (compared case-insensitively; after the import the
+//! providers carry the union of those shown by a provider's API). Each provider states its
 //! own floor for one person ([`super::SimulatedProvider::import_floor`]) and for reading
 //! its whole listing ([`super::SimulatedProvider::listing_floor`]); this module walks the
 //! population and the registry and adds them up.
@@ -71,12 +72,39 @@ impl FloorPerson<'_> {
 }
 
 /// The floor of one provider for a first import of the first `people` of `seed`'s
-/// population into an empty store. (A cycle in which nothing changed has its listing as
-/// floor: [`super::RunningProvider::listing_floor`] on what the provider holds then.)
+/// population into an empty store, and for the cycles after it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Floor {
     /// First import into an empty store.
     pub import: Requests,
+    /// A cycle after the import in which nothing changed: one whole listing of what the
+    /// provider holds then (every person a listable provider holds, with the union of
+    /// their tags), no write; nothing for a provider that cannot be listed (its people are
+    /// linked). [`super::RunningProvider::listing_floor`] gives the same from what a
+    /// running provider holds.
+    pub no_change: Requests,
+}
+
+impl Floor {
+    /// A cycle after the import in which `changed` people had their name changed in
+    /// another provider: the listing of [`Floor::no_change`] plus, per changed person,
+    /// one update if this provider holds them after the import (a provider that can be
+    /// listed holds every person known; one that cannot, every such person with a phone).
+    /// `changed` yields, per changed person, whether they have a phone.
+    pub fn changed(
+        &self,
+        entry: &super::Entry,
+        changed: impl IntoIterator<Item = bool>,
+    ) -> Requests {
+        let writes = changed
+            .into_iter()
+            .filter(|has_phone| entry.seed.listable || *has_phone)
+            .count() as u64;
+        Requests {
+            reads: self.no_change.reads,
+            writes: self.no_change.writes + writes,
+        }
+    }
 }
 
 /// Each registered provider's floor, by kind.
@@ -84,6 +112,9 @@ pub fn floors(seed_value: u64, people: u64) -> BTreeMap<&'static str, Floor> {
     let mut out: BTreeMap<&'static str, Floor> = BTreeMap::new();
     // Per provider: people held, and how many of them carry each label (lower-cased).
     let mut held: BTreeMap<&'static str, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    // The same after the import, for the providers that can be listed: every person known
+    // (held or created), with the union of their tags.
+    let mut after: BTreeMap<&'static str, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     for person in seed::people(seed_value, people) {
         let at = seed::placement(seed_value, person.index);
         let copies: Vec<(&'static str, Seeded)> = PROVIDERS
@@ -103,6 +134,14 @@ pub fn floors(seed_value: u64, people: u64) -> BTreeMap<&'static str, Floor> {
             .iter()
             .flat_map(|(_, c)| c.tags.iter().map(|t| t.to_lowercase()))
             .collect();
+        // What the providers end up carrying: the tags of the providers that show them
+        // (MaiAgent's cannot be read). The import floor above still counts every tag (a
+        // floor at least as high as what an import may need); see BENCHMARKS.md.
+        let shown_tags: BTreeSet<String> = copies
+            .iter()
+            .filter(|(k, _)| PROVIDERS.iter().any(|e| e.kind == *k && e.reveals_tags))
+            .flat_map(|(_, c)| c.tags.iter().map(|t| t.to_lowercase()))
+            .collect();
         for entry in PROVIDERS {
             let copy = copies
                 .iter()
@@ -116,6 +155,13 @@ pub fn floors(seed_value: u64, people: u64) -> BTreeMap<&'static str, Floor> {
                 held: copy,
             };
             out.entry(entry.kind).or_default().import += (entry.import_floor)(&view);
+            if entry.seed.listable && (known || copy.is_some()) {
+                let (n, labels) = after.entry(entry.kind).or_default();
+                *n += 1;
+                for t in &shown_tags {
+                    *labels.entry(t.clone()).or_default() += 1;
+                }
+            }
             if let Some(c) = copy {
                 let (n, labels) = held.entry(entry.kind).or_default();
                 *n += 1;
@@ -134,6 +180,12 @@ pub fn floors(seed_value: u64, people: u64) -> BTreeMap<&'static str, Floor> {
         let floor = out.entry(entry.kind).or_default();
         let (n, labels) = held.remove(entry.kind).unwrap_or_default();
         floor.import.reads += (entry.listing_floor)(n, &labels);
+        let (n, labels) = after.remove(entry.kind).unwrap_or_default();
+        floor.no_change.reads = if entry.seed.listable {
+            (entry.listing_floor)(n, &labels)
+        } else {
+            0
+        };
     }
     out
 }

@@ -48,6 +48,8 @@ pub struct LogEntry {
     pub read: bool,
     /// The injected fault, if one fired (`status`, `delay`, `drop_connection`, …).
     pub fault: Option<String>,
+    /// When it was answered: milliseconds since the log was created.
+    pub at_ms: u64,
 }
 
 /// Request counters since start or the last reset.
@@ -63,15 +65,41 @@ pub struct Counters {
     pub errors: u64,
     /// Requests where an injected fault fired.
     pub faults: u64,
+    /// Requests answered 429 (a rate limit or an injected 429).
+    pub throttled: u64,
+    /// When the first request counted was answered (milliseconds since the log was
+    /// created; 0 when none was).
+    pub first_at_ms: u64,
+    /// When the last one was.
+    pub last_at_ms: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Atomics {
     requests: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
     errors: AtomicU64,
     faults: AtomicU64,
+    throttled: AtomicU64,
+    /// `u64::MAX` until a request is counted.
+    first_ms: AtomicU64,
+    last_ms: AtomicU64,
+}
+
+impl Default for Atomics {
+    fn default() -> Self {
+        Atomics {
+            requests: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            first_ms: AtomicU64::new(u64::MAX),
+            last_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -85,6 +113,7 @@ struct Ring {
 pub struct RequestLog {
     ring: Arc<Mutex<Ring>>,
     counts: Arc<Atomics>,
+    created: std::time::Instant,
 }
 
 impl Default for RequestLog {
@@ -102,6 +131,7 @@ impl RequestLog {
                 entries: VecDeque::new(),
             })),
             counts: Arc::new(Atomics::default()),
+            created: std::time::Instant::now(),
         }
     }
 
@@ -119,6 +149,12 @@ impl RequestLog {
             writes: c.writes.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             faults: c.faults.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            first_at_ms: match c.first_ms.load(Ordering::Relaxed) {
+                u64::MAX => 0,
+                ms => ms,
+            },
+            last_at_ms: c.last_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -127,9 +163,18 @@ impl RequestLog {
         let mut ring = self.lock();
         ring.entries.clear();
         let c = &self.counts;
-        for counter in [&c.requests, &c.reads, &c.writes, &c.errors, &c.faults] {
+        for counter in [
+            &c.requests,
+            &c.reads,
+            &c.writes,
+            &c.errors,
+            &c.faults,
+            &c.throttled,
+            &c.last_ms,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
+        c.first_ms.store(u64::MAX, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -146,11 +191,17 @@ impl RequestLog {
         fault: Option<&str>,
     ) {
         let read = is_read(method, path);
+        let at_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         let c = &self.counts;
+        c.first_ms.fetch_min(at_ms, Ordering::Relaxed);
+        c.last_ms.fetch_max(at_ms, Ordering::Relaxed);
         let seq = c.requests.fetch_add(1, Ordering::Relaxed);
         if read { &c.reads } else { &c.writes }.fetch_add(1, Ordering::Relaxed);
         if status >= 400 {
             c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if status == 429 {
+            c.throttled.fetch_add(1, Ordering::Relaxed);
         }
         if fault.is_some() {
             c.faults.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +214,7 @@ impl RequestLog {
             status,
             read,
             fault: fault.map(str::to_owned),
+            at_ms,
         };
         let mut ring = self.lock();
         if ring.entries.len() >= ring.capacity {

@@ -13,7 +13,8 @@
 //!   control endpoint under `/__sim/` (no auth; not logged, not counted, never faulted):
 //!   `GET /__sim/state` (the dump), `GET /__sim/log`, `GET /__sim/counters`,
 //!   `GET /__sim/faults`, `POST /__sim/faults` (a JSON [`faults::FaultRule`]),
-//!   `DELETE /__sim/faults`, `POST /__sim/reset-log`.
+//!   `DELETE /__sim/faults`, `POST /__sim/reset-log`. Rate limits ([`ratelimit`], off
+//!   unless set) answer a request over a limit before faults or the handler see it.
 //! - [`Simulation`]: every registered provider started together and seeded with
 //!   overlapping people ([`seed`]); [`Simulation::info`] is the object `contact-sync
 //!   simulate` prints. [`Simulation::start_instances`] starts any set of named instances
@@ -28,6 +29,7 @@ pub mod floor;
 pub mod http;
 pub mod log;
 pub mod maiagent;
+pub mod ratelimit;
 pub mod registry;
 pub mod seed;
 
@@ -64,6 +66,7 @@ use tokio::task::JoinHandle;
 
 use self::faults::{FaultAction, FaultRule, Faults};
 use self::log::RequestLog;
+use self::ratelimit::RateLimits;
 use self::registry::AnyCredentials;
 use self::seed::Dice;
 
@@ -74,6 +77,7 @@ pub struct SimServer<S> {
     state: Arc<S>,
     faults: Faults,
     log: RequestLog,
+    limits: RateLimits,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -90,6 +94,7 @@ impl<S> std::fmt::Debug for SimServer<S> {
 struct Core {
     faults: Faults,
     log: RequestLog,
+    limits: RateLimits,
     dump: Box<dyn Fn() -> Value + Send + Sync>,
 }
 
@@ -106,10 +111,12 @@ impl<S: Send + Sync + 'static> SimServer<S> {
         let addr = listener.local_addr()?;
         let faults = Faults::default();
         let log = RequestLog::default();
+        let limits = RateLimits::default();
         let dump_state = Arc::clone(&state);
         let core = Arc::new(Core {
             faults: faults.clone(),
             log: log.clone(),
+            limits: limits.clone(),
             dump: Box::new(move || dump(&dump_state)),
         });
         let app = router
@@ -133,6 +140,7 @@ impl<S: Send + Sync + 'static> SimServer<S> {
             state,
             faults,
             log,
+            limits,
             stop: Some(stop),
             task: Some(task),
         })
@@ -166,6 +174,11 @@ impl<S> SimServer<S> {
         &self.log
     }
 
+    /// The rate limits of this server (off unless set).
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.limits
+    }
+
     /// Stops accepting connections, lets requests in flight finish, and waits for that.
     /// (Dropping the handle also stops the server, without waiting.)
     pub async fn shutdown(mut self) {
@@ -186,6 +199,16 @@ async fn observe(Ext(core): Ext<Arc<Core>>, req: Request, next: Next) -> Respons
     }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
+    if let Some(throttled) = core.limits.check(&path, std::time::SystemTime::now()) {
+        core.log.record(
+            &method,
+            &path,
+            query.as_deref(),
+            throttled.status().as_u16(),
+            None,
+        );
+        return throttled;
+    }
     let action = core.faults.pick(&method, &path);
     let kind = action.as_ref().map(FaultAction::kind);
     let response = match action {
@@ -449,6 +472,14 @@ impl Simulation {
             out.insert(i.server.kind().to_owned(), i.server.info());
         }
         Value::Object(out)
+    }
+
+    /// Makes every instance enforce its platform's rate limits from now on
+    /// (`contact-sync simulate --rate-limits real`; see [`ratelimit`]).
+    pub fn enforce_rate_limits(&self, settings: &ratelimit::RateLimitSettings) {
+        for i in &self.instances {
+            i.server.enforce_rate_limits(settings);
+        }
     }
 
     /// Every running instance, in the order started.

@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::faults::Faults;
 use super::floor::{FloorPerson, Requests};
 use super::log::RequestLog;
+use super::ratelimit::{Limit, RateLimitSettings, RateLimits};
 use super::seed::{self, Dice, Person};
 use super::{SimServer, seed_blocking};
 
@@ -34,6 +35,9 @@ pub trait SimulatedProvider: Send + Sync + Sized + 'static {
     /// Its listing or lookups answer the contact's fields (DM Champ's answer only an id):
     /// what only it holds can be learnt by a sync.
     const REVEALS_FIELDS: bool = true;
+    /// Its API shows the tags a contact carries (MaiAgent's has no tags: what its people
+    /// carry there cannot be learnt by a sync).
+    const REVEALS_TAGS: bool = true;
 
     /// What a client needs to talk to one instance (account, keys).
     type Credentials: Clone + Debug + Send + Sync + 'static;
@@ -68,6 +72,15 @@ pub trait SimulatedProvider: Send + Sync + Sized + 'static {
     fn listing_floor_now(&self) -> u64 {
         0
     }
+    /// The limits it enforces under `--rate-limits real` ([`super::ratelimit`]): by
+    /// default one limit on every request, `settings.others_per_minute` (the platforms
+    /// that document none); a platform with documented limits states them.
+    fn rate_limits(settings: &RateLimitSettings) -> Vec<Limit> {
+        vec![Limit::all(settings.others_per_minute)]
+    }
+    /// Its answer to a request over a limit, `left` being the time to the end of the
+    /// window.
+    fn throttled(left: std::time::Duration) -> axum::response::Response;
 }
 
 /// A running simulated provider of any kind (a [`SimServer`] seen through the registry).
@@ -90,6 +103,10 @@ pub trait RunningProvider: Send + Sync {
     fn info(&self) -> Value;
     /// [`SimulatedProvider::listing_floor_now`].
     fn listing_floor(&self) -> u64;
+    /// Its rate limits (off unless set).
+    fn rate_limits(&self) -> &RateLimits;
+    /// Enforces its platform's limits ([`SimulatedProvider::rate_limits`]) from now on.
+    fn enforce_rate_limits(&self, settings: &RateLimitSettings);
     /// The typed server, for [`super::Simulation::server`].
     fn as_any(&self) -> &dyn Any;
     /// Stops it (see [`SimServer::shutdown`]).
@@ -128,6 +145,14 @@ impl<P: SimulatedProvider> RunningProvider for Running<P> {
     }
     fn listing_floor(&self) -> u64 {
         self.server.state().listing_floor_now()
+    }
+    fn rate_limits(&self) -> &RateLimits {
+        self.server.rate_limits()
+    }
+    fn enforce_rate_limits(&self, settings: &RateLimitSettings) {
+        self.server
+            .rate_limits()
+            .set(settings, &P::rate_limits(settings), P::throttled);
     }
     fn as_any(&self) -> &dyn Any {
         &self.server
@@ -170,10 +195,14 @@ pub struct Entry {
     pub config_lines: fn(&Value) -> Vec<String>,
     /// [`SimulatedProvider::REVEALS_FIELDS`].
     pub reveals_fields: bool,
+    /// [`SimulatedProvider::REVEALS_TAGS`].
+    pub reveals_tags: bool,
     /// [`SimulatedProvider::import_floor`].
     pub import_floor: fn(&FloorPerson<'_>) -> Requests,
     /// [`SimulatedProvider::listing_floor`].
     pub listing_floor: fn(u64, &BTreeMap<String, u64>) -> u64,
+    /// [`SimulatedProvider::rate_limits`].
+    pub rate_limits: fn(&RateLimitSettings) -> Vec<Limit>,
     /// Builds the state from these credentials (of this kind, else an error), seeds it,
     /// and serves it.
     pub start: fn(
@@ -208,8 +237,10 @@ pub const fn entry<P: SimulatedProvider>() -> Entry {
         info: info_of::<P>,
         config_lines: P::config_lines,
         reveals_fields: P::REVEALS_FIELDS,
+        reveals_tags: P::REVEALS_TAGS,
         import_floor: P::import_floor,
         listing_floor: P::listing_floor,
+        rate_limits: P::rate_limits,
         start: start_of::<P>,
     }
 }

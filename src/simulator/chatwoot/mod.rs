@@ -686,6 +686,27 @@ pub fn router(state: Arc<State>) -> Router {
 // Registry
 
 impl SimulatedProvider for State {
+    fn rate_limits(
+        _settings: &super::ratelimit::RateLimitSettings,
+    ) -> Vec<super::ratelimit::Limit> {
+        // rack-attack's defaults (config/initializers/rack_attack.rb): `req/ip` 3,000 a
+        // minute (RACK_ATTACK_LIMIT), contact search 100 a minute per account
+        // (RATE_LIMIT_CONTACT_SEARCH).
+        vec![
+            super::ratelimit::Limit::all(3_000),
+            super::ratelimit::Limit {
+                name: "contact search",
+                path_contains: Some("/contacts/search"),
+                per_minute: 100,
+            },
+        ]
+    }
+
+    fn throttled(_left: std::time::Duration) -> axum::response::Response {
+        // rack-attack's default responder: 429, text/plain, no Retry-After.
+        super::ratelimit::throttled_text()
+    }
+
     const KIND: &'static str = "chatwoot";
     const DEMO_NAME: &'static str = "support";
     const SEED: seed::Provider = seed::Provider {

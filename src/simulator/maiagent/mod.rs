@@ -535,6 +535,18 @@ fn parse_uuid(s: &str) -> Option<u128> {
 // Registry
 
 impl SimulatedProvider for State {
+    fn throttled(left: std::time::Duration) -> axum::response::Response {
+        // Django REST framework's throttling answer (inferred: MaiAgent documents no 429):
+        // `{"detail": ...}` with a `Retry-After` in seconds.
+        let secs = left.as_secs_f64().ceil().max(1.0) as u64;
+        super::ratelimit::throttled_json(
+            &serde_json::json!({
+                "detail": format!("Request was throttled. Expected available in {secs} seconds.")
+            }),
+            Some(secs),
+        )
+    }
+
     const KIND: &'static str = "maiagent";
     const DEMO_NAME: &'static str = "sales-bot";
     const SEED: seed::Provider = seed::Provider {
@@ -548,6 +560,8 @@ impl SimulatedProvider for State {
         tags: TagStyle::AnySpelling,
         salt: 0x22,
     };
+    // Its contacts carry no tags anyone can read through the API.
+    const REVEALS_TAGS: bool = false;
     type Credentials = Credentials;
 
     fn credentials(dice: &mut Dice) -> Credentials {
