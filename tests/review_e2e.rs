@@ -368,10 +368,19 @@ async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
     assert!(gains.values().map(|n| n.as_u64().unwrap()).sum::<u64>() > 0);
     let items = report["items"].as_array().unwrap();
     assert!(!items.is_empty(), "the mixed-up record is held: {report}");
+    // The mixed-up record is held in sales-bot. When sales-bot's listing is stored before
+    // Chatwoot's, the two Chatwoot records of those two people can also find one person
+    // by different keys, which is a `duplicate_in_provider` item there (never two links).
+    let names = world.names();
     assert!(
         items
             .iter()
-            .all(|i| i["provider"] == "sales-bot" && i["id"].is_i64())
+            .all(|i| i["id"].is_i64() && names.iter().any(|n| i["provider"] == n.as_str())),
+        "{report}"
+    );
+    assert!(
+        items.iter().any(|i| i["provider"] == "sales-bot"),
+        "{report}"
     );
     let plan = dry["plan"].as_array().unwrap();
     assert!(!plan.is_empty());
