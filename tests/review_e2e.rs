@@ -6,29 +6,8 @@
 
 mod common;
 
-use common::{World, stdout, text};
+use common::{World, json_of, stderr, stdout, sync_ok, text};
 use serde_json::{Value, json};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-async fn sync_ok(world: &World) {
-    let out = world.sync().await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
-async fn json_of(world: &World, args: &[&str]) -> Value {
-    let out = world.run(args).await;
-    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// Two Chatwoot people with a phone and an email each.
 fn two_people(world: &World) -> (Value, Value) {

@@ -6,19 +6,8 @@
 
 mod common;
 
-use common::{World, stdout, text};
+use common::{World, sync_ok, text};
 use serde_json::{Value, json};
-
-async fn sync_ok(world: &World) {
-    let out = world.sync().await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn chatwoot_contact(world: &World, body: Value) {
     let r = reqwest::Client::builder()

@@ -281,6 +281,29 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// One `--sync-now` that must exit 0 (its output in the failure message).
+pub async fn sync_ok(world: &World) {
+    let out = world.sync().await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// A command with `--json` that must exit 0; its stdout parsed.
+pub async fn json_of(world: &World, args: &[&str]) -> Value {
+    let out = world.run(args).await;
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The end state of a converged world, for comparing runs: per provider, the sorted
 /// (email, name) pairs.
 pub fn end_state(world: &World) -> Vec<Vec<(String, String)>> {
