@@ -112,20 +112,18 @@ pub fn finish_link(
     }
     // Another link of this provider may already hold the remote id (a record the listing
     // linked to another contact): then this contact stays unlinked there.
-    let provider_id: i64 = tx.query_row(
-        "SELECT provider_id FROM links WHERE id = ?1",
-        [link_id],
-        |r| r.get(0),
-    )?;
+    let provider_id: i64 = tx
+        .prepare_cached("SELECT provider_id FROM links WHERE id = ?1")?
+        .query_row([link_id], |r| r.get(0))?;
     let clash: Option<ContactId> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT contact_id FROM links WHERE provider_id = ?1 AND remote_id = ?2 AND id != ?3",
-            params![provider_id, remote_id, link_id],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![provider_id, remote_id, link_id], |r| r.get(0))
         .optional()?;
     if let Some(other) = clash {
-        tx.execute("DELETE FROM links WHERE id = ?1", [link_id])?;
+        tx.prepare_cached("DELETE FROM links WHERE id = ?1")?
+            .execute([link_id])?;
         let mut people = vec![contact_id, other];
         people.sort_unstable();
         people.dedup();

@@ -160,9 +160,11 @@ pub fn acquire_lock(store: &Path) -> Result<SyncLock, StoreError> {
 /// pages is a WAL of at most ~40 MiB on disk (no memory: the WAL index is 32 KiB per
 /// 4,096 pages).
 pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
-/// Prepared statements kept per connection (rusqlite's default is 16; a cycle uses more,
-/// so statements were prepared again and again).
-const STATEMENT_CACHE: usize = 64;
+/// Prepared statements kept per connection (rusqlite's default is 16). A cycle uses more
+/// than a hundred distinct statements (pull, plan, push, journal, items, runs), and a
+/// cache smaller than that set evicts statements that are needed again at once, so they
+/// are prepared again and again.
+const STATEMENT_CACHE: usize = 256;
 
 /// The settings of the writer connection (also used by the benchmark's bare-insert
 /// ceiling, so that it and the store run on equal terms).

@@ -50,6 +50,7 @@ impl<P: Provider> Engine<P> {
         provider_id: i64,
         creates: Creates<'_>,
     ) -> Result<Planned, StoreError> {
+        let _one_at_a_time = self.planning.lock().await;
         let caps = slot.client.capabilities();
         let shape = shape_of(caps);
         let mut after = self.store.planned_seq(provider_id).await?;
