@@ -641,6 +641,7 @@ fn simulate(
         let sim = match crate::simulator::Simulation::start(crate::simulator::SimOptions {
             contacts,
             seed,
+            ..crate::simulator::SimOptions::default()
         })
         .await
         {

@@ -92,9 +92,13 @@ fn number_word(n: usize) -> String {
 /// Runs the demo and returns its text, or an error message.
 pub async fn run(contacts: u64) -> Result<String, String> {
     let mut out = String::new();
-    let sim = Simulation::start(SimOptions { contacts, seed: 7 })
-        .await
-        .map_err(|e| format!("cannot start the simulated providers: {e}"))?;
+    let sim = Simulation::start(SimOptions {
+        contacts,
+        seed: 7,
+        ..SimOptions::default()
+    })
+    .await
+    .map_err(|e| format!("cannot start the simulated providers: {e}"))?;
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let store_path = dir.path().join("contacts.db");

@@ -358,6 +358,7 @@ async fn a_change_reaches_every_provider_within_two_ticks_and_the_endpoints_answ
     let sim = Simulation::start(SimOptions {
         contacts: 6,
         seed: 7,
+        ..SimOptions::default()
     })
     .await
     .unwrap();
@@ -497,6 +498,7 @@ async fn sigterm_mid_push_exits_zero_and_the_next_sync_loses_and_duplicates_noth
     let sim = Simulation::start(SimOptions {
         contacts: 30,
         seed: 11,
+        ..SimOptions::default()
     })
     .await
     .unwrap();
@@ -584,6 +586,7 @@ async fn sigterm_mid_push_exits_zero_and_the_next_sync_loses_and_duplicates_noth
     let baseline_sim = Simulation::start(SimOptions {
         contacts: 30,
         seed: 11,
+        ..SimOptions::default()
     })
     .await
     .unwrap();
@@ -651,6 +654,7 @@ async fn a_provider_slower_than_its_schedule_skips_ticks_instead_of_stacking_cyc
     let sim = Simulation::start(SimOptions {
         contacts: 3,
         seed: 5,
+        ..SimOptions::default()
     })
     .await
     .unwrap();
@@ -723,6 +727,7 @@ async fn systemd_notifications_arrive_on_notify_socket() {
     let sim = Simulation::start(SimOptions {
         contacts: 2,
         seed: 3,
+        ..SimOptions::default()
     })
     .await
     .unwrap();

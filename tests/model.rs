@@ -716,6 +716,7 @@ impl Case {
         let sim = Simulation::start(SimOptions {
             contacts: people,
             seed,
+            ..SimOptions::default()
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -1,7 +1,8 @@
 //! End to end: a write Chatwoot refuses because another of its records holds the key
 //! (422 "has already been taken") becomes a lookup, then a link or a `refused` review
 //! item — never a retry loop. The holder is a record Chatwoot's listing did not show (made
-//! after the listing ran), added through the simulator's `/__sim/contacts/unlisted`.
+//! after the listing ran), added through the simulator's `/__sim/contacts/unlisted`, or a
+//! listed record linked to another person that an agent gave the key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -287,4 +288,110 @@ async fn a_refused_update_opens_an_item_and_merge_folds_the_holder_into_the_reco
     let before = world.writes();
     sync_ok(&world).await;
     assert_eq!(world.writes(), before, "a further cycle writes nothing");
+}
+
+/// An agent edits a Chatwoot record in its UI (the simulator's `/__sim/contacts/{id}`).
+async fn agent_edits_chatwoot_record(world: &World, id: &str, body: Value) {
+    let info = world.sim.info();
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
+        .patch(format!(
+            "{}/__sim/contacts/{id}",
+            info["chatwoot"]["base_url"].as_str().unwrap()
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_whose_holder_is_linked_to_someone_else_becomes_a_refused_item_never_a_retry()
+ {
+    let world = World::new(30).await;
+    sync_ok(&world).await;
+    // Bruno is typed into MaiAgent and learnt by a sync of MaiAgent alone: he is known,
+    // not yet in Chatwoot.
+    maiagent_record(
+        &world,
+        "Bruno Brandt",
+        "+34612345681",
+        "bruno.brandt@example.net",
+    )
+    .await;
+    let out = world.run(&["--sync-now", "--provider", "sales-bot"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        chatwoot_with_email(&world.contacts("chatwoot"), "bruno.brandt@example.net").is_empty()
+    );
+    // An agent types Bruno's email onto the Chatwoot record of someone else, a record
+    // linked to that person.
+    let record = world
+        .contacts("chatwoot")
+        .into_iter()
+        .find(|c| !text(c, "email").is_empty())
+        .unwrap();
+    let (holder, owner_email) = (text(&record, "id"), text(&record, "email"));
+    agent_edits_chatwoot_record(
+        &world,
+        &holder,
+        json!({"email": "bruno.brandt@example.net"}),
+    )
+    .await;
+    let writes_before = chatwoot_writes(&world);
+    sync_ok(&world).await;
+
+    // The record is still someone else's: Bruno is not linked to it, nobody is merged,
+    // and what was refused waits for a decision as a `refused` item beside both people.
+    let list = json_of(&world, &["review", "--json"]).await;
+    let items = list["items"].as_array().unwrap();
+    let refused: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["kind"] == "refused" && text(i, "remote_id") == holder)
+        .collect();
+    assert_eq!(refused.len(), 1, "{list}");
+    assert_eq!(refused[0]["provider"], "support");
+    assert_eq!(
+        refused[0]["contacts"].as_array().unwrap().len(),
+        2,
+        "{list}"
+    );
+    let history = json_of(&world, &["history", "bruno.brandt@example.net", "--json"]).await;
+    assert!(
+        !history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "linked" && e["provider"] == "support"),
+        "Bruno was not linked to the holder: {history}"
+    );
+    let owner = json_of(&world, &["history", &owner_email, "--json"]).await;
+    assert!(
+        owner["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] != "merged"),
+        "{owner}"
+    );
+    let cw = world.contacts("chatwoot");
+    assert_eq!(
+        chatwoot_with_email(&cw, "bruno.brandt@example.net").len(),
+        1,
+        "only the holder"
+    );
+    let sent = chatwoot_writes(&world) - writes_before;
+    assert_eq!(sent, 1, "Bruno's create was sent once, and refused");
+
+    // Never a retry loop: further cycles send nothing more to Chatwoot and open nothing.
+    sync_ok(&world).await;
+    sync_ok(&world).await;
+    assert_eq!(
+        chatwoot_writes(&world) - writes_before,
+        sent,
+        "not sent again"
+    );
+    assert_eq!(json_of(&world, &["review", "--json"]).await, list);
 }

@@ -376,3 +376,129 @@ async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
         "the report comes before the plan:\n{text}"
     );
 }
+
+/// The person a provider's record belongs to, read from the store file: the contact it
+/// is linked to, or the one it is kept as a second record of.
+fn owner_of(world: &World, provider: &str, remote_id: &str) -> Option<i64> {
+    let conn = rusqlite::Connection::open_with_flags(
+        world.store_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.query_row(
+        "SELECT l.contact_id FROM links l JOIN providers p ON p.id = l.provider_id
+         WHERE p.name = ?1 AND l.remote_id = ?2 AND l.state = 'active'
+         UNION ALL
+         SELECT m.contact_id FROM merged_records m JOIN providers p ON p.id = m.provider_id
+         WHERE p.name = ?1 AND m.remote_id = ?2",
+        [provider, remote_id],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// The id of the item's person whose email is `email`, from `review show`.
+fn person_with_email(show: &Value, email: &str) -> i64 {
+    show["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| text(&c["fields"], "email").eq_ignore_ascii_case(email))
+        .unwrap_or_else(|| panic!("no person with {email}: {show}"))["id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apart_with_link_gives_the_record_to_the_person_named() {
+    let world = World::new(30).await;
+    sync_ok(&world).await;
+    let (a, b) = two_people(&world);
+    let remote = mixed_up_record(&world, &a, &b).await;
+    sync_ok(&world).await;
+    let id = the_item(&world, &remote).await["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let show = json_of(&world, &["review", "show", &id, "--json"]).await;
+    let bruno = person_with_email(&show, &text(&b, "email"));
+
+    // --link must name someone who exists.
+    let out = world
+        .run(&["review", "apart", &id, "--link", "999999"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Without --link the record would go to A (its phone is the stronger key); the
+    // user says it is B's.
+    let out = world
+        .run(&["review", "apart", &id, "--link", &bruno.to_string()])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("contact {bruno}")),
+        "{}",
+        stdout(&out)
+    );
+    sync_ok(&world).await;
+    // MaiAgent holds B already (the sync wrote everyone there): the record is kept as a
+    // second record of B, never written, and A keeps theirs.
+    assert_eq!(owner_of(&world, "sales-bot", &remote), Some(bruno));
+    let record = world
+        .contacts("maiagent")
+        .into_iter()
+        .find(|c| text(c, "id") == remote)
+        .unwrap();
+    assert_eq!(text(&record, "name"), "Mixed Up", "not written");
+    assert_eq!(text(&record, "phoneNumber"), text(&a, "phone_number"));
+    // A's phone, which the record shares with A, is not copied onto B.
+    let cw = world.contacts("chatwoot");
+    let now = cw.iter().find(|c| text(c, "id") == text(&b, "id")).unwrap();
+    assert_eq!(text(now, "phone_number"), text(&b, "phone_number"));
+    let before = world.writes();
+    sync_ok(&world).await;
+    assert_eq!(world.writes(), before, "a further cycle writes nothing");
+    assert_eq!(
+        json_of(&world, &["review", "--json"]).await["items"],
+        json!([])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_without_keep_keeps_the_person_known_longest() {
+    let world = World::new(30).await;
+    sync_ok(&world).await;
+    let (a, b) = two_people(&world);
+    let contacts_before = world.status().await["contacts"].as_i64().unwrap();
+    let remote = mixed_up_record(&world, &a, &b).await;
+    sync_ok(&world).await;
+    let item = the_item(&world, &remote).await;
+    let id = item["id"].as_i64().unwrap().to_string();
+    let people: Vec<i64> = item["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_i64().unwrap())
+        .collect();
+    let (oldest, newer) = (*people.iter().min().unwrap(), *people.iter().max().unwrap());
+    let out = world.run(&["review", "merge", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    sync_ok(&world).await;
+    assert_eq!(
+        world.status().await["contacts"],
+        contacts_before - 1,
+        "two people became one"
+    );
+    let show = json_of(&world, &["review", "show", &id, "--json"]).await;
+    let left: Vec<i64> = show["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert!(left.contains(&oldest), "{show}");
+    assert!(!left.contains(&newer), "{show}");
+    assert_eq!(show["history"][0]["survivor"], oldest, "{show}");
+    let before = world.writes();
+    sync_ok(&world).await;
+    assert_eq!(world.writes(), before, "a further cycle writes nothing");
+}

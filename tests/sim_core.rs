@@ -659,6 +659,7 @@ async fn whole_simulation_starts_seeds_and_serves() {
     let sim = Simulation::start(SimOptions {
         contacts: 500,
         seed: 21,
+        ..SimOptions::default()
     })
     .await
     .unwrap();

@@ -381,6 +381,7 @@ async fn setup(people: u64) -> (Simulation, tempfile::TempDir, PathBuf, u16, u64
     let sim = Simulation::start(SimOptions {
         contacts: people,
         seed: 5,
+        ..SimOptions::default()
     })
     .await
     .unwrap();

@@ -12,7 +12,8 @@
 //!
 //! Only one record per group can be linked (a provider holds a person once); the others
 //! become "duplicate in provider" conflicts. The one kept is the record with a direct key
-//! hit and the smallest remote id.
+//! hit and the smallest remote id; in a group that names nobody yet, the record with the
+//! smallest remote id, and the others are duplicates of the person it becomes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -142,6 +143,12 @@ pub enum MatchOutcome {
     },
     /// Create a new contact for this record.
     New,
+    /// Hold for review as a second record of the person the batch's record `remote_id`
+    /// becomes (a new contact): the provider holds that person twice.
+    DuplicateOf {
+        /// The record of the batch that becomes the new contact.
+        remote_id: String,
+    },
     /// Hold for review; nothing is linked or merged.
     Conflict {
         /// The contacts involved (sorted), if any.
@@ -240,9 +247,8 @@ pub fn match_batch(
                     out[i] = if i == keep {
                         MatchOutcome::New
                     } else {
-                        MatchOutcome::Conflict {
-                            contacts: Vec::new(),
-                            reason: ConflictReason::DuplicateInProvider,
+                        MatchOutcome::DuplicateOf {
+                            remote_id: candidates[keep].remote_id.clone(),
                         }
                     };
                 }
@@ -372,20 +378,12 @@ mod tests {
             &|_| false,
         );
         assert_eq!(out[1], MatchOutcome::New);
-        assert!(matches!(
-            out[0],
-            MatchOutcome::Conflict {
-                reason: ConflictReason::DuplicateInProvider,
-                ..
-            }
-        ));
-        assert!(matches!(
-            out[2],
-            MatchOutcome::Conflict {
-                reason: ConflictReason::DuplicateInProvider,
-                ..
-            }
-        ));
+        // The others are held as duplicates of the person "a" becomes.
+        let of_a = MatchOutcome::DuplicateOf {
+            remote_id: "a".into(),
+        };
+        assert_eq!(out[0], of_a);
+        assert_eq!(out[2], of_a);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!   timestamps. Tags are objects so a client can learn tag ids for removal. Seeded
 //!   contacts came in through WhatsApp: about one in five shows its phone as the WhatsApp
 //!   id it came with (`<digits>@s.whatsapp.net` or `<digits>@c.us`, [`seed::WaForm`]);
-//!   a lookup by phone finds it all the same.
+//!   a lookup by phone finds it all the same. With the identity cases
+//!   ([`seed::IdentityCases`], off by default) it also holds WhatsApp contacts known only
+//!   by their privacy id: the phone shows `<digits>@lid`, keyed on those digits.
 //! - Phone: spaces, dashes, dots and parentheses are stripped; what remains must be `+`
 //!   then 1–15 digits, the first not 0 (E.164), else 400 `{"phone": ["..."]}`.
 //! - Upsert of an existing phone: `firstName`/`lastName`/`email` given as strings overwrite
@@ -166,6 +168,30 @@ impl State {
             let (slot, new) = inner.upsert(phone, ops, &p.tags, now);
             if new && let Some(c) = inner.slots.get_mut(slot as usize).and_then(Option::as_mut) {
                 c.wa = seed::WaForm::of(p.index);
+            }
+        }
+    }
+
+    /// Insert WhatsApp contacts known only by their privacy id ([`seed::IdentityCases`]):
+    /// the phone shows as `<digits>@lid`, the name as their profile gives it, no email.
+    /// The contact is keyed on the id's digits, as a phone would be.
+    pub fn seed_lids(&self, lids: &[seed::LidContact]) {
+        let mut inner = self.lock();
+        let now = now_ms();
+        for c in lids {
+            let text = |s: &str| (!s.trim().is_empty()).then(|| Box::from(s));
+            let ops = [
+                text(&c.first_name).map(|v| FieldOp::FirstName(Some(v))),
+                text(&c.last_name).map(|v| FieldOp::LastName(Some(v))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let (slot, new) = inner.upsert(c.lid, ops, &[], now);
+            if new
+                && let Some(contact) = inner.slots.get_mut(slot as usize).and_then(Option::as_mut)
+            {
+                contact.wa = Some(seed::WaForm::Lid);
             }
         }
     }
@@ -833,6 +859,9 @@ impl SimulatedProvider for State {
     }
     fn seed(&self, people: Box<dyn Iterator<Item = Person> + Send>) {
         State::seed(self, people);
+    }
+    fn seed_identity_cases(&self, seed: u64, contacts: u64) {
+        State::seed_lids(self, &seed::identity_cases(seed, contacts, Self::SEED).lids);
     }
     fn dump(&self) -> Value {
         State::dump(self)

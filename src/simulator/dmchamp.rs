@@ -21,7 +21,9 @@
 //!   digits without `+` and prefixes one; a value with its own `+` does not match.
 //!   Seeded contacts came in through WhatsApp: about one in five shows `phoneNumber` as
 //!   the WhatsApp id it came with (`<digits>@s.whatsapp.net` or `<digits>@c.us`,
-//!   [`seed::WaForm`]); lookups by phone find them all the same.
+//!   [`seed::WaForm`]); lookups by phone find them all the same. With the identity cases
+//!   ([`seed::IdentityCases`], off by default) it also holds WhatsApp contacts known only
+//!   by their privacy id: `phoneNumber` shows `<digits>@lid`, keyed on those digits.
 //! - Email lookup compares trimmed, lower-cased emails; the oldest contact wins when several
 //!   share one. Email is not unique.
 //! - Duplicate phone on create: see [`DuplicateMode`] (default: return the existing id).
@@ -182,6 +184,31 @@ impl State {
             for t in &p.tags {
                 inner.tag_contact(slot, t);
             }
+        }
+    }
+
+    /// Insert WhatsApp contacts known only by their privacy id ([`seed::IdentityCases`]):
+    /// `phoneNumber` shows `<digits>@lid`, the names as their profile gives them, no
+    /// email. The contact is keyed on the id's digits, as a phone would be.
+    pub fn seed_lids(&self, lids: &[seed::LidContact]) {
+        let mut inner = self.lock();
+        for c in lids {
+            if inner.by_phone.contains_key(&c.lid) {
+                continue;
+            }
+            inner.insert(Contact {
+                id: new_id(),
+                phone: c.lid,
+                wa: Some(seed::WaForm::Lid),
+                first_name: name_or_unknown(&c.first_name),
+                last_name: name_or_unknown(&c.last_name),
+                email: None,
+                is_bot_active: true,
+                do_not_disturb: false,
+                tags: Vec::new(),
+                lists: Vec::new(),
+                extra: None,
+            });
         }
     }
 
@@ -788,6 +815,9 @@ impl SimulatedProvider for State {
     }
     fn seed(&self, people: Box<dyn Iterator<Item = Person> + Send>) {
         State::seed(self, people);
+    }
+    fn seed_identity_cases(&self, seed: u64, contacts: u64) {
+        State::seed_lids(self, &seed::identity_cases(seed, contacts, Self::SEED).lids);
     }
     fn dump(&self) -> Value {
         State::dump(self)

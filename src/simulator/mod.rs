@@ -346,6 +346,10 @@ pub struct SimOptions {
     pub contacts: u64,
     /// Seed of the population and the credentials.
     pub seed: u64,
+    /// Also seed the records that put identity matching to the test
+    /// ([`seed::IdentityCases`]: WhatsApp privacy ids in the chat platforms, MaiAgent
+    /// records sharing a phone). Off by default: the population's counts stay as they are.
+    pub identity_cases: bool,
 }
 
 impl chatwoot::State {
@@ -431,7 +435,11 @@ impl Simulation {
         options: SimOptions,
         specs: &[InstanceSpec],
     ) -> std::io::Result<Simulation> {
-        let SimOptions { contacts, seed } = options;
+        let SimOptions {
+            contacts,
+            seed,
+            identity_cases,
+        } = options;
         let mut starting = Vec::with_capacity(specs.len());
         for spec in specs {
             let entry = entry_of(&spec.kind).ok_or_else(|| {
@@ -442,6 +450,7 @@ impl Simulation {
                 seed,
                 contacts,
                 instance: spec.instance,
+                identity_cases,
             };
             starting.push(tokio::spawn((entry.start)(&credentials, seeding)));
         }

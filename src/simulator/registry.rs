@@ -50,6 +50,12 @@ pub trait SimulatedProvider: Send + Sync + Sized + 'static {
     fn router(state: Arc<Self>) -> Router;
     /// Inserts people as a human typed them into this provider.
     fn seed(&self, people: Box<dyn Iterator<Item = Person> + Send>);
+    /// Inserts this provider's share of the identity cases of the first `contacts` people
+    /// of `seed` ([`seed::identity_cases`]), on top of the population; only when a
+    /// simulation is started with them ([`Seeding::identity_cases`]). None by default.
+    fn seed_identity_cases(&self, seed: u64, contacts: u64) {
+        let _ = (seed, contacts);
+    }
     /// The whole state in the provider's JSON shape (`{"contacts": [...], ...}`).
     fn dump(&self) -> Value;
     /// Number of contacts held.
@@ -177,6 +183,8 @@ pub struct Seeding {
     /// in the kind; instance `n > 0` draws its own share of the population
     /// ([`seed::people_for_instance`]).
     pub instance: u64,
+    /// Also seed the identity cases ([`SimulatedProvider::seed_identity_cases`]).
+    pub identity_cases: bool,
 }
 
 /// One registry line: a [`SimulatedProvider`] with its type erased.
@@ -271,6 +279,7 @@ fn start_of<P: SimulatedProvider>(
                     seed,
                     contacts,
                     instance,
+                    identity_cases,
                 } = seeding;
                 s.seed(Box::new(seed::people_for_instance(
                     seed,
@@ -278,6 +287,9 @@ fn start_of<P: SimulatedProvider>(
                     P::SEED,
                     instance,
                 )));
+                if identity_cases {
+                    s.seed_identity_cases(seed, contacts);
+                }
             })
             .await?;
         }

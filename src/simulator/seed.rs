@@ -30,6 +30,9 @@ pub enum WaForm {
     Jid,
     /// `<digits>@c.us` (the form of WhatsApp Web libraries).
     CUs,
+    /// `<digits>@lid`: a WhatsApp privacy id, which hides the phone number; its digits
+    /// are not a phone (only seeded with [`IdentityCases`]).
+    Lid,
 }
 
 impl WaForm {
@@ -48,6 +51,7 @@ impl WaForm {
         match self {
             WaForm::Jid => format!("{digits}@s.whatsapp.net"),
             WaForm::CUs => format!("{digits}@c.us"),
+            WaForm::Lid => format!("{digits}@lid"),
         }
     }
 }
@@ -391,12 +395,120 @@ pub fn people_for_instance(
 }
 
 // ---------------------------------------------------------------------------------------
+// Identity cases (seeded only when asked for)
+
+/// Records that put identity matching to the test, seeded on top of the population when
+/// a simulation is started with [`super::SimOptions::identity_cases`]. Off by default, so
+/// the population (and every fixture's and benchmark's counts) stays as it is.
+///
+/// Which provider holds which case is the provider module's choice
+/// ([`super::SimulatedProvider::seed_identity_cases`]): the WhatsApp-fed platforms hold
+/// the privacy-id contacts, MaiAgent the records that share a phone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdentityCases {
+    /// WhatsApp contacts known only by their privacy id (`<digits>@lid`), with the name
+    /// their profile shows and no email: the same contacts in every platform holding
+    /// them. Their digits are never a seeded phone (15 digits, from `2`; seeded phones
+    /// have at most 13).
+    pub lids: Vec<LidContact>,
+    /// Second records that share the phone of a person the provider holds (a family's one
+    /// number): the same index, phone and family name as that person, typed the same
+    /// way, another given name, an email of their own (`family.<index>@example.net`,
+    /// unique), no tags. Only people no other provider holds are chosen, so the shared
+    /// phone is the only thing a sync can go by.
+    pub shared_phones: Vec<Person>,
+}
+
+/// A WhatsApp contact known only by its privacy id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LidContact {
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// The privacy id's digits (`<lid>@lid`).
+    pub lid: u64,
+}
+
+impl LidContact {
+    /// `<digits>@lid`.
+    pub fn id(&self) -> String {
+        WaForm::Lid.render(self.lid)
+    }
+}
+
+/// How many cases of each kind a population of `n` gets: one per 25 people (at least
+/// one when there are people at all).
+pub fn identity_case_count(n: u64) -> u64 {
+    n.div_ceil(25)
+}
+
+/// The identity cases of the first `n` people of `seed` for `provider`: the privacy-id
+/// contacts (the same for every provider) and the first [`identity_case_count`] people
+/// only `provider` holds, with a phone, each given a family member sharing it (see
+/// [`IdentityCases`]).
+pub fn identity_cases(seed: u64, n: u64, provider: Provider) -> IdentityCases {
+    let count = identity_case_count(n);
+    let lids = (0..count)
+        .map(|i| {
+            let mut d = Dice::new(seed, i, STREAM_LID);
+            let group = NAME_GROUPS[d.below(NAME_GROUPS.len() as u64) as usize];
+            let first = d.pick(group.first).0.to_owned();
+            let last = d.pick(group.last).0.to_owned();
+            let lid = 200_000_000_000_000 + d.below(100_000_000_000_000);
+            LidContact {
+                first_name: first,
+                last_name: last,
+                lid,
+            }
+        })
+        .collect();
+    let shared_phones = people_for(seed, n, provider)
+        .filter(|p| p.phone.is_some() && placement(seed, p.index).count() == 1)
+        .take(usize::try_from(count).unwrap_or(usize::MAX))
+        .map(|p| family_member(seed, &p))
+        .collect();
+    IdentityCases {
+        lids,
+        shared_phones,
+    }
+}
+
+/// Someone of `person`'s family who shares their phone (see [`IdentityCases`]).
+fn family_member(seed: u64, person: &Person) -> Person {
+    let mut d = Dice::new(seed, person.index, STREAM_LID ^ 0x6661_6d69_6c79);
+    let group = NAME_GROUPS
+        .iter()
+        .find(|g| g.first.iter().any(|f| f.0 == person.first_name))
+        .copied()
+        .unwrap_or(&ENGLISH);
+    let others: Vec<&(&str, &str)> = group
+        .first
+        .iter()
+        .filter(|f| f.0 != person.first_name)
+        .collect();
+    let first = others
+        .get(d.below(others.len() as u64) as usize)
+        .map_or("Alex", |f| f.0);
+    Person {
+        index: person.index,
+        first_name: first.to_owned(),
+        last_name: person.last_name.clone(),
+        email: Some(format!("family.{}@example.net", person.index)),
+        phone: person.phone.clone(),
+        phone_e164: person.phone_e164.clone(),
+        tags: Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Deterministic randomness
 
 const STREAM_PERSON: u64 = 0x7065_7273_6f6e;
 const STREAM_PRESENCE: u64 = 0x7072_6573;
 const STREAM_PLACEMENT: u64 = 0x0070_6c61_6365;
 const STREAM_WRITTEN: u64 = 0x7772_6974_7465_6e00;
+const STREAM_LID: u64 = 0x006c_6964;
 
 /// SplitMix64 finaliser: a good 64-bit mixer, stable forever (unlike library RNGs).
 pub(crate) const fn mix(mut z: u64) -> u64 {
@@ -1081,6 +1193,34 @@ mod tests {
         for i in 0..200_000 {
             assert!(seen.insert(unique_digits(7, i)));
         }
+    }
+
+    #[test]
+    fn identity_cases_share_a_phone_with_a_person_only_that_provider_holds() {
+        let profile = Provider::all().find(|p| p.listable).unwrap();
+        let cases = identity_cases(3, 200, profile);
+        assert_eq!(cases.lids.len(), 8);
+        assert_eq!(cases.shared_phones.len(), 8);
+        assert_eq!(cases, identity_cases(3, 200, profile), "deterministic");
+        let held: Vec<Person> = people_for(3, 200, profile).collect();
+        for member in &cases.shared_phones {
+            let theirs = held.iter().find(|p| p.index == member.index).unwrap();
+            assert_eq!(member.phone, theirs.phone);
+            assert_eq!(member.phone_e164, theirs.phone_e164);
+            assert_ne!(member.first_name, theirs.first_name);
+            assert_eq!(placement(3, member.index).count(), 1);
+            // Their own email, nobody else's.
+            let email = member.email_key().unwrap();
+            assert!(people(3, 200).all(|p| p.email_key().as_deref() != Some(&email)));
+        }
+        // A privacy id's digits are never a seeded phone.
+        for lid in &cases.lids {
+            assert_eq!(lid.lid.to_string().len(), 15);
+            assert!(lid.id().ends_with("@lid"));
+            let as_phone = format!("+{}", lid.lid);
+            assert!(people(3, 200).all(|p| p.phone_e164.as_deref() != Some(&as_phone)));
+        }
+        assert_eq!(identity_cases(3, 0, profile), IdentityCases::default());
     }
 
     #[test]

@@ -13,10 +13,11 @@ use super::links::insert_link;
 use super::{Seq, StoreError};
 use crate::domain::Tags;
 use crate::domain::journal::{Changes, EventKind, add_tag_change, created, field_changes};
-use crate::domain::matching::{ContactId, KeyKind};
+use crate::domain::matching::{ConflictReason, ContactId, KeyKind};
 use crate::domain::merge::{
-    ContactWrite, Held, HeldContact, HeldLink, HeldRecord, LinkHere, LinkUpdate, Matched,
-    NewContact, NormalizedRecord, Step, keys_to_read, merge_page, needs_merge, tag_changes,
+    Conflict, ConflictCause, ContactWrite, Held, HeldContact, HeldLink, HeldRecord, LinkHere,
+    LinkUpdate, Matched, NewContact, NormalizedRecord, Step, keys_to_read, merge_page, needs_merge,
+    tag_changes,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::hash_map::Entry;
@@ -198,6 +199,10 @@ pub fn apply_page(
         pulled: records.len() as u64,
         ..PageOutcome::default()
     };
+    // The contact each new record of the page became, and the records held as
+    // duplicates of one (recorded once the page's creates are done).
+    let mut created: HashMap<usize, ContactId> = HashMap::new();
+    let mut duplicates: Vec<(usize, usize)> = Vec::new();
     for step in merge.steps {
         match step {
             Step::Unchanged { link } => out.seen.push(link),
@@ -213,6 +218,7 @@ pub fn apply_page(
             Step::Create(new) => {
                 let rec = &records[new.record];
                 let (link, contact) = apply_create(&tx, seq, provider_id, rec, &new, now)?;
+                created.insert(new.record, contact);
                 out.seen.push(link);
                 journal.created(&tx, contact, rec, &new)?;
                 out.new_contacts += 1;
@@ -229,27 +235,55 @@ pub fn apply_page(
                 }
             }
             Step::Conflict(conflict) => {
-                let rec = &records[conflict.record];
-                let text = conflict.cause.describe();
-                let opened = record_conflict(
+                hold(
                     &tx,
                     provider_id,
-                    item_record(rec),
-                    conflict.cause.item_kind(),
-                    &text,
-                    &conflict.contacts,
+                    &records[conflict.record],
+                    &conflict,
                     now,
+                    &mut out,
                 )?;
-                if opened {
-                    tracing::warn!(provider_id, remote_id = %rec.remote_id, contacts = ?conflict.contacts, "held for review: {text}");
-                    out.conflicts += 1;
-                }
             }
+            Step::Duplicate { record, of } => duplicates.push((record, of)),
             Step::Merged => {}
         }
     }
+    for (record, of) in duplicates {
+        let conflict = Conflict {
+            record,
+            contacts: created.get(&of).copied().into_iter().collect(),
+            cause: ConflictCause::Match(ConflictReason::DuplicateInProvider),
+        };
+        hold(&tx, provider_id, &records[record], &conflict, now, &mut out)?;
+    }
     tx.commit()?;
     Ok(out)
+}
+
+/// Holds `rec` for review (opens or updates its item), in the page's transaction.
+fn hold(
+    tx: &Connection,
+    provider_id: i64,
+    rec: &NormalizedRecord,
+    conflict: &Conflict,
+    now: i64,
+    out: &mut PageOutcome,
+) -> Result<(), StoreError> {
+    let text = conflict.cause.describe();
+    let opened = record_conflict(
+        tx,
+        provider_id,
+        item_record(rec),
+        conflict.cause.item_kind(),
+        &text,
+        &conflict.contacts,
+        now,
+    )?;
+    if opened {
+        tracing::warn!(provider_id, remote_id = %rec.remote_id, contacts = ?conflict.contacts, "held for review: {text}");
+        out.conflicts += 1;
+    }
+    Ok(())
 }
 
 /// Writes a page's journal entries, in the page's transaction: what each record changed

@@ -339,21 +339,19 @@ pub fn decide(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let row = tx
         .query_row(
-            "SELECT c.provider_id, c.remote_id, c.contact_ids, c.decision, c.decided_at, c.resolved_at FROM conflicts c WHERE c.id = ?1",
+            "SELECT c.contact_ids, c.decision, c.decided_at, c.resolved_at FROM conflicts c WHERE c.id = ?1",
             [id],
             |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
                 ))
             },
         )
         .optional()?;
-    let Some((provider_id, remote_id, ids, prior, decided_at, resolved_at)) = row else {
+    let Some((ids, prior, decided_at, resolved_at)) = row else {
         return Ok(Decided::Unknown);
     };
     if resolved_at.is_some() {
@@ -374,28 +372,13 @@ pub fn decide(
         if !exists {
             return Ok(Decided::BadContact(format!("there is no contact {c}")));
         }
-        match decision {
-            Decision::Merge if !people.contains(&c) => {
-                return Ok(Decided::BadContact(format!(
-                    "contact {c} is not one of this item's people {people:?}; --keep names the one that survives"
-                )));
-            }
-            Decision::Apart => {
-                let other_record: Option<String> = tx
-                    .query_row(
-                        "SELECT remote_id FROM links WHERE provider_id = ?1 AND contact_id = ?2 AND state != 'gone'",
-                        params![provider_id, c],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten();
-                if let Some(other) = other_record.filter(|r| *r != remote_id) {
-                    return Ok(Decided::BadContact(format!(
-                        "contact {c} is already linked to record {other} of this provider; a person is linked to one record per provider (to say they are the same person, use `review merge`)"
-                    )));
-                }
-            }
-            Decision::Merge => {}
+        // `--link` may name anyone: a person the provider holds a record of already keeps
+        // that one, and this record is kept as a second record of them (as when its
+        // strongest key names them; see `link_record`).
+        if matches!(decision, Decision::Merge) && !people.contains(&c) {
+            return Ok(Decided::BadContact(format!(
+                "contact {c} is not one of this item's people {people:?}; --keep names the one that survives"
+            )));
         }
     }
     tx.execute(

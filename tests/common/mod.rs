@@ -27,12 +27,29 @@ impl World {
     /// Every registered simulated provider (one instance each, named as the demo names
     /// them), seeded with `people`, and a config pointing at them.
     pub async fn new(people: u64) -> World {
-        let sim = Simulation::start(SimOptions {
+        World::start(SimOptions {
             contacts: people,
             seed: SEED,
+            ..SimOptions::default()
         })
         .await
-        .unwrap();
+    }
+
+    /// As [`World::new`], with the identity cases seeded on top of the population
+    /// (`seed::identity_cases`: WhatsApp privacy ids in the chat platforms, MaiAgent
+    /// records sharing a phone).
+    pub async fn with_identity_cases(people: u64) -> World {
+        World::start(SimOptions {
+            contacts: people,
+            seed: SEED,
+            identity_cases: true,
+        })
+        .await
+    }
+
+    async fn start(options: SimOptions) -> World {
+        let people = options.contacts;
+        let sim = Simulation::start(options).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let info = sim.info();
         let text = config_for(&info, &dir.path().join("contacts.db"), KeyStyle::Env);
@@ -55,6 +72,7 @@ impl World {
             SimOptions {
                 contacts: people,
                 seed: SEED,
+                ..SimOptions::default()
             },
             instances,
         )

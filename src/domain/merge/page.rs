@@ -365,6 +365,15 @@ pub enum Step {
     Match(Matched),
     /// A record held for review: nothing linked, nothing merged.
     Conflict(Conflict),
+    /// A record held for review as a second record of the person another record of the
+    /// page becomes (a [`Step::Create`]): the provider holds that person twice. Nothing
+    /// linked, nothing merged; the item names the new contact.
+    Duplicate {
+        /// The record's position on the page.
+        record: usize,
+        /// The position of the record that becomes the new contact.
+        of: usize,
+    },
     /// A record merged into another one of the same person (`review merge`): ignored.
     Merged,
 }
@@ -493,6 +502,16 @@ pub fn merge_page(
                     adopt,
                     &shared,
                 ))
+            }
+            MatchOutcome::DuplicateOf { remote_id } => {
+                match records.iter().position(|r| r.remote_id == remote_id) {
+                    Some(of) => Step::Duplicate { record: i, of },
+                    None => Step::Conflict(Conflict {
+                        record: i,
+                        contacts: Vec::new(),
+                        cause: ConflictCause::Match(ConflictReason::DuplicateInProvider),
+                    }),
+                }
             }
             MatchOutcome::Conflict { contacts, reason } => Step::Conflict(Conflict {
                 record: i,
@@ -899,6 +918,30 @@ mod tests {
                 cause: ConflictCause::Match(ConflictReason::Ambiguous),
             })]
         );
+    }
+
+    #[test]
+    fn records_of_one_page_sharing_a_phone_are_one_new_person_and_a_duplicate_of_it() {
+        // A family's one number, on two records of a first page: the record with the
+        // smaller id becomes the person, the other is held as a second record of them.
+        let phone = "+34612345678";
+        let member = record(
+            "b",
+            &[("name", "Eva"), ("phone", phone), ("email", "e@x.io")],
+            None,
+        );
+        let person = record(
+            "a",
+            &[("name", "Ana"), ("phone", phone), ("email", "a@x.io")],
+            None,
+        );
+        let held = Held {
+            records: vec![HeldRecord::Unlinked, HeldRecord::Unlinked],
+            ..Held::default()
+        };
+        let merge = merge_page(&[member, person], held, &mut FieldOwners::default(), 0);
+        assert!(matches!(&merge.steps[1], Step::Create(new) if new.record == 1));
+        assert_eq!(merge.steps[0], Step::Duplicate { record: 0, of: 1 });
     }
 
     #[test]

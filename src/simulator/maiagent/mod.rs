@@ -29,6 +29,9 @@
 //!   has a phone gets `phoneNumber` as a JSON number (the typed phone's digits, as the docs'
 //!   examples send it); every person whose `index % CONVERSATIONS_EVERY ==
 //!   CONVERSATIONS_EVERY - 1` is flagged as having conversations (so cannot be deleted).
+//!   With the identity cases ([`seed::IdentityCases`], off by default), family members
+//!   sharing a seeded person's phone and WhatsApp contacts whose `phoneNumber` is a
+//!   privacy id (`<digits>@lid`) follow the population.
 
 mod contacts;
 mod listing;
@@ -210,6 +213,33 @@ impl State {
                 created_at: now,
                 updated_at: now,
                 has_conversations: p.index % CONVERSATIONS_EVERY == CONVERSATIONS_EVERY - 1,
+            });
+        }
+    }
+
+    /// Insert identity cases ([`seed::IdentityCases`]), after the population: the
+    /// privacy-id contacts (name, `phoneNumber` `<digits>@lid`, no email) and the family
+    /// members sharing a seeded person's phone (typed as that person's, see [`State::seed`]).
+    pub fn seed_identity_cases(&self, cases: &seed::IdentityCases) {
+        self.seed(cases.shared_phones.iter().cloned());
+        let mut inner = self.lock();
+        let inbox = inner.default_inbox;
+        let now = now_ms();
+        for c in &cases.lids {
+            inner.insert(Contact {
+                id: new_uuid(),
+                inboxes: Inboxes::One(inbox),
+                name: display_name(&c.first_name, &c.last_name).into_boxed_str(),
+                phone: Some(c.id().into_boxed_str()),
+                phone_is_number: false,
+                email: None,
+                source_id: None,
+                avatar: None,
+                query_metadata: None,
+                mcp_credentials: None,
+                created_at: now,
+                updated_at: now,
+                has_conversations: false,
             });
         }
     }
@@ -581,6 +611,9 @@ impl SimulatedProvider for State {
     }
     fn seed(&self, people: Box<dyn Iterator<Item = Person> + Send>) {
         State::seed(self, people);
+    }
+    fn seed_identity_cases(&self, seed: u64, contacts: u64) {
+        State::seed_identity_cases(self, &seed::identity_cases(seed, contacts, Self::SEED));
     }
     fn dump(&self) -> Value {
         State::dump(self)
