@@ -11,8 +11,9 @@
 //! - at two or more contacts → conflict: kept apart, never merged silently.
 //!
 //! Only one record per group can be linked (a provider holds a person once); the others
-//! become "duplicate in provider" conflicts. The one kept is the record with a direct key
-//! hit and the smallest remote id; in a group that names nobody yet, the record with the
+//! become "duplicate in provider" conflicts. The one kept is the record with direct key
+//! hits of the most kinds (a family member sharing only the phone is not the person
+//! whose phone and email both agree), then the smallest remote id; in a group that names nobody yet, the record with the
 //! smallest remote id, and the others are duplicates of the person it becomes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -256,11 +257,26 @@ pub fn match_batch(
             1 => {
                 let contact = *contacts.iter().next().unwrap_or(&0);
                 let taken = linked_here(contact);
+                // The record more of the person's keys agree with is the person's (a
+                // family member sharing only the phone is the duplicate); then the
+                // smallest remote id.
+                let agreeing = |i: usize| {
+                    candidates[i]
+                        .hits
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<BTreeSet<KeyKind>>()
+                        .len()
+                };
                 let keep = members
                     .iter()
                     .copied()
                     .filter(|&i| !candidates[i].hits.is_empty())
-                    .min_by(|&a, &b| candidates[a].remote_id.cmp(&candidates[b].remote_id));
+                    .min_by(|&a, &b| {
+                        agreeing(b)
+                            .cmp(&agreeing(a))
+                            .then_with(|| candidates[a].remote_id.cmp(&candidates[b].remote_id))
+                    });
                 for &i in members {
                     out[i] = if !taken && Some(i) == keep {
                         MatchOutcome::Existing {
@@ -309,6 +325,47 @@ mod tests {
                 phone_variants: Vec::new(),
             },
             hits: hits.to_vec(),
+        }
+    }
+
+    #[test]
+    fn of_two_records_sharing_a_phone_the_one_whose_email_agrees_too_is_the_person() {
+        // "a" is a family member sharing only the phone; "b" is the person (phone and
+        // email). The smaller remote id must not win over the agreeing keys, in either
+        // order of the batch.
+        let family = cand(
+            "a",
+            Some("+15550001"),
+            Some("kid@x"),
+            &[(KeyKind::Phone, 7)],
+        );
+        let person = cand(
+            "b",
+            Some("+15550001"),
+            Some("ana@x"),
+            &[(KeyKind::Phone, 7), (KeyKind::Email, 7)],
+        );
+        for batch in [
+            vec![family.clone(), person.clone()],
+            vec![person.clone(), family.clone()],
+        ] {
+            let out = match_batch(&batch, &|_| false);
+            for (c, o) in batch.iter().zip(&out) {
+                if c.remote_id == "b" {
+                    assert!(
+                        matches!(o, MatchOutcome::Existing { contact: 7, .. }),
+                        "{o:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        o,
+                        &MatchOutcome::Conflict {
+                            contacts: vec![7],
+                            reason: ConflictReason::DuplicateInProvider
+                        }
+                    );
+                }
+            }
         }
     }
 

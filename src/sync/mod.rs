@@ -158,10 +158,8 @@ pub struct Engine<P> {
     history_days: u32,
     /// The run (cycle) in progress, which journal entries are stamped with.
     run: Option<i64>,
-    /// Providers plan one at a time: planning is store work (one thread), so planning
-    /// them at once only makes every provider's push start when the last plan is done;
-    /// one at a time, the first pushes while the next plans.
-    planning: tokio::sync::Mutex<()>,
+    /// Providers plan one at a time, the longest pushes first ([`plan::PlanTurns`]).
+    planning: plan::PlanTurns,
 }
 
 /// The planner's view of a provider's capabilities.
@@ -238,7 +236,7 @@ impl<P: Provider> Engine<P> {
             clock,
             history_days: DEFAULT_HISTORY_DAYS,
             run: None,
-            planning: tokio::sync::Mutex::new(()),
+            planning: plan::PlanTurns::default(),
         }
     }
 
