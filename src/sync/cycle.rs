@@ -25,8 +25,25 @@ const TROUBLE_POLL: Duration = Duration::from_millis(100);
 struct PullBoard {
     finished: Vec<AtomicBool>,
     complete: Vec<AtomicBool>,
-    /// How many pulls have finished; waiters subscribe to it.
+    /// Whether each provider has made its first plan of the cycle (or will make none).
+    planned: Vec<AtomicBool>,
+    /// How many pulls have finished; waiters subscribe to it (a first plan made bumps it
+    /// too, without counting).
     count: tokio::sync::watch::Sender<usize>,
+}
+
+/// Marks a provider's first plan of the cycle as made when dropped: after it planned, or
+/// on whatever path leaves its task before it plans.
+struct FirstPlan<'a> {
+    board: &'a PullBoard,
+    i: usize,
+}
+
+impl Drop for FirstPlan<'_> {
+    fn drop(&mut self) {
+        self.board.planned[self.i].store(true, Ordering::SeqCst);
+        self.board.count.send_modify(|_| {});
+    }
 }
 
 impl PullBoard {
@@ -34,8 +51,26 @@ impl PullBoard {
         PullBoard {
             finished: (0..n).map(|_| AtomicBool::new(false)).collect(),
             complete: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            planned: (0..n).map(|_| AtomicBool::new(false)).collect(),
             count: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    fn first_plan(&self, i: usize) -> FirstPlan<'_> {
+        FirstPlan { board: self, i }
+    }
+
+    /// Provider `i` may push: every other provider that takes writes and whose pull is
+    /// finished has made its first plan. So no push changes the store under another
+    /// provider's first plan, and the cycle's first plans are the ones `--dry-run`
+    /// prints (a provider whose pull is still in trouble is not waited for).
+    fn first_plans_made<P: Provider>(&self, i: usize, slots: &[ProviderSlot<P>]) -> bool {
+        slots.iter().enumerate().all(|(j, slot)| {
+            j == i
+                || !slot.settings.push
+                || self.planned[j].load(Ordering::SeqCst)
+                || !self.is_finished(j)
+        })
     }
 
     fn finish(&self, i: usize, complete: bool) {
@@ -247,6 +282,7 @@ impl<P: Provider> Engine<P> {
                 .filter(|(_, (s, _))| s.settings.push)
                 .map(|(i, (slot, &id))| async move {
                     let mut done = PushDone::default();
+                    let mut first_plan = Some(board.first_plan(i));
                     board.wait_until(|| board.is_finished(i)).await;
                     if undo.is_some() {
                         board
@@ -268,7 +304,6 @@ impl<P: Provider> Engine<P> {
                         let planned = this
                             .plan_provider(slot, id, Creates::when(may_create))
                             .await;
-                        done.plan_secs += planning.elapsed().as_secs_f64();
                         match planned {
                             Ok(p) => done.skipped += p.skipped,
                             Err(e) => {
@@ -276,6 +311,12 @@ impl<P: Provider> Engine<P> {
                                 break;
                             }
                         }
+                        if first_plan.take().is_some() {
+                            board
+                                .wait_until(|| board.first_plans_made(i, &this.slots))
+                                .await;
+                        }
+                        done.plan_secs += planning.elapsed().as_secs_f64();
                         let pushing = Instant::now();
                         let outcome = this.executor(slot, id, deadline).run(opts).await;
                         done.push_secs += pushing.elapsed().as_secs_f64();

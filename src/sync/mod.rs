@@ -158,8 +158,6 @@ pub struct Engine<P> {
     history_days: u32,
     /// The run (cycle) in progress, which journal entries are stamped with.
     run: Option<i64>,
-    /// Providers plan one at a time, the longest pushes first ([`plan::PlanTurns`]).
-    planning: plan::PlanTurns,
 }
 
 /// The planner's view of a provider's capabilities.
@@ -236,7 +234,6 @@ impl<P: Provider> Engine<P> {
             clock,
             history_days: DEFAULT_HISTORY_DAYS,
             run: None,
-            planning: plan::PlanTurns::default(),
         }
     }
 
