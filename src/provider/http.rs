@@ -723,10 +723,10 @@ impl HttpDriver {
             (Some(429), Err(a)) => {
                 metrics::counter!("contact_sync_rate_limited_total", "provider" => self.provider.clone())
                     .increment(1);
-                self.pacer.throttled(turn, a.error.retry_after);
+                turn.throttled(a.error.retry_after);
             }
-            (Some(_), _) => self.pacer.answered(turn),
-            (None, _) => self.pacer.released(turn),
+            (Some(_), _) => turn.answered(),
+            (None, _) => turn.released(),
         }
         tracing::debug!(
             provider = %self.provider,
