@@ -63,7 +63,6 @@ impl<P: Provider + 'static> Daemon<P> {
         let store = engine.store().clone();
         let flights = engine
             .slots()
-            .iter()
             .map(|s| (s.settings.name.clone(), AtomicBool::new(false)))
             .collect();
         Arc::new(Self {

@@ -6,7 +6,7 @@ use super::failure::{ExecFailure, ProviderFailure};
 use super::plan::Creates;
 use super::push::{ExecOutcome, Executor, recover_creating};
 use super::undo::{UndoOutcome, UndoRequest};
-use super::{CycleOptions, CycleReport, Engine, ProviderReport, ProviderSlot, SyncError};
+use super::{CycleOptions, CycleReport, Engine, Member, ProviderReport, ProviderSlot, SyncError};
 use crate::domain::cycle_plan::Step;
 use crate::provider::{Provider, ProviderError};
 use crate::store::StoreError;
@@ -64,13 +64,17 @@ impl PullBoard {
     /// finished has made its first plan. So no push changes the store under another
     /// provider's first plan, and the cycle's first plans are the ones `--dry-run`
     /// prints (a provider whose pull is still in trouble is not waited for).
-    fn first_plans_made<P: Provider>(&self, i: usize, slots: &[ProviderSlot<P>]) -> bool {
-        slots.iter().enumerate().all(|(j, slot)| {
-            j == i
-                || !slot.settings.push
-                || self.planned[j].load(Ordering::SeqCst)
-                || !self.is_finished(j)
-        })
+    fn first_plans_made<P: Provider>(&self, i: usize, members: &[Member<P>]) -> bool {
+        members
+            .iter()
+            .map(|m| &m.slot)
+            .enumerate()
+            .all(|(j, slot)| {
+                j == i
+                    || !slot.settings.push
+                    || self.planned[j].load(Ordering::SeqCst)
+                    || !self.is_finished(j)
+            })
     }
 
     fn finish(&self, i: usize, complete: bool) {
@@ -93,14 +97,18 @@ impl PullBoard {
     }
 
     /// Every pull is finished or in trouble (it failed an attempt, or was cut off).
-    fn settled<P: Provider>(&self, slots: &[ProviderSlot<P>]) -> bool {
-        slots.iter().enumerate().all(|(i, slot)| {
-            self.is_finished(i)
-                || slot
-                    .client
-                    .health()
-                    .is_some_and(|h| h.streak() > 0 || h.is_cut_off())
-        })
+    fn settled<P: Provider>(&self, members: &[Member<P>]) -> bool {
+        members
+            .iter()
+            .map(|m| &m.slot)
+            .enumerate()
+            .all(|(i, slot)| {
+                self.is_finished(i)
+                    || slot
+                        .client
+                        .health()
+                        .is_some_and(|h| h.streak() > 0 || h.is_cut_off())
+            })
     }
 
     /// Waits until `ready` holds, looking again whenever a pull finishes and every
@@ -198,8 +206,9 @@ impl<P: Provider> Engine<P> {
         let now = self.clock.now_secs();
         let deadline = self.begin_cycle().await?;
         let mut reports: Vec<ProviderReport> = self
-            .slots
+            .members
             .iter()
+            .map(|m| &m.slot)
             .map(|s| ProviderReport::new(&s.settings.name, s.settings.kind.as_str()))
             .collect();
         // A dry run records its run too: its store is a copy, and an undo's dry run must
@@ -211,15 +220,15 @@ impl<P: Provider> Engine<P> {
         };
         let (run, run_ids) = self
             .store
-            .begin_runs(self.ids.clone(), trigger, prune_before, now)
+            .begin_runs(self.ids(), trigger, prune_before, now)
             .await?;
         self.run = Some(run);
         // Review decisions written since the last cycle are carried out first (journaled
         // in this run).
         let can_merge: Vec<i64> = self
-            .slots
+            .members
             .iter()
-            .zip(&self.ids)
+            .map(|m| (&m.slot, &m.id))
             .filter(|(s, _)| s.client.can_merge())
             .map(|(_, &id)| id)
             .collect();
@@ -237,7 +246,7 @@ impl<P: Provider> Engine<P> {
         }
 
         let this = &*self;
-        let board = PullBoard::new(this.slots.len());
+        let board = PullBoard::new(this.members.len());
         let board = &board;
         let owners = Arc::new(Mutex::new(FieldOwners::default()));
         // An undo puts the run's values back once, when every pull has finished, before
@@ -255,19 +264,23 @@ impl<P: Provider> Engine<P> {
 
         // 1–2. Each provider on its own: recover the creates a crash left unanswered,
         // then pull.
-        let pulls = futures::future::join_all(this.slots.iter().zip(&this.ids).enumerate().map(
-            |(order, (slot, &id))| {
-                let owners = owners.clone();
-                async move {
-                    let started = Instant::now();
-                    let recovered = recover_creating(&this.executor(slot, id, deadline)).await;
-                    let recover_secs = started.elapsed().as_secs_f64();
-                    let pulled = this.pull_provider(slot, id, order, owners, opts).await;
-                    board.finish(order, matches!(&pulled, Ok(p) if p.complete));
-                    (recovered, recover_secs, pulled)
-                }
-            },
-        ));
+        let pulls = futures::future::join_all(
+            this.members
+                .iter()
+                .map(|m| (&m.slot, &m.id))
+                .enumerate()
+                .map(|(order, (slot, &id))| {
+                    let owners = owners.clone();
+                    async move {
+                        let started = Instant::now();
+                        let recovered = recover_creating(&this.executor(slot, id, deadline)).await;
+                        let recover_secs = started.elapsed().as_secs_f64();
+                        let pulled = this.pull_provider(slot, id, order, owners, opts).await;
+                        board.finish(order, matches!(&pulled, Ok(p) if p.complete));
+                        (recovered, recover_secs, pulled)
+                    }
+                }),
+        );
 
         // 3. Plan and push, each provider on its own: one provider's trouble never holds
         // back another's writes. A provider plans once its own pull is done and every
@@ -275,9 +288,9 @@ impl<P: Provider> Engine<P> {
         // completes later in the cycle brings another round, so what it read still goes
         // out in this run.
         let pushes = futures::future::join_all(
-            this.slots
+            this.members
                 .iter()
-                .zip(&this.ids)
+                .map(|m| (&m.slot, &m.id))
                 .enumerate()
                 .filter(|(_, (s, _))| s.settings.push)
                 .map(|(i, (slot, &id))| async move {
@@ -286,14 +299,14 @@ impl<P: Provider> Engine<P> {
                     board.wait_until(|| board.is_finished(i)).await;
                     if undo.is_some() {
                         board
-                            .wait_until(|| board.finished_count() == this.slots.len())
+                            .wait_until(|| board.finished_count() == this.members.len())
                             .await;
                         if let Some(Err(_)) = undo_once.get_or_init(put_back).await {
                             return (i, done);
                         }
                     }
                     loop {
-                        board.wait_until(|| board.settled(&this.slots)).await;
+                        board.wait_until(|| board.settled(&this.members)).await;
                         let seen = board.finished_count();
                         if opts.cancel.is_cancelled() {
                             break;
@@ -313,7 +326,7 @@ impl<P: Provider> Engine<P> {
                         }
                         if first_plan.take().is_some() {
                             board
-                                .wait_until(|| board.first_plans_made(i, &this.slots))
+                                .wait_until(|| board.first_plans_made(i, &this.members))
                                 .await;
                         }
                         done.plan_secs += planning.elapsed().as_secs_f64();
@@ -326,7 +339,7 @@ impl<P: Provider> Engine<P> {
                             break;
                         }
                         if board.finished_count() == seen {
-                            if seen == this.slots.len() {
+                            if seen == this.members.len() {
                                 break;
                             }
                             board.wait_until(|| board.finished_count() > seen).await;
@@ -367,7 +380,7 @@ impl<P: Provider> Engine<P> {
                     if stopped {
                         return again;
                     }
-                    let (slot, id) = (&this.slots[i], this.ids[i]);
+                    let (slot, id) = (&this.members[i].slot, this.members[i].id);
                     let caps = slot.client.capabilities();
                     let may_create = !caps.enumerate || board.is_complete(i);
                     let planning = Instant::now();
@@ -442,7 +455,11 @@ impl<P: Provider> Engine<P> {
         // 5. Record the runs.
         {
             let finished = self.clock.now_secs();
-            for ((report, &run_id), &id) in reports.iter().zip(&run_ids).zip(&self.ids) {
+            for ((report, &run_id), &id) in reports
+                .iter()
+                .zip(&run_ids)
+                .zip(self.members.iter().map(|m| &m.id))
+            {
                 let error = report.error.as_ref().map(ToString::to_string).or_else(|| {
                     report
                         .last_step_failure

@@ -139,17 +139,25 @@ pub enum SyncError {
     Undo(String),
 }
 
+/// One provider of the engine: its slot and its row in the store.
+pub(crate) struct Member<P> {
+    /// Its config and client.
+    pub(crate) slot: ProviderSlot<P>,
+    /// Its `providers` row, registered by the first cycle ([`Engine::begin_cycle`]).
+    pub(crate) id: i64,
+}
+
 /// The engine: the store plus the providers of this cycle, in config order.
 pub struct Engine<P> {
     store: Store,
-    slots: Vec<ProviderSlot<P>>,
+    members: Vec<Member<P>>,
+    /// Whether the members' store rows are registered (their `id`s are known).
+    registered: bool,
     region: DefaultRegion,
     region_salt: i64,
     normalizer: Normalizer,
     /// `sync.propagate_deletes`: a contact deleted in one provider is deleted in the others.
     propagate_deletes: bool,
-    /// Each provider's id in the store, in slot order (known after the first cycle).
-    ids: Vec<i64>,
     /// `sync.retry_budget`: how long one cycle keeps retrying transient failures.
     retry_budget: std::time::Duration,
     /// The wall clock, handed in by the owner of the engine.
@@ -196,20 +204,32 @@ impl<P: Provider> Engine<P> {
     /// to it, and the providers' store rows ensured. Returns the deadline.
     pub(super) async fn begin_cycle(&mut self) -> Result<tokio::time::Instant, SyncError> {
         let deadline = tokio::time::Instant::now() + self.retry_budget;
-        for slot in &self.slots {
-            if let Some(health) = slot.client.health() {
+        for m in &self.members {
+            if let Some(health) = m.slot.client.health() {
                 health.begin_cycle(deadline);
             }
         }
-        if self.ids.len() != self.slots.len() {
+        if !self.registered {
             let names: Vec<(String, String)> = self
-                .slots
+                .members
                 .iter()
-                .map(|s| (s.settings.name.clone(), s.settings.kind.as_str().to_owned()))
+                .map(|m| {
+                    let s = &m.slot.settings;
+                    (s.name.clone(), s.kind.as_str().to_owned())
+                })
                 .collect();
-            self.ids = self.store.ensure_providers(names).await?;
+            let ids = self.store.ensure_providers(names).await?;
+            for (m, id) in self.members.iter_mut().zip(ids) {
+                m.id = id;
+            }
+            self.registered = true;
         }
         Ok(deadline)
+    }
+
+    /// The providers' store rows, in config order.
+    fn ids(&self) -> Vec<i64> {
+        self.members.iter().map(|m| m.id).collect()
     }
 
     /// An engine over `store` for `slots` (config order decides same-cycle conflicts),
@@ -224,12 +244,15 @@ impl<P: Provider> Engine<P> {
         phone_regexes::enlarge_cache();
         Self {
             store,
-            slots,
+            members: slots
+                .into_iter()
+                .map(|slot| Member { slot, id: 0 })
+                .collect(),
+            registered: false,
             region,
             region_salt: pull::region_salt(region),
             normalizer: Normalizer::start(),
             propagate_deletes: false,
-            ids: Vec::new(),
             retry_budget: DEFAULT_RETRY_BUDGET,
             clock,
             history_days: DEFAULT_HISTORY_DAYS,
@@ -275,7 +298,7 @@ impl<P: Provider> Engine<P> {
     }
 
     /// The providers.
-    pub fn slots(&self) -> &[ProviderSlot<P>] {
-        &self.slots
+    pub fn slots(&self) -> impl Iterator<Item = &ProviderSlot<P>> {
+        self.members.iter().map(|m| &m.slot)
     }
 }

@@ -84,22 +84,28 @@ impl<P: Provider> Engine<P> {
         let mut run_rows: Vec<i64> = Vec::new();
         let deadline = self.begin_cycle().await?;
         let mut reports: Vec<ProviderReport> = self
-            .slots
+            .members
             .iter()
+            .map(|m| &m.slot)
             .map(|s| ProviderReport::new(&s.settings.name, s.settings.kind.as_str()))
             .collect();
         let mut out = Targeted::default();
         let mut seen = HashSet::new();
         let targets: Vec<&WebhookTarget> = targets.iter().filter(|t| seen.insert(*t)).collect();
         for t in &targets {
-            if !self.slots.iter().any(|s| s.settings.name == t.provider) {
+            if !self
+                .members
+                .iter()
+                .map(|m| &m.slot)
+                .any(|s| s.settings.name == t.provider)
+            {
                 tracing::warn!(provider = %t.provider, "webhook event for a provider that is not configured; dropped");
             }
         }
 
         // 1. Read and store, provider by provider.
         let mut people: HashSet<i64> = HashSet::new();
-        for (order, (slot, &id)) in self.slots.iter().zip(&self.ids).enumerate() {
+        for (order, (slot, &id)) in self.members.iter().map(|m| (&m.slot, &m.id)).enumerate() {
             let wanted: Vec<String> = targets
                 .iter()
                 .filter(|t| t.provider == slot.settings.name)
@@ -153,7 +159,7 @@ impl<P: Provider> Engine<P> {
                 let prune_before = now.saturating_sub(i64::from(self.history_days) * 86_400);
                 let (run, rows) = self
                     .store
-                    .begin_runs(self.ids.clone(), Trigger::Webhook, prune_before, now)
+                    .begin_runs(self.ids(), Trigger::Webhook, prune_before, now)
                     .await?;
                 self.run = Some(run);
                 run_rows = rows;
@@ -170,7 +176,7 @@ impl<P: Provider> Engine<P> {
 
         // 2. Plan and push those people, each provider on its own.
         if !people.is_empty() && !opts.cancel.is_cancelled() {
-            let listed = self.store.listed_once(self.ids.clone()).await?;
+            let listed = self.store.listed_once(self.ids()).await?;
             let people = Arc::new(people);
             let opts = CycleOptions {
                 only_contacts: Some(people.clone()),
@@ -182,9 +188,9 @@ impl<P: Provider> Engine<P> {
             let this = &*self;
             let opts = &opts;
             let pushes = futures::future::join_all(
-                this.slots
+                this.members
                     .iter()
-                    .zip(&this.ids)
+                    .map(|m| (&m.slot, &m.id))
                     .enumerate()
                     .filter(|(_, (s, _))| s.settings.push)
                     .map(|(i, (slot, &id))| async move {

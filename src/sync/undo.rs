@@ -64,9 +64,9 @@ impl<P: Provider> Engine<P> {
         let mut deletes = Vec::new();
         for (provider, contact) in created_by(&entries) {
             let slot = self
-                .slots
+                .members
                 .iter()
-                .zip(&self.ids)
+                .map(|m| (&m.slot, &m.id))
                 .find(|(s, _)| s.settings.name == provider);
             match slot {
                 Some((slot, &id))
