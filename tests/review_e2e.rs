@@ -20,6 +20,22 @@ fn two_people(world: &World) -> (Value, Value) {
     (people[0].clone(), people[1].clone())
 }
 
+/// A person's tags, read from the store file.
+fn tags_of(world: &World, contact: i64) -> std::collections::BTreeSet<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        world.store_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT tag_key FROM contact_tags WHERE contact_id = ?1")
+        .unwrap();
+    stmt.query_map([contact], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// Someone types a MaiAgent contact with A's phone and B's email; returns its id.
 async fn mixed_up_record(world: &World, a: &Value, b: &Value) -> String {
     let info = world.sim.info();
@@ -211,6 +227,15 @@ async fn merge_makes_one_person_in_every_provider_and_then_nothing_is_written() 
         .unwrap()["fields"]["email"]
         .clone();
 
+    let tags_before: std::collections::BTreeSet<String> = tags_of(&world, keep)
+        .union(&tags_of(&world, other))
+        .cloned()
+        .collect();
+    assert!(
+        !tags_of(&world, other).is_subset(&tags_of(&world, keep)),
+        "the other person carries a tag the survivor lacks, so the union below is tested"
+    );
+
     // --keep must be one of the item's people.
     let out = world
         .run(&["review", "merge", &id.to_string(), "--keep", "999999"])
@@ -248,6 +273,8 @@ async fn merge_makes_one_person_in_every_provider_and_then_nothing_is_written() 
         kept_email.as_str().unwrap(),
         "the survivor's value wins"
     );
+    // Tags are united on the survivor.
+    assert_eq!(tags_of(&world, keep), tags_before, "tags united");
     // MaiAgent cannot merge: nothing there is deleted.
     assert_eq!(world.contacts("maiagent").len(), maiagent_before + 1);
     // Every record of both links to the survivor.
@@ -501,4 +528,158 @@ async fn merge_without_keep_keeps_the_person_known_longest() {
     let before = world.writes();
     sync_ok(&world).await;
     assert_eq!(world.writes(), before, "a further cycle writes nothing");
+}
+
+/// Creates a MaiAgent record; returns its id.
+async fn maiagent_record(world: &World, name: &str, phone: &str, email: &str) -> String {
+    let info = world.sim.info();
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/api/contacts/",
+            info["maiagent"]["base_url"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+        )
+        .json(&json!({
+            "name": name,
+            "phoneNumber": phone,
+            "email": email,
+            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    text(&r.json::<Value>().await.unwrap(), "id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_carrying_the_email_of_a_held_duplicate_is_held_not_linked_by_its_phone() {
+    use contact_sync::simulator::faults::{FaultAction, FaultRule};
+    let world = World::new(30).await;
+    // A family shares one phone in MaiAgent; nobody knows them yet. Chatwoot cannot be
+    // read in the first cycle, so MaiAgent's listing decides who the person is.
+    let phone = "+34612345678";
+    let first = maiagent_record(&world, "Kid Family", phone, "kid@family.example").await;
+    let second = maiagent_record(&world, "Ana Family", phone, "ana@family.example").await;
+    world
+        .server("chatwoot")
+        .faults()
+        .add(FaultRule::new(FaultAction::status(503)).method(reqwest::Method::GET));
+    let chatwoot_before = world.contacts("chatwoot").len();
+    let out = world.sync().await;
+    assert_ne!(out.status.code(), Some(0), "Chatwoot could not be read");
+    assert_eq!(world.contacts("chatwoot").len(), chatwoot_before);
+    world.server("chatwoot").faults().clear();
+
+    // One of the two records became the person, the other waits as a duplicate.
+    let (kept, held) = match (
+        owner_of(&world, "sales-bot", &first),
+        owner_of(&world, "sales-bot", &second),
+    ) {
+        (Some(_), None) => (first, second),
+        (None, Some(_)) => (second, first),
+        other => panic!("exactly one is linked: {other:?}"),
+    };
+    let person = owner_of(&world, "sales-bot", &kept).unwrap();
+    let list = json_of(&world, &["review", "--json"]).await;
+    let held_item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| text(i, "remote_id") == held)
+        .unwrap_or_else(|| panic!("{list}"))
+        .clone();
+    assert_eq!(held_item["kind"], "duplicate_in_provider");
+    let held_email = text(
+        &world
+            .contacts("maiagent")
+            .into_iter()
+            .find(|c| text(c, "id") == held)
+            .unwrap(),
+        "email",
+    );
+
+    // In Chatwoot the held record's person has that phone and their own email. The phone
+    // names the person the other record became; the email names the record under review:
+    // Chatwoot's record is held too, never linked to the other family member.
+    let r = reqwest::Client::builder()
+        .build()
+        .unwrap()
+        .post(world.chatwoot_url("/contacts"))
+        .header("api_access_token", world.chatwoot_token())
+        .json(&json!({"name": "Someone Family", "phone_number": phone, "email": held_email}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let body: Value = r.json().await.unwrap();
+    let chatwoot_id = text(&body["payload"]["contact"], "id");
+    assert!(!chatwoot_id.is_empty(), "{body}");
+    for _ in 0..2 {
+        sync_ok(&world).await;
+        assert_eq!(
+            owner_of(&world, "support", &chatwoot_id),
+            None,
+            "not linked"
+        );
+        let list = json_of(&world, &["review", "--json"]).await;
+        let item = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["provider"] == "support" && text(i, "remote_id") == chatwoot_id)
+            .unwrap_or_else(|| panic!("an item about the Chatwoot record: {list}"))
+            .clone();
+        // Held when the listing is merged; when the other family member's create in
+        // Chatwoot is then refused for that phone, the same item holds them back there.
+        assert!(
+            item["kind"] == "ambiguous_match" || item["kind"] == "refused",
+            "{item}"
+        );
+        assert_eq!(item["contacts"], json!([person]), "{item}");
+        // The held record's item is still what it was.
+        assert!(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["id"] == held_item["id"] && i["kind"] == "duplicate_in_provider"),
+            "{list}"
+        );
+    }
+    // Settled: no retry loop.
+    let before = world.writes();
+    sync_ok(&world).await;
+    assert_eq!(world.writes(), before, "a further cycle writes nothing");
+    // Chatwoot's record is as it was typed; nobody wrote the held record's email onto the
+    // other person anywhere.
+    let record = world
+        .contacts("chatwoot")
+        .into_iter()
+        .find(|c| text(c, "id") == chatwoot_id)
+        .unwrap();
+    assert_eq!(text(&record, "email"), held_email);
+    assert_eq!(text(&record, "name"), "Someone Family");
+    let show = json_of(
+        &world,
+        &["review", "show", &held_item["id"].to_string(), "--json"],
+    )
+    .await;
+    let them = show["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == person)
+        .unwrap()
+        .clone();
+    assert_ne!(
+        text(&them["fields"], "email").to_lowercase(),
+        held_email.to_lowercase(),
+        "{show}"
+    );
 }

@@ -7,7 +7,9 @@
 //!
 //! - the group's keys point at no contact → one new contact;
 //! - at exactly one contact → linked to it (unless that contact is already linked in this
-//!   provider: then the provider holds the person twice → conflict);
+//!   provider: then the provider holds the person twice → conflict; or another of the
+//!   group's keys is held by a record under review that no contact holds: then linking
+//!   would decide that item → conflict);
 //! - at two or more contacts → conflict: kept apart, never merged silently.
 //!
 //! Only one record per group can be linked (a provider holds a person once); the others
@@ -122,7 +124,7 @@ impl Keys {
 }
 
 /// One unlinked record of the batch, with what its keys point at in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Candidate {
     /// The provider's id of the record.
     pub remote_id: String,
@@ -130,6 +132,10 @@ pub struct Candidate {
     pub keys: Keys,
     /// The contacts its keys point at: `(kind, contact)` in matching order.
     pub hits: Vec<(KeyKind, ContactId)>,
+    /// Its keys that no contact holds but another record held for review does (an open
+    /// `ambiguous_match` or `duplicate_in_provider` item): they name someone not decided
+    /// yet.
+    pub held_for_review: Vec<KeyKind>,
 }
 
 /// What to do with one record.
@@ -166,6 +172,9 @@ pub enum ConflictReason {
     Ambiguous,
     /// The provider holds the same person more than once.
     DuplicateInProvider,
+    /// Its keys point at one contact, and another of its keys at a record held for review
+    /// that is not linked to that contact: linking it now would decide that item.
+    HeldRecord,
 }
 
 impl ConflictReason {
@@ -177,6 +186,9 @@ impl ConflictReason {
             }
             ConflictReason::DuplicateInProvider => {
                 "the provider holds this person more than once; only one record is linked"
+            }
+            ConflictReason::HeldRecord => {
+                "one of its keys names a contact, another a record held for review; not linked until that item is decided"
             }
         }
     }
@@ -254,6 +266,22 @@ pub fn match_batch(
                     };
                 }
             }
+            1 if members
+                .iter()
+                .any(|&i| !candidates[i].held_for_review.is_empty())
+                && !linked_here(*contacts.iter().next().unwrap_or(&0)) =>
+            {
+                // Another key names a record nobody has decided about yet (the family
+                // member whose email is that record's): not linked, not merged. (When the
+                // person is linked here already, the record is a duplicate, as below.)
+                let contact = *contacts.iter().next().unwrap_or(&0);
+                for &i in members {
+                    out[i] = MatchOutcome::Conflict {
+                        contacts: vec![contact],
+                        reason: ConflictReason::HeldRecord,
+                    };
+                }
+            }
             1 => {
                 let contact = *contacts.iter().next().unwrap_or(&0);
                 let taken = linked_here(contact);
@@ -325,7 +353,43 @@ mod tests {
                 phone_variants: Vec::new(),
             },
             hits: hits.to_vec(),
+            held_for_review: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_record_whose_other_key_names_a_record_held_for_review_is_held_too() {
+        // MaiAgent held "b" (phone P, email E) as a second record of the person "a"
+        // became (phone P, email K). A Chatwoot record with P and E finds that person by
+        // phone, but its email is the held record's: it is held, not linked.
+        let mut c = cand("c", Some("+1"), Some("e@x"), &[(KeyKind::Phone, 7)]);
+        c.held_for_review = vec![KeyKind::Email];
+        assert_eq!(
+            match_batch(&[c.clone()], &|_| false),
+            vec![MatchOutcome::Conflict {
+                contacts: vec![7],
+                reason: ConflictReason::HeldRecord
+            }]
+        );
+        // A key of a record held for review alone names nobody: a new person.
+        let mut d = cand("d", None, Some("e@x"), &[]);
+        d.held_for_review = vec![KeyKind::Email];
+        assert_eq!(match_batch(&[d], &|_| false), vec![MatchOutcome::New]);
+        // A person the provider holds already: the record is a duplicate there, whatever
+        // its other keys name.
+        assert_eq!(
+            match_batch(&[c.clone()], &|c| c == 7),
+            vec![MatchOutcome::Conflict {
+                contacts: vec![7],
+                reason: ConflictReason::DuplicateInProvider
+            }]
+        );
+        // Without it, the phone links.
+        c.held_for_review.clear();
+        assert!(matches!(
+            match_batch(&[c], &|_| false)[0],
+            MatchOutcome::Existing { contact: 7, .. }
+        ));
     }
 
     #[test]
@@ -477,8 +541,9 @@ mod tests {
             proptest::option::of(0u8..4),
             proptest::option::of(0u8..4),
             proptest::collection::vec((0u8..3, 1i64..4), 0..3),
+            any::<bool>(),
         )
-            .prop_map(|(id, phone, email, hits)| Candidate {
+            .prop_map(|(id, phone, email, hits, held)| Candidate {
                 remote_id: id,
                 keys: Keys {
                     source_id: None,
@@ -494,6 +559,11 @@ mod tests {
                         (kind, c)
                     })
                     .collect(),
+                held_for_review: if held {
+                    vec![KeyKind::Email]
+                } else {
+                    Vec::new()
+                },
             })
     }
 

@@ -406,7 +406,7 @@ impl Store {
             .await
     }
 
-    /// The people other than `contact` a provider's record names (see
+    /// What a provider's record names besides `contact` (see
     /// [`super::review::holder_people`]).
     pub async fn holder_people(
         &self,
@@ -414,7 +414,7 @@ impl Store {
         contact: ContactId,
         remote_id: String,
         keys: crate::domain::matching::Keys,
-    ) -> Result<Vec<ContactId>, StoreError> {
+    ) -> Result<super::review::HolderNames, StoreError> {
         self.call(move |c| super::review::holder_people(c, provider_id, contact, &remote_id, &keys))
             .await
     }

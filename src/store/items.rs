@@ -4,7 +4,7 @@
 
 use super::StoreError;
 use super::codec::{fields_json, tags_json};
-use crate::domain::matching::ContactId;
+use crate::domain::matching::{ContactId, KeyKind};
 use crate::domain::review::ItemKind;
 use crate::domain::{Fields, Tags};
 use rusqlite::{Connection, params};
@@ -80,4 +80,58 @@ pub fn all_kept_apart(conn: &Connection, contacts: &[ContactId]) -> Result<bool,
         }
     }
     Ok(true)
+}
+
+/// Keeps the match keys of a record held for review by matching (replacing those it had),
+/// so that another record carrying one of them is held too ([`key_under_review`]).
+pub fn set_review_keys<'a>(
+    conn: &Connection,
+    provider_id: i64,
+    remote_id: &str,
+    keys: impl Iterator<Item = (KeyKind, &'a str)>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM review_keys WHERE provider_id = ?1 AND remote_id = ?2")?
+        .execute(params![provider_id, remote_id])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO review_keys (provider_id, remote_id, kind, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (kind, value) in keys {
+        insert.execute(params![provider_id, remote_id, kind.as_str(), value])?;
+    }
+    Ok(())
+}
+
+/// Whether any record is held for review by matching with its keys kept (an open
+/// `ambiguous_match` or `duplicate_in_provider` item): when none is, a page skips
+/// [`key_under_review`].
+pub fn any_keys_under_review(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM review_keys k JOIN conflicts c
+                 ON c.provider_id = k.provider_id AND c.remote_id = k.remote_id
+              WHERE c.resolved_at IS NULL AND c.kind IN ('ambiguous_match', 'duplicate_in_provider'))",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Whether a record other than `(provider_id, remote_id)` that is held for review (an open
+/// `ambiguous_match` or `duplicate_in_provider` item) carries key `kind` = `value`.
+pub fn key_under_review(
+    conn: &Connection,
+    kind: KeyKind,
+    value: &str,
+    provider_id: i64,
+    remote_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM review_keys k JOIN conflicts c
+                 ON c.provider_id = k.provider_id AND c.remote_id = k.remote_id
+              WHERE k.kind = ?1 AND k.value = ?2
+                AND NOT (k.provider_id = ?3 AND k.remote_id = ?4)
+                AND c.resolved_at IS NULL AND c.kind IN ('ambiguous_match', 'duplicate_in_provider'))",
+        )?
+        .query_row(params![kind.as_str(), value, provider_id, remote_id], |r| {
+            r.get(0)
+        })?)
 }

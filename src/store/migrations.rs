@@ -12,6 +12,7 @@ pub const MIGRATION_SQL: &[&str] = &[
     include_str!("../../migrations/0005_links_creating.sql"),
     include_str!("../../migrations/0006_refusals.sql"),
     include_str!("../../migrations/0007_webhook_runs.sql"),
+    include_str!("../../migrations/0008_review_keys.sql"),
 ];
 
 /// The migrations as `rusqlite_migration` wants them.

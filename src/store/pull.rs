@@ -7,7 +7,9 @@
 
 use super::codec::{fields_json, parse_fields, parse_tags, tags_json};
 use super::contacts;
-use super::items::{ItemRecord, record_conflict};
+use super::items::{
+    ItemRecord, any_keys_under_review, key_under_review, record_conflict, set_review_keys,
+};
 use super::journal::{self, NewEntry, Stamp};
 use super::links::insert_link;
 use super::{Seq, StoreError};
@@ -279,6 +281,9 @@ fn hold(
         &conflict.contacts,
         now,
     )?;
+    if matches!(conflict.cause, ConflictCause::Match(_)) {
+        set_review_keys(tx, provider_id, &rec.remote_id, rec.keys.iter())?;
+    }
     if opened {
         tracing::warn!(provider_id, remote_id = %rec.remote_id, contacts = ?conflict.contacts, "held for review: {text}");
         out.conflicts += 1;
@@ -446,6 +451,7 @@ fn read_held(
     };
     // Key owners whose link here was looked up.
     let mut owners_seen = HashSet::new();
+    let reviewing = any_keys_under_review(conn)?;
     for rec in records {
         let Some(link) = find_link(conn, provider_id, &rec.remote_id)? else {
             if super::review::is_merged_record(conn, provider_id, &rec.remote_id)? {
@@ -454,6 +460,11 @@ fn read_held(
             }
             for (kind, value) in rec.keys.iter() {
                 let Some(owner) = contacts::key_owner(conn, kind, value)? else {
+                    if reviewing
+                        && key_under_review(conn, kind, value, provider_id, &rec.remote_id)?
+                    {
+                        held.under_review.insert((kind, value.to_owned()));
+                    }
                     continue;
                 };
                 held.keys.insert(kind, value, owner);

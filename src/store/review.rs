@@ -1233,16 +1233,34 @@ pub fn open_refused(
     )
 }
 
-/// The people other than `contact` a provider's record names: the person it is linked to
-/// (or merged into) there, and the owners of its keys. Empty: nothing contradicts linking
-/// it to `contact`.
+/// What a provider's record (the holder of a refused key) names besides the person whose
+/// write was refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HolderNames {
+    /// The other people: the person it is linked to (or merged into) there, and the owners
+    /// of its keys.
+    pub others: Vec<ContactId>,
+    /// It waits for a review decision itself (an open `ambiguous_match` or
+    /// `duplicate_in_provider` item about it), or one of its keys that no person holds is
+    /// held by another record under review: linking it would decide that item.
+    pub under_review: bool,
+}
+
+impl HolderNames {
+    /// Nothing contradicts linking the holder to the person.
+    pub fn is_empty(&self) -> bool {
+        self.others.is_empty() && !self.under_review
+    }
+}
+
+/// What a provider's record names besides `contact` (see [`HolderNames`]).
 pub fn holder_people(
     conn: &Connection,
     provider_id: i64,
     contact: ContactId,
     remote_id: &str,
     keys: &crate::domain::matching::Keys,
-) -> Result<Vec<ContactId>, StoreError> {
+) -> Result<HolderNames, StoreError> {
     let mut out = Vec::new();
     if let Some((_, owner)) = link_of_record(conn, provider_id, remote_id)? {
         out.push(owner);
@@ -1254,13 +1272,29 @@ pub fn holder_people(
         .query_row(params![provider_id, remote_id], |r| r.get(0))
         .optional()?;
     out.extend(merged);
+    let mut under_review: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM conflicts WHERE provider_id = ?1 AND remote_id = ?2
+                AND resolved_at IS NULL AND decided_at IS NULL
+                AND kind IN ('ambiguous_match', 'duplicate_in_provider'))",
+        )?
+        .query_row(params![provider_id, remote_id], |r| r.get(0))?;
     for (kind, value) in keys.iter() {
-        out.extend(contacts::key_owner(conn, kind, value)?);
+        match contacts::key_owner(conn, kind, value)? {
+            Some(owner) => out.push(owner),
+            None => {
+                under_review = under_review
+                    || super::items::key_under_review(conn, kind, value, provider_id, remote_id)?;
+            }
+        }
     }
     out.retain(|&c| c != contact);
     out.sort_unstable();
     out.dedup();
-    Ok(out)
+    Ok(HolderNames {
+        others: out,
+        under_review,
+    })
 }
 
 /// A write a provider refused because another of its records (the holder) holds a key.

@@ -799,7 +799,8 @@ impl<P: Provider> Executor<'_, P> {
     /// A create or update the provider refused because another of its records (the
     /// holder) holds one of the keys sent. Never sent again blindly: the holder is looked
     /// up by the refused keys; a refused create is linked to it when nothing contradicts
-    /// that (it is linked to no other person and none of its keys names another person)
+    /// that (it is linked to no other person, none of its keys names another person, and
+    /// neither it nor a record sharing its keys waits for a review decision)
     /// and brought up to date; otherwise a `refused` review item holds the person back in
     /// this provider until it is decided (the intent is closed, the refusal journaled).
     async fn refused(
@@ -842,11 +843,11 @@ impl<P: Provider> Executor<'_, P> {
             }
             return Err(e.into());
         };
-        let others = self
+        let names = self
             .store
             .holder_people(self.provider_id, contact_id, found.remote_id.clone(), keys)
             .await?;
-        if others.is_empty()
+        if names.is_empty()
             && let (Some(link_id), Some(want)) = (r.creating, r.want)
         {
             tracing::info!(provider = %self.name(), contact = contact_id, "a create was refused because a record there holds its key; that record is linked to no one else, so it is linked to this person");
@@ -862,7 +863,7 @@ impl<P: Provider> Executor<'_, P> {
             r.own,
             &found.remote_id,
             &held,
-            &others,
+            &names,
         );
         let refusal = crate::store::review::Refusal {
             provider_id: self.provider_id,
@@ -873,7 +874,7 @@ impl<P: Provider> Executor<'_, P> {
             record: found.snapshot,
             tags: found.tags,
             fields: held,
-            others,
+            others: names.others,
             reason,
             error: e.to_string(),
         };
@@ -1247,7 +1248,7 @@ fn refusal_reason(
     own: Option<&str>,
     holder: &str,
     fields: &[String],
-    others: &[i64],
+    names: &crate::store::review::HolderNames,
 ) -> String {
     let what = fields
         .iter()
@@ -1260,7 +1261,11 @@ fn refusal_reason(
             format!("{provider} refused to update contact {contact}'s record {own}")
         }
     };
-    let whose = match others {
+    let whose = match names.others.as_slice() {
+        [] if names.under_review => {
+            "waits for a review decision (it or a record sharing its keys is held for review)"
+                .to_owned()
+        }
         [] => "is linked to no one".to_owned(),
         [one] => format!("belongs to contact {one}"),
         many => format!(

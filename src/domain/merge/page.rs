@@ -202,6 +202,9 @@ pub struct Held {
     pub links_here: HashMap<ContactId, LinkHere>,
     /// The "different people" decisions about the key owners.
     pub apart: Vec<ApartRule>,
+    /// Keys of the unlinked records that no contact holds but the record of another open
+    /// `ambiguous_match` or `duplicate_in_provider` item does.
+    pub under_review: HashSet<(KeyKind, String)>,
 }
 
 /// A match key moving to a value (`None`: the contact's key of that kind is dropped).
@@ -319,9 +322,8 @@ impl ConflictCause {
             ConflictCause::Match(ConflictReason::DuplicateInProvider) => {
                 ItemKind::DuplicateInProvider
             }
-            ConflictCause::Match(ConflictReason::Ambiguous) | ConflictCause::KeyTaken(_) => {
-                ItemKind::AmbiguousMatch
-            }
+            ConflictCause::Match(ConflictReason::Ambiguous | ConflictReason::HeldRecord)
+            | ConflictCause::KeyTaken(_) => ItemKind::AmbiguousMatch,
         }
     }
 
@@ -399,6 +401,7 @@ pub fn merge_page(
         mut keys,
         links_here,
         apart,
+        under_review,
     } = held;
     debug_assert_eq!(records.len(), held_records.len());
     let mut steps = Vec::with_capacity(records.len());
@@ -434,10 +437,23 @@ pub fn merge_page(
                 .collect();
             let filtered = filter_hits(&rec.keys, hits, &apart);
             shared.push(filtered.shared);
+            let held_for_review = if under_review.is_empty() {
+                Vec::new()
+            } else {
+                rec.keys
+                    .iter()
+                    .filter(|&(kind, value)| {
+                        keys.get(kind, value).is_none()
+                            && under_review.contains(&(kind, value.to_owned()))
+                    })
+                    .map(|(kind, _)| kind)
+                    .collect()
+            };
             Candidate {
                 remote_id: rec.remote_id.clone(),
                 keys: rec.keys.clone(),
                 hits: filtered.hits,
+                held_for_review,
             }
         })
         .collect();
@@ -908,6 +924,7 @@ mod tests {
             keys,
             links_here: HashMap::new(),
             apart: Vec::new(),
+            under_review: HashSet::new(),
         };
         let merge = merge_page(&[rec], held, &mut FieldOwners::default(), 0);
         assert_eq!(
@@ -966,6 +983,7 @@ mod tests {
             keys,
             links_here: HashMap::from([(1, LinkHere::Creating(40))]),
             apart: Vec::new(),
+            under_review: HashSet::new(),
         };
         let merge = merge_page(&[rec], held, &mut FieldOwners::default(), 0);
         assert_eq!(
