@@ -166,6 +166,22 @@ async fn a_refused_create_whose_holder_is_someone_elses_becomes_a_refused_item_n
         "Old Number"
     );
 
+    // The plain list says the same for a human.
+    let out = world.run(&["review"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = common::stdout(&out);
+    assert!(listed.contains("1 open review item(s):"), "{listed}");
+    assert!(
+        listed.contains(&format!("#{id}")) && listed.contains("refused"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("support record {holder}")),
+        "{listed}"
+    );
+    assert!(listed.contains("refused to create"), "{listed}");
+    assert!(listed.contains("review merge ID"), "{listed}");
+
     // Never a retry loop: further cycles send nothing to Chatwoot for her.
     sync_ok(&world).await;
     sync_ok(&world).await;
@@ -174,6 +190,18 @@ async fn a_refused_create_whose_holder_is_someone_elses_becomes_a_refused_item_n
         writes_before + 1,
         "the refused write is not sent again"
     );
+    // She changes her number in MaiAgent: a dry run shows her held back in Chatwoot,
+    // naming the item, and a real cycle sends nothing there for her either.
+    new_phone_in_maiagent(&world, "yara.young@example.net", "+34612345670").await;
+    let out = world.run(&["--sync-now", "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan = common::stdout(&out);
+    assert!(
+        plan.contains(&format!("held for review item {id}")),
+        "{plan}"
+    );
+    sync_ok(&world).await;
+    assert_eq!(chatwoot_writes(&world), writes_before + 1, "still held");
     // `review show` puts the holder beside both people.
     let show = json_of(&world, &["review", "show", &id, "--json"]).await;
     assert_eq!(text(&show["records"][0], "remote_id"), holder);
@@ -189,7 +217,11 @@ async fn a_refused_create_whose_holder_is_someone_elses_becomes_a_refused_item_n
         .filter(|c| text(c, "name") == "Yara Young")
         .collect();
     assert_eq!(yara.len(), 1, "created once");
-    assert_eq!(text(yara[0], "phone_number"), "+34612345679");
+    assert_eq!(
+        text(yara[0], "phone_number"),
+        "+34612345670",
+        "her new number"
+    );
     assert_eq!(text(yara[0], "email"), "", "the held email is not sent");
     assert_eq!(
         json_of(&world, &["review", "--json"]).await["items"],

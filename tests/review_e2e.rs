@@ -683,3 +683,91 @@ async fn a_record_carrying_the_email_of_a_held_duplicate_is_held_not_linked_by_i
         "{show}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_made_while_the_daemon_runs_is_carried_out_by_its_next_cycle() {
+    let world = World::new(30).await;
+    sync_ok(&world).await;
+    let (a, b) = two_people(&world);
+    let remote = mixed_up_record(&world, &a, &b).await;
+    sync_ok(&world).await;
+    let id = the_item(&world, &remote).await["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+
+    // The daemon, a cycle every second.
+    world.set_sync("schedule = \"* * * * * *\"");
+    let log = world.store_path().with_file_name("daemon.log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"));
+    cmd.arg("--config")
+        .arg(&world.config)
+        .env_remove("CONTACT_SYNC_CONFIG")
+        .env("RUST_LOG", "contact_sync=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in &world.keys {
+        cmd.env(k, v);
+    }
+    let mut daemon = cmd.spawn().unwrap();
+    struct Stop(u32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = Stop(daemon.id());
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Wait until it has run a cycle of its own (the store lock is then held by it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !daemon_log().contains("cycle") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon_log());
+        assert!(daemon.try_wait().unwrap().is_none(), "{}", daemon_log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The list and the decision work beside it.
+    let listed = json_of(&world, &["review", "--json"]).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    let out = world.run(&["review", "apart", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(daemon.try_wait().unwrap().is_none(), "{}", daemon_log());
+
+    // Its next cycle carries the decision out: the record goes to A (its phone, the
+    // strongest key), and the item is closed.
+    let a_person = {
+        let show = json_of(&world, &["review", "show", &id, "--json"]).await;
+        person_with_email(&show, &text(&a, "email"))
+    };
+    loop {
+        let open = json_of(&world, &["review", "--json"]).await;
+        if open["items"] == json!([]) && owner_of(&world, "sales-bot", &remote).is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not carried out: {open}\n{}",
+            daemon_log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(owner_of(&world, "sales-bot", &remote), Some(a_person));
+
+    // SIGTERM ends it cleanly.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", daemon_log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0), "{}", daemon_log());
+}
