@@ -684,6 +684,17 @@ async fn a_record_carrying_the_email_of_a_held_duplicate_is_held_not_linked_by_i
     );
 }
 
+/// Kills the daemon of a failed test.
+struct Stop(u32);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_made_while_the_daemon_runs_is_carried_out_by_its_next_cycle() {
     let world = World::new(30).await;
@@ -710,18 +721,10 @@ async fn a_decision_made_while_the_daemon_runs_is_carried_out_by_its_next_cycle(
         cmd.env(k, v);
     }
     let mut daemon = cmd.spawn().unwrap();
-    struct Stop(u32);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
     let _guard = Stop(daemon.id());
     let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
     // Wait until it has run a cycle of its own (the store lock is then held by it).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     while !daemon_log().contains("cycle") {
         assert!(std::time::Instant::now() < deadline, "{}", daemon_log());
         assert!(daemon.try_wait().unwrap().is_none(), "{}", daemon_log());
