@@ -298,6 +298,12 @@ impl Store {
             .await
     }
 
+    /// Whether the provider has an active link: when it has none (its first import), no
+    /// listed record can be unchanged and the pull skips the probe.
+    pub async fn any_active_link(&self, provider_id: i64) -> Result<bool, StoreError> {
+        self.call(move |c| links::any_active(c, provider_id)).await
+    }
+
     /// Which of the `listed` records (remote id, listed hash) are unchanged since their
     /// active link's snapshot: their link ids (`None` for the others).
     pub async fn unchanged_links(
@@ -326,6 +332,26 @@ impl Store {
             let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
             let outcome =
                 pull::apply_page(c, seq, &mut owners, provider_id, order, &records, stamp)?;
+            crate::crash_point!("after-page-stored");
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Stores consecutive listed pages of one provider in one transaction (see
+    /// [`pull::apply_pages`]); one outcome per page.
+    pub async fn store_pages(
+        &self,
+        pages: Vec<Vec<NormalizedRecord>>,
+        provider_id: i64,
+        order: usize,
+        owners: Arc<Mutex<FieldOwners>>,
+        stamp: Stamp,
+    ) -> Result<Vec<PageOutcome>, StoreError> {
+        self.call_seq(move |c, seq| {
+            let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
+            let outcome =
+                pull::apply_pages(c, seq, &mut owners, provider_id, order, &pages, stamp)?;
             crate::crash_point!("after-page-stored");
             Ok(outcome)
         })

@@ -386,6 +386,15 @@ pub fn contact_of_link(conn: &Connection, link_id: i64) -> Result<Option<Contact
 }
 
 /// Links a record to a contact with the record as the snapshot; returns the link id.
+/// Whether the provider has an active link (else no listed record can be unchanged).
+pub fn any_active(conn: &Connection, provider_id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM links WHERE provider_id = ?1 AND state = 'active')",
+        )?
+        .query_row([provider_id], |r| r.get(0))?)
+}
+
 pub fn insert_link(
     conn: &Connection,
     provider_id: i64,

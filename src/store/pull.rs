@@ -79,6 +79,18 @@ impl LinkSet {
     }
 }
 
+impl LinkSet {
+    /// Adds every id of `other`.
+    pub fn union(&mut self, other: &LinkSet) {
+        if other.bits.len() > self.bits.len() {
+            self.bits.resize(other.bits.len(), 0);
+        }
+        for (mine, theirs) in self.bits.iter_mut().zip(&other.bits) {
+            *mine |= theirs;
+        }
+    }
+}
+
 impl Extend<i64> for LinkSet {
     fn extend<I: IntoIterator<Item = i64>>(&mut self, iter: I) {
         for id in iter {
@@ -189,9 +201,54 @@ pub fn apply_page(
     records: &[NormalizedRecord],
     stamp: Stamp,
 ) -> Result<PageOutcome, StoreError> {
-    let now = stamp.at;
     let tx = conn.transaction()?;
-    let held = read_held(&tx, provider_id, records)?;
+    let out = apply_page_in(&tx, seq, owners, provider_id, order, records, stamp)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Applies several consecutive pages of one listing in one transaction, each as
+/// [`apply_page`] would (a page sees what the pages before it wrote): a pull whose writer
+/// falls behind the listing commits once per batch instead of once per page.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_pages(
+    conn: &mut Connection,
+    seq: &Seq,
+    owners: &mut FieldOwners,
+    provider_id: i64,
+    order: usize,
+    pages: &[Vec<NormalizedRecord>],
+    stamp: Stamp,
+) -> Result<Vec<PageOutcome>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut out = Vec::with_capacity(pages.len());
+    for records in pages {
+        out.push(apply_page_in(
+            &tx,
+            seq,
+            owners,
+            provider_id,
+            order,
+            records,
+            stamp,
+        )?);
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// [`apply_page`] inside the caller's transaction.
+fn apply_page_in(
+    tx: &Connection,
+    seq: &Seq,
+    owners: &mut FieldOwners,
+    provider_id: i64,
+    order: usize,
+    records: &[NormalizedRecord],
+    stamp: Stamp,
+) -> Result<PageOutcome, StoreError> {
+    let now = stamp.at;
+    let held = read_held(tx, provider_id, records)?;
     // The people as they were before this page, for the journal (only those the page
     // may change are held: an unchanged record costs nothing here).
     let mut before = held.contacts.clone();
@@ -214,23 +271,23 @@ pub fn apply_page(
                     out.changed += 1;
                 }
                 let rec = &records[update.record];
-                apply_update(&tx, seq, provider_id, rec, &update, now)?;
-                journal.update(&tx, &mut before, rec, &update)?;
+                apply_update(tx, seq, provider_id, rec, &update, now)?;
+                journal.update(tx, &mut before, rec, &update)?;
             }
             Step::Create(new) => {
                 let rec = &records[new.record];
-                let (link, contact) = apply_create(&tx, seq, provider_id, rec, &new, now)?;
+                let (link, contact) = apply_create(tx, seq, provider_id, rec, &new, now)?;
                 created.insert(new.record, contact);
                 out.seen.push(link);
-                journal.created(&tx, contact, rec, &new)?;
+                journal.created(tx, contact, rec, &new)?;
                 out.new_contacts += 1;
             }
             Step::Match(matched) => {
                 let rec = &records[matched.record];
                 out.seen
-                    .push(apply_match(&tx, seq, provider_id, rec, &matched, now)?);
-                journal.matched(&tx, &mut before, rec, &matched)?;
-                resolve_conflict(&tx, provider_id, &rec.remote_id, now)?;
+                    .push(apply_match(tx, seq, provider_id, rec, &matched, now)?);
+                journal.matched(tx, &mut before, rec, &matched)?;
+                resolve_conflict(tx, provider_id, &rec.remote_id, now)?;
                 out.matched += 1;
                 if let Some(by) = matched.by {
                     out.matched_by.add(by);
@@ -238,7 +295,7 @@ pub fn apply_page(
             }
             Step::Conflict(conflict) => {
                 hold(
-                    &tx,
+                    tx,
                     provider_id,
                     &records[conflict.record],
                     &conflict,
@@ -256,9 +313,8 @@ pub fn apply_page(
             contacts: created.get(&of).copied().into_iter().collect(),
             cause: ConflictCause::Match(ConflictReason::DuplicateInProvider),
         };
-        hold(&tx, provider_id, &records[record], &conflict, now, &mut out)?;
+        hold(tx, provider_id, &records[record], &conflict, now, &mut out)?;
     }
-    tx.commit()?;
     Ok(out)
 }
 

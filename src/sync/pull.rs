@@ -18,6 +18,13 @@ use std::time::Instant;
 /// Times a listing that changed under its cursor is restarted in one cycle.
 const MAX_LISTING_RESTARTS: u32 = 2;
 
+/// Normalised pages waiting for the writer, at most.
+const PAGES_QUEUED: usize = 8;
+
+/// Records the writer applies in one transaction, about: the pages queued when it is free
+/// again, up to this many (a page is never split).
+const BATCH_RECORDS: usize = 500;
+
 impl<P: Provider> Engine<P> {
     /// Pulls one provider: its whole listing, page by page (one store transaction per
     /// page), then the end of the listing (gone links, propagated deletes) and its tags.
@@ -43,85 +50,115 @@ impl<P: Provider> Engine<P> {
         let name = &slot.settings.name;
         let mut seen = LinkSet::new();
         let mut restarts = 0;
-        // A pipeline: while the store applies page N, page N+1 is probed and normalised
-        // (on the engine's normalising thread) and page N+2 is fetched and decoded (with
-        // up to `listing::PAGES_AHEAD` pages requested at once when they are numbered).
-        let mut listing = listing::Listing::new(&slot.client);
-        let mut fetched = listing.first().await;
-        let mut ready: Option<Vec<NormalizedRecord>> = None;
-        loop {
-            if opts.cancel.is_cancelled() {
-                return Ok(out);
-            }
-            out.times.fetch += fetched.1;
-            let page = match fetched.0 {
-                Ok(p) => p,
-                Err(e) if e.restart_listing() && restarts < MAX_LISTING_RESTARTS => {
-                    // The listing changed under the cursor (MaiAgent answers "Invalid
-                    // page." when contacts were deleted during the scan): start again.
-                    tracing::info!(provider = %name, "listing changed during the scan; restarting it");
-                    // The page waiting to be stored is listed again (or is gone).
-                    ready = None;
-                    restarts += 1;
-                    listing.restart();
-                    fetched = listing.first().await;
-                    continue;
+        let name = name.clone();
+        // A pipeline: while the store applies the pages queued so far (in one
+        // transaction), the next page is probed and normalised (on the engine's
+        // normalising thread) and the one after it fetched and decoded (with up to
+        // `listing::PAGES_AHEAD` pages requested at once when they are numbered). When the
+        // writer is the slower stage, pages queue up and are committed together.
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<Vec<NormalizedRecord>>(PAGES_QUEUED);
+        let mut stored_seen = LinkSet::new();
+        // A provider without active links (its first import) has no unchanged record:
+        // the pages go to the writer without a probe each.
+        let probe = self.store.any_active_link(provider_id).await?;
+        let listing_pages = async {
+            let queue = queue;
+            let mut listing = listing::Listing::new(&slot.client);
+            let mut fetched = listing.first().await;
+            loop {
+                if opts.cancel.is_cancelled() {
+                    return Ok(());
                 }
-                Err(e) => return Err(PullFailure::Provider(e)),
-            };
-            out.pulled += page.records.len() as u64;
-            if let Some(progress) = &opts.progress {
-                progress.emit(ProgressEvent::PagePulled {
-                    provider: name.clone(),
-                    records: page.records.len() as u64,
-                });
-            }
-            // The next page is fetched while this one is probed, normalised and the
-            // previous one stored: a cycle over unchanged data is then bound by the
-            // listing alone, not by the listing plus the probe.
-            let next = page.next;
-            let fetching = listing.next(next.as_deref());
-            let previous = ready.take();
-            let seen_now = &mut seen;
-            let working = async {
-                let probing = Instant::now();
-                let changed = self
-                    .unchanged_filter(page.records, provider_id, seen_now)
-                    .await?;
-                let probe_secs = probing.elapsed().as_secs_f64();
-                let normalizing = self.normalizer.normalize(changed, self.region);
-                let storing = async {
-                    match previous {
-                        Some(records) => {
-                            Some(self.store_page(records, provider_id, order, &owners).await)
-                        }
-                        None => None,
+                out.times.fetch += fetched.1;
+                let page = match fetched.0 {
+                    Ok(p) => p,
+                    Err(e) if e.restart_listing() && restarts < MAX_LISTING_RESTARTS => {
+                        // The listing changed under the cursor (MaiAgent answers "Invalid
+                        // page." when contacts were deleted during the scan): start again
+                        // (pages already queued are stored: what they show was listed).
+                        tracing::info!(provider = %name, "listing changed during the scan; restarting it");
+                        restarts += 1;
+                        listing.restart();
+                        fetched = listing.first().await;
+                        continue;
                     }
+                    Err(e) => return Err(PullFailure::Provider(e)),
                 };
-                let (normalized, stored) = tokio::join!(normalizing, storing);
-                Ok::<_, StoreError>((probe_secs, normalized, stored))
-            };
-            let (worked, next_page) = tokio::join!(working, fetching);
-            let (probe_secs, normalized, stored) = worked?;
-            out.times.store += probe_secs;
-            if let Some(stored) = stored {
-                out.absorb(stored?, &mut seen);
-            }
-            let (normalized, secs) = normalized.ok_or(PullFailure::Normalizer)?;
-            out.times.normalize += secs;
-            ready = (!normalized.is_empty()).then_some(normalized);
-            if let Some(next_page) = next_page {
-                fetched = next_page;
-            } else {
-                if let Some(records) = ready.take() {
-                    let stored = self
-                        .store_page(records, provider_id, order, &owners)
-                        .await?;
-                    out.absorb(stored, &mut seen);
+                out.pulled += page.records.len() as u64;
+                if let Some(progress) = &opts.progress {
+                    progress.emit(ProgressEvent::PagePulled {
+                        provider: name.clone(),
+                        records: page.records.len() as u64,
+                    });
                 }
-                break;
+                // The next page is fetched while this one is probed and normalised: a
+                // cycle over unchanged data is then bound by the listing alone, not by
+                // the listing plus the probe.
+                let next = page.next;
+                let fetching = listing.next(next.as_deref());
+                let working = async {
+                    let probing = Instant::now();
+                    let changed = if probe {
+                        self.unchanged_filter(page.records, provider_id, &mut seen)
+                            .await?
+                    } else {
+                        page.records
+                            .into_iter()
+                            .map(|r| {
+                                let hash = listed_hash(&r, self.region_salt);
+                                (r, hash)
+                            })
+                            .collect()
+                    };
+                    let probe_secs = probing.elapsed().as_secs_f64();
+                    let normalized = self.normalizer.normalize(changed, self.region).await;
+                    Ok::<_, StoreError>((probe_secs, normalized))
+                };
+                let (worked, next_page) = tokio::join!(working, fetching);
+                let (probe_secs, normalized) = worked?;
+                out.times.store += probe_secs;
+                let (normalized, secs) = normalized.ok_or(PullFailure::Normalizer)?;
+                out.times.normalize += secs;
+                // The writer stopped (it failed): its error is the pull's.
+                if !normalized.is_empty() && queue.send(normalized).await.is_err() {
+                    return Ok(());
+                }
+                match next_page {
+                    Some(next_page) => fetched = next_page,
+                    None => return Ok(()),
+                }
             }
-        }
+        };
+        let storing_pages = async {
+            let mut tally = StoredPages::default();
+            while let Some(first) = queued.recv().await {
+                let mut records = first.len();
+                let mut pages = vec![first];
+                while records < BATCH_RECORDS {
+                    let Ok(page) = queued.try_recv() else { break };
+                    records += page.len();
+                    pages.push(page);
+                }
+                let started = Instant::now();
+                let outcomes = self
+                    .store
+                    .store_pages(pages, provider_id, order, Arc::clone(&owners), self.stamp())
+                    .await?;
+                tally.secs += started.elapsed().as_secs_f64();
+                for page in outcomes {
+                    tally.absorb(page, &mut stored_seen);
+                }
+            }
+            Ok::<_, PullFailure>(tally)
+        };
+        let (listed, stored) = tokio::join!(listing_pages, storing_pages);
+        let stored = stored?;
+        listed?;
+        out.times.store += stored.secs;
+        out.matched += stored.matched;
+        out.matched_by += stored.matched_by;
+        out.conflicts += stored.conflicts;
+        seen.union(&stored_seen);
         if opts.cancel.is_cancelled() {
             return Ok(out);
         }
@@ -182,28 +219,6 @@ impl<P: Provider> Engine<P> {
             }
         }
         Ok(changed)
-    }
-
-    /// Applies normalised records of one page in one store transaction.
-    async fn store_page(
-        &self,
-        records: Vec<NormalizedRecord>,
-        provider_id: i64,
-        order: usize,
-        owners: &Arc<Mutex<FieldOwners>>,
-    ) -> Result<(pull::PageOutcome, f64), StoreError> {
-        let started = Instant::now();
-        let outcome = self
-            .store
-            .store_page(
-                records,
-                provider_id,
-                order,
-                Arc::clone(owners),
-                self.stamp(),
-            )
-            .await?;
-        Ok((outcome, started.elapsed().as_secs_f64()))
     }
 
     async fn pull_tags(
@@ -271,10 +286,17 @@ pub(super) fn region_salt(region: DefaultRegion) -> i64 {
     content_hash(&key, None)
 }
 
-impl PullOutcome {
-    /// Counts a page the store applied.
-    fn absorb(&mut self, (page, secs): (pull::PageOutcome, f64), seen: &mut LinkSet) {
-        self.times.store += secs;
+/// What the writer did with the pages of one listing.
+#[derive(Debug, Default)]
+struct StoredPages {
+    secs: f64,
+    matched: u64,
+    matched_by: crate::domain::matching::MatchCounts,
+    conflicts: u64,
+}
+
+impl StoredPages {
+    fn absorb(&mut self, page: pull::PageOutcome, seen: &mut LinkSet) {
         self.matched += page.matched;
         self.matched_by += page.matched_by;
         self.conflicts += page.conflicts;
