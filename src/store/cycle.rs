@@ -265,7 +265,7 @@ impl Store {
         intent: Option<i64>,
         stamp: Stamp,
     ) -> Result<Option<bool>, StoreError> {
-        self.call_seq(move |c, seq| {
+        self.call_grouped(move |c, seq| {
             let op = match how {
                 LinkedBy::Created => links::LinkOp::Created,
                 LinkedBy::Found => links::LinkOp::Found,
@@ -294,7 +294,7 @@ impl Store {
         link_id: i64,
         contact_id: ContactId,
     ) -> Result<(), StoreError> {
-        self.call_seq(move |c, seq| links::drop_creating(c, seq, link_id, contact_id))
+        self.call_grouped(move |c, seq| links::drop_creating(c, seq, link_id, contact_id))
             .await
     }
 
@@ -599,7 +599,7 @@ impl Store {
         sent: Fields,
         now: i64,
     ) -> Result<CreateStart, StoreError> {
-        self.call(move |c| {
+        self.call_grouped(move |c, _| {
             if let Some(id) = links::begin_create(c, provider_id, contact_id, &sent, now)? {
                 return Ok(CreateStart::Begun(id));
             }
@@ -629,14 +629,12 @@ impl Store {
         intent: Option<i64>,
         stamp: Stamp,
     ) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            links::journal_write(&tx, link_id, op, &snapshot, tags.as_ref(), stamp)?;
-            links::update_link_snapshot(&tx, link_id, &snapshot, tags.as_ref(), stamp.at)?;
+        self.call_grouped(move |c, _| {
+            links::journal_write(c, link_id, op, &snapshot, tags.as_ref(), stamp)?;
+            links::update_link_snapshot(c, link_id, &snapshot, tags.as_ref(), stamp.at)?;
             if let Some(id) = intent {
-                intents::complete_intent(&tx, id)?;
+                intents::complete_intent(c, id)?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -670,7 +668,7 @@ impl Store {
 
     /// Closes an intent whose step is done or moot.
     pub async fn close_intent(&self, intent: i64) -> Result<(), StoreError> {
-        self.call(move |c| intents::complete_intent(c, intent))
+        self.call_grouped(move |c, _| intents::complete_intent(c, intent))
             .await
     }
 
@@ -684,11 +682,9 @@ impl Store {
         error: String,
         stamp: Stamp,
     ) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            intents::journal_failure(&tx, intent, dead, &error, stamp)?;
-            intents::fail_intent(&tx, intent, dead, next_attempt_at, &error, stamp.at)?;
-            tx.commit()?;
+        self.call_grouped(move |c, _| {
+            intents::journal_failure(c, intent, dead, &error, stamp)?;
+            intents::fail_intent(c, intent, dead, next_attempt_at, &error, stamp.at)?;
             Ok(())
         })
         .await

@@ -90,10 +90,11 @@ pub enum LinkOp {
 /// the journal says how (`how`; what the record filled in is a `linked` entry), and the
 /// record fills the contact's gaps. When `replan` is set the contact is planned
 /// again (the provider may differ from it). Returns `None` when another contact holds the
-/// record (a conflict, not linked), else whether the contact's gaps were filled.
+/// record (a conflict, not linked), else whether the contact's gaps were filled. One unit
+/// of work: the caller runs it in one transaction (or savepoint).
 #[allow(clippy::too_many_arguments)]
 pub fn finish_link(
-    conn: &mut Connection,
+    conn: &Connection,
     seq: &Seq,
     link_id: i64,
     contact_id: ContactId,
@@ -106,9 +107,9 @@ pub fn finish_link(
     stamp: Stamp,
 ) -> Result<Option<bool>, StoreError> {
     let now = stamp.at;
-    let tx = conn.transaction()?;
+    let tx = conn;
     if let Some(id) = intent {
-        super::intents::complete_intent(&tx, id)?;
+        super::intents::complete_intent(tx, id)?;
     }
     // Another link of this provider may already hold the remote id (a record the listing
     // linked to another contact): then this contact stays unlinked there.
@@ -128,7 +129,7 @@ pub fn finish_link(
         people.sort_unstable();
         people.dedup();
         super::items::record_conflict(
-            &tx,
+            tx,
             provider_id,
             super::items::ItemRecord {
                 remote_id,
@@ -140,15 +141,14 @@ pub fn finish_link(
             &people,
             now,
         )?;
-        tx.commit()?;
         return Ok(None);
     }
     tx.prepare_cached("UPDATE links SET remote_id = ?2, state = 'active', snapshot = ?3, tags = ?4, hash = 0, updated_at = ?5 WHERE id = ?1")?
         .execute(params![link_id, remote_id, fields_json(snapshot), tags.map(tags_json), now])?;
-    let fills = fill_gaps(&tx, contact_id, snapshot, tags, seq, now)?;
+    let fills = fill_gaps(tx, contact_id, snapshot, tags, seq, now)?;
     let entry = |kind, op, changes: &Changes| {
         journal::write(
-            &tx,
+            tx,
             stamp,
             NewEntry {
                 contact: contact_id,
@@ -176,9 +176,8 @@ pub fn finish_link(
     }
     let filled = fills.is_some();
     if replan && !filled {
-        contacts::bump(&tx, contact_id, seq.next())?;
+        contacts::bump(tx, contact_id, seq.next())?;
     }
-    tx.commit()?;
     Ok(Some(filled))
 }
 

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod contacts;
 pub mod cycle;
+mod group;
 pub mod intents;
 pub mod items;
 pub mod journal;
@@ -78,6 +79,9 @@ pub enum StoreError {
     /// The writer thread is gone.
     #[error("the store connection was closed")]
     Closed,
+    /// The transaction a unit of work was grouped in did not commit.
+    #[error("store error: the write was not committed: {0}")]
+    Commit(String),
 }
 
 impl From<tokio_rusqlite::Error<StoreError>> for StoreError {
@@ -312,6 +316,7 @@ pub struct Store {
     conn: tokio_rusqlite::Connection,
     path: PathBuf,
     seq: Seq,
+    group: std::sync::Arc<group::GroupQueue>,
     _lock: std::sync::Arc<SyncLock>,
 }
 
@@ -352,6 +357,7 @@ impl Store {
             seq: Seq(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
                 max_seq,
             ))),
+            group: std::sync::Arc::default(),
             _lock: std::sync::Arc::new(lock),
         })
     }
@@ -382,6 +388,28 @@ impl Store {
     {
         let seq = self.seq.clone();
         Ok(self.conn.call(move |c| f(c, &seq)).await?)
+    }
+
+    /// Runs `f` on the writer thread as one unit of a group commit (see [`group`]): in a
+    /// savepoint of a transaction shared with the units queued at the same time, answered
+    /// once that transaction committed. For the small, frequent units of the pushes.
+    pub(crate) async fn call_grouped<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Connection, &Seq) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (answer, schedule) = self.group.push(f);
+        if schedule {
+            let queue = std::sync::Arc::clone(&self.group);
+            let seq = self.seq.clone();
+            self.conn
+                .call(move |c| {
+                    queue.drain(c, &seq);
+                    Ok::<_, StoreError>(())
+                })
+                .await?;
+        }
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 }
 
