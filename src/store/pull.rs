@@ -508,9 +508,10 @@ fn read_held(
     // Key owners whose link here was looked up.
     let mut owners_seen = HashSet::new();
     let reviewing = any_keys_under_review(conn)?;
+    let merged_here = super::review::any_merged_record(conn, provider_id)?;
     for rec in records {
         let Some(link) = find_link(conn, provider_id, &rec.remote_id)? else {
-            if super::review::is_merged_record(conn, provider_id, &rec.remote_id)? {
+            if merged_here && super::review::is_merged_record(conn, provider_id, &rec.remote_id)? {
                 held.records.push(HeldRecord::Merged);
                 continue;
             }

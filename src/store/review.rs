@@ -389,6 +389,14 @@ pub fn decide(
     Ok(Decided::Written)
 }
 
+/// Whether any record of the provider was merged into another (`review merge`): when none
+/// was, a page skips [`is_merged_record`].
+pub fn any_merged_record(conn: &Connection, provider_id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM merged_records WHERE provider_id = ?1)")?
+        .query_row([provider_id], |r| r.get(0))?)
+}
+
 /// Whether a record was merged into another record of the same person there.
 pub fn is_merged_record(
     conn: &Connection,

@@ -1,5 +1,7 @@
-//! Pulling one provider: its listing page by page, in a pipeline (page N stored while
-//! page N+1 is probed and normalised and page N+2 fetched), one store transaction per page;
+//! Pulling one provider: its listing page by page, in a pipeline (the pages queued so far
+//! stored while the next is probed and normalised and the one after it fetched), each page
+//! applied whole in one store transaction (pages that queued up while the writer was busy
+//! share one);
 //! then the end of a complete listing (gone links, the delete guard, propagated deletes)
 //! and, for providers whose tags are read by listing them, the tags.
 
@@ -19,15 +21,15 @@ use std::time::Instant;
 const MAX_LISTING_RESTARTS: u32 = 2;
 
 /// Normalised pages waiting for the writer, at most.
-const PAGES_QUEUED: usize = 8;
+const PAGES_QUEUED: usize = 16;
 
 /// Records the writer applies in one transaction, about: the pages queued when it is free
 /// again, up to this many (a page is never split).
-const BATCH_RECORDS: usize = 500;
+const BATCH_RECORDS: usize = 1_000;
 
 impl<P: Provider> Engine<P> {
-    /// Pulls one provider: its whole listing, page by page (one store transaction per
-    /// page), then the end of the listing (gone links, propagated deletes) and its tags.
+    /// Pulls one provider: its whole listing, page by page (a store transaction per batch of
+    /// queued pages), then the end of the listing (gone links, propagated deletes) and its tags.
     pub(super) async fn pull_provider(
         &self,
         slot: &ProviderSlot<P>,
