@@ -61,6 +61,15 @@ impl GroupQueue {
         (rx, schedule)
     }
 
+    /// The writer is gone: every queued unit is dropped (its caller gets
+    /// [`StoreError::Closed`]) and the next unit schedules a drain again.
+    pub(super) fn abandon(&self) {
+        if let Ok(mut units) = self.units.lock() {
+            units.clear();
+        }
+        self.scheduled.store(false, Ordering::SeqCst);
+    }
+
     /// Runs every queued unit in one transaction, then answers them (on the writer
     /// thread).
     pub(super) fn drain(&self, conn: &mut Connection, seq: &Seq) {

@@ -402,12 +402,17 @@ impl Store {
         if schedule {
             let queue = std::sync::Arc::clone(&self.group);
             let seq = self.seq.clone();
-            self.conn
+            let drained = self
+                .conn
                 .call(move |c| {
                     queue.drain(c, &seq);
                     Ok::<_, StoreError>(())
                 })
-                .await?;
+                .await;
+            if let Err(e) = drained {
+                self.group.abandon();
+                return Err(e.into());
+            }
         }
         answer.await.map_err(|_| StoreError::Closed)?
     }
