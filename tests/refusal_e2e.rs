@@ -31,28 +31,9 @@ async fn unlisted_chatwoot_record(world: &World, body: Value) -> String {
 
 /// Someone types a new contact into MaiAgent.
 async fn maiagent_record(world: &World, name: &str, phone: &str, email: &str) {
-    let info = world.sim.info();
-    let r = reqwest::Client::builder()
-        .build()
-        .unwrap()
-        .post(format!(
-            "{}/api/contacts/",
-            info["maiagent"]["base_url"].as_str().unwrap()
-        ))
-        .header(
-            "Authorization",
-            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
-        )
-        .json(&json!({
-            "name": name,
-            "phoneNumber": phone,
-            "email": email,
-            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    world
+        .maiagent_record(json!({"name": name, "phoneNumber": phone, "email": email}))
+        .await;
 }
 
 fn chatwoot_writes(world: &World) -> u64 {

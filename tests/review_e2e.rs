@@ -38,30 +38,13 @@ fn tags_of(world: &World, contact: i64) -> std::collections::BTreeSet<String> {
 
 /// Someone types a MaiAgent contact with A's phone and B's email; returns its id.
 async fn mixed_up_record(world: &World, a: &Value, b: &Value) -> String {
-    let info = world.sim.info();
-    let r = reqwest::Client::builder()
-        .build()
-        .unwrap()
-        .post(format!(
-            "{}/api/contacts/",
-            info["maiagent"]["base_url"].as_str().unwrap()
-        ))
-        .header(
-            "Authorization",
-            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
-        )
-        .json(&json!({
+    world
+        .maiagent_record(json!({
             "name": "Mixed Up",
             "phoneNumber": text(a, "phone_number"),
             "email": text(b, "email"),
-            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
         }))
-        .send()
         .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let body: Value = r.json().await.unwrap();
-    text(&body, "id")
 }
 
 /// The open item about the mixed-up record, checked against the contract shape.
@@ -532,29 +515,9 @@ async fn merge_without_keep_keeps_the_person_known_longest() {
 
 /// Creates a MaiAgent record; returns its id.
 async fn maiagent_record(world: &World, name: &str, phone: &str, email: &str) -> String {
-    let info = world.sim.info();
-    let r = reqwest::Client::builder()
-        .build()
-        .unwrap()
-        .post(format!(
-            "{}/api/contacts/",
-            info["maiagent"]["base_url"].as_str().unwrap()
-        ))
-        .header(
-            "Authorization",
-            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
-        )
-        .json(&json!({
-            "name": name,
-            "phoneNumber": phone,
-            "email": email,
-            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
-        }))
-        .send()
+    world
+        .maiagent_record(json!({"name": name, "phoneNumber": phone, "email": email}))
         .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    text(&r.json::<Value>().await.unwrap(), "id")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,28 +27,9 @@ async fn chatwoot_contact(world: &World, body: Value) {
 }
 
 async fn maiagent_contact(world: &World, name: &str, phone: &str) -> String {
-    let info = world.sim.info();
-    let r = reqwest::Client::builder()
-        .build()
-        .unwrap()
-        .post(format!(
-            "{}/api/contacts/",
-            info["maiagent"]["base_url"].as_str().unwrap()
-        ))
-        .header(
-            "Authorization",
-            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
-        )
-        .json(&json!({
-            "name": name,
-            "phoneNumber": phone,
-            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
-        }))
-        .send()
+    world
+        .maiagent_record(json!({"name": name, "phoneNumber": phone}))
         .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    text(&r.json::<Value>().await.unwrap(), "id")
 }
 
 /// The contact a provider's record is linked to, read from the store file.

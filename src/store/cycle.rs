@@ -328,14 +328,10 @@ impl Store {
         owners: Arc<Mutex<FieldOwners>>,
         stamp: Stamp,
     ) -> Result<PageOutcome, StoreError> {
-        self.call_seq(move |c, seq| {
-            let mut owners = owners.lock().map_err(|_| StoreError::Closed)?;
-            let outcome =
-                pull::apply_page(c, seq, &mut owners, provider_id, order, &records, stamp)?;
-            crate::crash_point!("after-page-stored");
-            Ok(outcome)
-        })
-        .await
+        let mut outcomes = self
+            .store_pages(vec![records], provider_id, order, owners, stamp)
+            .await?;
+        Ok(outcomes.pop().unwrap_or_default())
     }
 
     /// Stores consecutive listed pages of one provider in one transaction (see

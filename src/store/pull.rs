@@ -190,26 +190,10 @@ fn resolve_conflict(
     Ok(())
 }
 
-/// Applies one page of normalised records from provider `provider_id` (config position
-/// `order`) in one transaction.
-pub fn apply_page(
-    conn: &mut Connection,
-    seq: &Seq,
-    owners: &mut FieldOwners,
-    provider_id: i64,
-    order: usize,
-    records: &[NormalizedRecord],
-    stamp: Stamp,
-) -> Result<PageOutcome, StoreError> {
-    let tx = conn.transaction()?;
-    let out = apply_page_in(&tx, seq, owners, provider_id, order, records, stamp)?;
-    tx.commit()?;
-    Ok(out)
-}
-
-/// Applies several consecutive pages of one listing in one transaction, each as
-/// [`apply_page`] would (a page sees what the pages before it wrote): a pull whose writer
-/// falls behind the listing commits once per batch instead of once per page.
+/// Applies consecutive pages of normalised records of one listing from provider
+/// `provider_id` (config position `order`) in one transaction, page by page (a page sees
+/// what the pages before it wrote): a pull whose writer falls behind the listing commits
+/// once per batch instead of once per page.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_pages(
     conn: &mut Connection,
@@ -237,7 +221,7 @@ pub fn apply_pages(
     Ok(out)
 }
 
-/// [`apply_page`] inside the caller's transaction.
+/// One page of [`apply_pages`], inside the caller's transaction.
 fn apply_page_in(
     tx: &Connection,
     seq: &Seq,

@@ -21,7 +21,7 @@ use std::time::Instant;
 const MAX_LISTING_RESTARTS: u32 = 2;
 
 /// Normalised pages waiting for the writer, at most.
-const PAGES_QUEUED: usize = 16;
+const PAGES_QUEUED: usize = 8;
 
 /// Records the writer applies in one transaction, about: the pages queued when it is free
 /// again, up to this many (a page is never split).

@@ -374,6 +374,34 @@ impl World {
             .collect()
     }
 
+    /// Someone types a contact into MaiAgent (`fields`: `name`, `phoneNumber`, `email`, …,
+    /// as its API takes them); returns the new record's id.
+    pub async fn maiagent_record(&self, fields: Value) -> String {
+        let info = self.sim.info();
+        let mut body = fields;
+        body["inboxes"] = serde_json::json!([{"id": info["maiagent"]["inbox_id"]}]);
+        let r = reqwest::Client::builder()
+            .build()
+            .unwrap()
+            .post(format!(
+                "{}/api/contacts/",
+                info["maiagent"]["base_url"].as_str().unwrap()
+            ))
+            .header(
+                "Authorization",
+                format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer = r.text().await.unwrap();
+        assert_eq!(status, 201, "{answer}");
+        let created: Value = serde_json::from_str(&answer).unwrap();
+        text(&created, "id")
+    }
+
     /// The store file.
     #[allow(clippy::used_underscore_binding)]
     pub fn store_path(&self) -> PathBuf {
