@@ -85,13 +85,10 @@ impl GroupQueue {
         let mut tx = match conn.transaction() {
             Ok(tx) => tx,
             Err(e) => {
-                let why = e.to_string();
-                // Each unit still runs (and fails) on its own: `savepoint` outside a
-                // transaction would commit, so answer them all with the failure instead.
-                for unit in units {
-                    drop(unit);
-                }
-                tracing::error!("the store could not begin a transaction: {why}");
+                // Not run: a savepoint outside a transaction would commit on its own.
+                // Dropping the units answers their callers with `StoreError::Closed`.
+                drop(units);
+                tracing::error!("the store could not begin a transaction: {e}");
                 return;
             }
         };

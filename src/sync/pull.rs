@@ -100,18 +100,9 @@ impl<P: Provider> Engine<P> {
                 let fetching = listing.next(next.as_deref());
                 let working = async {
                     let probing = Instant::now();
-                    let changed = if probe {
-                        self.unchanged_filter(page.records, provider_id, &mut seen)
-                            .await?
-                    } else {
-                        page.records
-                            .into_iter()
-                            .map(|r| {
-                                let hash = listed_hash(&r, self.region_salt);
-                                (r, hash)
-                            })
-                            .collect()
-                    };
+                    let changed = self
+                        .unchanged_filter(page.records, provider_id, probe, &mut seen)
+                        .await?;
                     let probe_secs = probing.elapsed().as_secs_f64();
                     let normalized = self.normalizer.normalize(changed, self.region).await;
                     Ok::<_, StoreError>((probe_secs, normalized))
@@ -201,13 +192,25 @@ impl<P: Provider> Engine<P> {
 
     /// Sorts a listed page: records whose content hash equals the one their active link
     /// keeps need nothing at all (not even normalising) and only go into `seen`; the
-    /// others come back with their hash, to be normalised and applied.
+    /// others come back with their hash, to be normalised and applied. Without `probe`
+    /// (the provider has no active link) every record comes back, and the store is not
+    /// asked.
     async fn unchanged_filter(
         &self,
         records: Vec<RemoteRecord>,
         provider_id: i64,
+        probe: bool,
         seen: &mut LinkSet,
     ) -> Result<Vec<(RemoteRecord, i64)>, StoreError> {
+        if !probe {
+            return Ok(records
+                .into_iter()
+                .map(|r| {
+                    let hash = listed_hash(&r, self.region_salt);
+                    (r, hash)
+                })
+                .collect());
+        }
         let listed: Vec<(String, i64)> = records
             .iter()
             .map(|r| (r.remote_id.clone(), listed_hash(r, self.region_salt)))

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
 
 use super::validation::{Mode, python_type};
-use super::{Contact, Inboxes, Shared, State, new_uuid, not_found_detail, now_ms};
+use super::{Contact, Inboxes, Shared, State, not_found_detail, now_ms};
 use crate::simulator::http::{Reject, Reply, detail, respond};
 
 /// Parse a JSON object body the way DRF's `JSONParser` plus a serializer would.
@@ -43,21 +43,11 @@ pub(super) async fn create(extract::State(st): Shared, body: Bytes) -> Reply {
         .inboxes
         .take()
         .unwrap_or_else(|| vec![inner.default_inbox]);
-    let slot = inner.insert(Contact {
-        id: new_uuid(),
-        inboxes: Inboxes::from_vec(inboxes),
-        name: ch.name.take().unwrap_or_default(),
-        phone: None,
-        phone_is_number: false,
-        email: None,
-        source_id: None,
-        avatar: None,
-        query_metadata: None,
-        mcp_credentials: None,
-        created_at: now,
-        updated_at: now,
-        has_conversations: false,
-    });
+    let slot = inner.insert(Contact::new(
+        Inboxes::from_vec(inboxes),
+        ch.name.take().unwrap_or_default(),
+        now,
+    ));
     inner.apply(slot, ch, now);
     if let Some(c) = inner.contact_mut(slot) {
         c.updated_at = now;

@@ -135,6 +135,27 @@ struct Contact {
     has_conversations: bool,
 }
 
+impl Contact {
+    /// A contact as the API creates it: a new id, its inboxes and name, nothing else.
+    fn new(inboxes: Inboxes, name: Box<str>, now: u64) -> Self {
+        Contact {
+            id: new_uuid(),
+            inboxes,
+            name,
+            phone: None,
+            phone_is_number: false,
+            email: None,
+            source_id: None,
+            avatar: None,
+            query_metadata: None,
+            mcp_credentials: None,
+            created_at: now,
+            updated_at: now,
+            has_conversations: false,
+        }
+    }
+}
+
 struct Inner {
     inboxes: Vec<Inbox>,
     inbox_by_id: HashMap<u128, u32>,
@@ -200,19 +221,11 @@ impl State {
                 .filter(|e| !e.trim().is_empty())
                 .map(String::into_boxed_str);
             inner.insert(Contact {
-                id: new_uuid(),
-                inboxes: Inboxes::One(inbox),
-                name: name.into_boxed_str(),
                 phone,
                 phone_is_number,
                 email,
-                source_id: None,
-                avatar: None,
-                query_metadata: None,
-                mcp_credentials: None,
-                created_at: now,
-                updated_at: now,
                 has_conversations: p.index % CONVERSATIONS_EVERY == CONVERSATIONS_EVERY - 1,
+                ..Contact::new(Inboxes::One(inbox), name.into_boxed_str(), now)
             });
         }
     }
@@ -226,20 +239,10 @@ impl State {
         let inbox = inner.default_inbox;
         let now = now_ms();
         for c in &cases.lids {
+            let name = display_name(&c.first_name, &c.last_name).into_boxed_str();
             inner.insert(Contact {
-                id: new_uuid(),
-                inboxes: Inboxes::One(inbox),
-                name: display_name(&c.first_name, &c.last_name).into_boxed_str(),
                 phone: Some(c.id().into_boxed_str()),
-                phone_is_number: false,
-                email: None,
-                source_id: None,
-                avatar: None,
-                query_metadata: None,
-                mcp_credentials: None,
-                created_at: now,
-                updated_at: now,
-                has_conversations: false,
+                ..Contact::new(Inboxes::One(inbox), name, now)
             });
         }
     }
