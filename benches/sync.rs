@@ -64,8 +64,8 @@ fn main() {
 // Child: the engine
 
 fn runtime() -> tokio::runtime::Runtime {
-    // The same runtime `contact-sync --sync-now` builds.
-    tokio::runtime::Builder::new_multi_thread()
+    // The same runtime `contact-sync --sync-now` builds (`app::runtime`: one thread).
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()

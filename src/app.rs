@@ -245,8 +245,13 @@ pub fn render_status(report: &store::status::StatusReport) -> String {
     out
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The async runtime of every command: one thread. The engine's heavy work already has
+/// its own threads (the store's writer, the normaliser), and what runs on the runtime is
+/// mostly waiting on sockets; a multi-thread runtime only added cross-thread wake-ups
+/// for every request and a malloc arena per worker (four-provider import of 100k in the
+/// bench: 65.5 -> 58.5 s, peak RSS 62.8 -> 61.2 MiB; BENCHMARKS.md).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {

@@ -33,15 +33,9 @@ pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// stop; 1 when the store cannot be opened, e.g. another process holds its lock, or the
 /// endpoint cannot bind; 2 when a schedule cannot be scheduled).
 pub fn run<P: Provider + 'static>(settings: &Settings, slots: Vec<ProviderSlot<P>>) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::app::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_FAILED;
-        }
+        Err(code) => return code,
     };
     let code = rt.block_on(serve(settings, slots));
     // Work abandoned after shutdown_timeout must not hold the exit up.
