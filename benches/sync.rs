@@ -976,7 +976,7 @@ fn run_four(results: &mut Results, size: u64, runs: usize, dir: &Path, http: &Ht
 /// 6,000) over `BENCH_RATELIMIT_PEOPLE` people (default 5,000), the client learning the
 /// limits (no `requests_per_second`). Per provider: requests, the share answered 429, and
 /// the rate it was answered at while busy (first to last request) against the allowed
-/// rate. Returns the table.
+/// rate, and the same minute by minute. Returns the tables.
 fn run_ratelimit(results: &mut Results, dir: &Path, http: &Http) -> String {
     let people: u64 = std::env::var("BENCH_RATELIMIT_PEOPLE")
         .ok()
@@ -1003,8 +1003,10 @@ fn run_ratelimit(results: &mut Results, dir: &Path, http: &Http) -> String {
     std::fs::write(&config, config_for(&info, &store, KeyStyle::Literal)).unwrap();
     let mut engine = start_engine(&config);
     http.reset_logs(&info);
+    let sampler = MinuteSampler::start(&info);
     let import = engine.ask("cycle");
     let counters = http.rate_counters(&info);
+    let minutes = sampler.finish(&counters);
     engine.stop();
     drop(sim);
     let secs = import["secs"].as_f64().unwrap();
@@ -1026,11 +1028,41 @@ fn run_ratelimit(results: &mut Results, dir: &Path, http: &Http) -> String {
         fmt_num(people as f64),
         secs
     );
+    let mut by_minute = String::from(
+        "\nAnswered requests per minute of the import, as a share of the allowed rate \
+         (minutes counted from the start of the import; the last one is partial):\n\n\
+         | provider | minutes at >= 90% / with requests | per minute |\n|---|---|---|\n",
+    );
     for (kind, (requests, throttled, first, last)) in &counters {
         let entry = PROVIDERS.iter().find(|e| e.kind == kind).unwrap();
         let allowed = (entry.rate_limits)(&settings)
             .first()
             .map_or(0.0, |l| settings.per_second(l.per_minute));
+        let shares: Vec<f64> = minutes
+            .get(kind)
+            .map(|m| {
+                m.iter()
+                    .map(|(answered, secs)| *answered as f64 / (allowed * secs).max(1e-9))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let busy_minutes = shares.iter().filter(|s| **s > 0.0).count();
+        let full = shares.iter().filter(|s| **s >= 0.9).count();
+        let series: Vec<String> = shares
+            .iter()
+            .map(|s| format!("{:.0}%", s * 100.0))
+            .collect();
+        let _ = writeln!(
+            by_minute,
+            "| {kind} | {full} / {busy_minutes} | {} |",
+            series.join(" ")
+        );
+        results.add(
+            people,
+            "ratelimit",
+            &format!("{kind}.minutes_at_90"),
+            full as f64,
+        );
         let busy = last.saturating_sub(*first) as f64 / 1000.0;
         let answered = (requests - throttled) as f64 / busy.max(1e-3);
         let share = *throttled as f64 / (*requests).max(1) as f64;
@@ -1057,9 +1089,72 @@ fn run_ratelimit(results: &mut Results, dir: &Path, http: &Http) -> String {
         );
         results.add(people, "ratelimit", &format!("{kind}.utilisation"), used);
     }
+    out.push_str(&by_minute);
     let _ = std::fs::remove_dir_all(&rdir);
     eprintln!("{out}");
     out
+}
+
+/// Reads the simulators' counters once a minute from the start of an import, on its own
+/// thread, so that each provider's answered rate can be shown minute by minute (whether a
+/// provider was paced below its limit or had no work left for part of the import).
+struct MinuteSampler {
+    /// Dropped (or sent to) when the import ended.
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Vec<(f64, BTreeMap<String, (u64, u64, u64, u64)>)>>,
+    started: Instant,
+}
+
+impl MinuteSampler {
+    fn start(info: &Value) -> MinuteSampler {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let started = Instant::now();
+        let info = info.clone();
+        let thread = std::thread::spawn(move || {
+            let http = Http::new();
+            let mut samples = Vec::new();
+            loop {
+                samples.push((started.elapsed().as_secs_f64(), http.rate_counters(&info)));
+                let next = Duration::from_secs(60 * samples.len() as u64);
+                let wait = next.saturating_sub(started.elapsed());
+                if !matches!(
+                    stopped.recv_timeout(wait),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    return samples;
+                }
+            }
+        });
+        MinuteSampler {
+            stop,
+            thread,
+            started,
+        }
+    }
+
+    /// Per provider, `(answered, seconds)` of each minute (the last one up to `last`, the
+    /// counters read when the import ended).
+    fn finish(
+        self,
+        last: &BTreeMap<String, (u64, u64, u64, u64)>,
+    ) -> BTreeMap<String, Vec<(u64, f64)>> {
+        let ended = self.started.elapsed().as_secs_f64();
+        let _ = self.stop.send(());
+        let mut samples = self.thread.join().unwrap();
+        samples.push((ended, last.clone()));
+        let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+        for pair in samples.windows(2) {
+            let ((t0, a), (t1, b)) = (&pair[0], &pair[1]);
+            for (kind, (req1, thr1, _, _)) in b {
+                let (req0, thr0) = a.get(kind).map_or((0, 0), |c| (c.0, c.1));
+                let answered = (req1 - thr1).saturating_sub(req0 - thr0);
+                out.entry(kind.clone())
+                    .or_default()
+                    .push((answered, (t1 - t0).max(1e-3)));
+            }
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------
