@@ -307,6 +307,16 @@ fn dockerfile_runs_non_root_with_the_store_volume_and_the_healthcheck() {
     let dockerfile = read("deploy/docker/Dockerfile");
     assert!(dockerfile.contains("FROM rust:1.95-bookworm AS builder"));
     assert!(dockerfile.contains("cargo build --release --locked"));
+    // The image is built with the checkout's build settings (the bundled SQLite's
+    // compile-time options), before the dependencies are, and they are in the context.
+    let copy_cargo = dockerfile.find("COPY .cargo .cargo").expect("COPY .cargo");
+    assert!(copy_cargo < dockerfile.find("cargo build").unwrap());
+    assert!(repo().join(".cargo/config.toml").is_file());
+    assert!(
+        read("deploy/docker/Dockerfile.dockerignore")
+            .lines()
+            .any(|l| l.trim() == "!.cargo/")
+    );
     let stage = runtime_stage(&dockerfile);
     let has =
         |prefix: &str| -> Vec<&String> { stage.iter().filter(|l| l.starts_with(prefix)).collect() };
