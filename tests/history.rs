@@ -346,28 +346,13 @@ async fn undoing_an_import_with_delete_created_deletes_what_it_created_where_it_
 /// Someone types a MaiAgent contact with `a`'s phone and `b`'s email: a record whose keys
 /// name two people (a review item).
 async fn mixed_up_record(world: &World, a: &Value, b: &Value) {
-    let info = world.sim.info();
-    let r = reqwest::Client::builder()
-        .build()
-        .unwrap()
-        .post(format!(
-            "{}/api/contacts/",
-            info["maiagent"]["base_url"].as_str().unwrap()
-        ))
-        .header(
-            "Authorization",
-            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
-        )
-        .json(&json!({
+    world
+        .maiagent_record(json!({
             "name": "Mixed Up",
             "phoneNumber": text(a, "phone_number"),
             "email": text(b, "email"),
-            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
         }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -319,25 +319,9 @@ async fn a_first_dry_run_reports_matches_and_items_before_any_write() {
         .await
         .unwrap();
     assert!(response.status().is_success());
-    let info = world.sim.info();
-    let response = http
-        .post(format!(
-            "{}/api/contacts/",
-            info["maiagent"]["base_url"].as_str().unwrap()
-        ))
-        .header(
-            "Authorization",
-            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
-        )
-        .json(&json!({
-            "name": "Lucía Pereyra",
-            "phoneNumber": "+54 11 2345-6789",
-            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
+    world
+        .maiagent_record(json!({"name": "Lucía Pereyra", "phoneNumber": "+54 11 2345-6789"}))
+        .await;
 
     let writes = world.writes();
     let out = world.run(&["--sync-now", "--dry-run", "--json"]).await;

@@ -423,27 +423,13 @@ async fn a_record_claiming_two_people_is_held_as_a_conflict_not_merged() {
     let (a, b) = (&people[0], &people[1]);
     let contacts_before = world.status().await["contacts"].clone();
     // Someone types a new MaiAgent contact with A's phone and B's email.
-    let info = world.sim.info();
-    let http = reqwest::Client::builder().build().unwrap();
-    let r = http
-        .post(format!(
-            "{}/api/contacts/",
-            info["maiagent"]["base_url"].as_str().unwrap()
-        ))
-        .header(
-            "Authorization",
-            format!("Api-Key {}", info["maiagent"]["api_key"].as_str().unwrap()),
-        )
-        .json(&json!({
+    world
+        .maiagent_record(json!({
             "name": "Mixed Up",
             "phoneNumber": text(a, "phone_number"),
             "email": text(b, "email"),
-            "inboxes": [{"id": info["maiagent"]["inbox_id"]}],
         }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+        .await;
     let out = world.sync().await;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let status = world.status().await;
