@@ -35,6 +35,12 @@
 //!   line between decreases), or of the floor if that is higher: when the floor held the
 //!   rate up against a lower measurement, the rate is back where it was within
 //!   `1 / INCREASE_SHARE` seconds of sending. Never above the ceiling.
+//! - **Near the limit it learnt** (within [`NEAR_LIMIT`] of the rate that met the last
+//!   429, as TCP CUBIC keeps the window of its last loss) the increase is [`NEAR_LIMIT_SLOWDOWN`] times
+//!   as steep: the rate climbs back quickly to just under the limit, then creeps across
+//!   it, so a short window is overshot (and answered 429) a few times less often and
+//!   more of the time is spent close to the limit. Past the band it climbs at full speed
+//!   again: a limit that was raised is still found.
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
 use std::fmt;
@@ -51,6 +57,11 @@ pub const FLOOR_SHARE: f64 = 0.5;
 /// The additive increase, per second of sending: this share of the measured rate (or of
 /// the floor of the last decrease, if higher).
 pub const INCREASE_SHARE: f64 = 0.02;
+/// The band around the learnt limit (as a share of it, either side) where the increase
+/// is slower.
+pub const NEAR_LIMIT: f64 = 0.05;
+/// How much slower the increase is in that band.
+pub const NEAR_LIMIT_SLOWDOWN: f64 = 0.1;
 /// The slowest rate a decrease goes to, requests a second.
 pub const MIN_RATE: f64 = 0.2;
 /// At most one decrease in this long (429s in a burst are one signal).
@@ -87,6 +98,10 @@ pub struct Aimd {
     /// What the provider answered at the last decrease or its refinement: the additive
     /// increase is a share of it (or of the floor, if higher).
     increase_basis: f64,
+    /// The limit learnt: the rate in force when the last decrease came (the first time,
+    /// unpaced, what the provider answered until the wait was over); `None` before the
+    /// first 429. Near it the increase is slower.
+    learnt: Option<f64>,
     /// The measurement: answers, and the busy time they took, since it started.
     answered: u64,
     busy: Duration,
@@ -119,6 +134,7 @@ impl Aimd {
             last_decrease: None,
             floor: None,
             increase_basis: 0.0,
+            learnt: None,
             answered: 0,
             busy: Duration::ZERO,
             mark: None,
@@ -258,6 +274,7 @@ impl Aimd {
                 let rate = self.rate.map_or(allowed * BETA, |r| r.min(allowed * BETA));
                 self.rate = Some(self.bounded(rate));
                 self.increase_basis = allowed;
+                self.learnt = self.learnt.or(Some(allowed));
             }
             self.restart(now);
             waited = false;
@@ -271,7 +288,13 @@ impl Aimd {
             let basis = self
                 .floor
                 .map_or(self.increase_basis, |f| f.max(self.increase_basis));
-            let step = INCREASE_SHARE * basis / rate.max(MIN_RATE);
+            let mut step = INCREASE_SHARE * basis / rate.max(MIN_RATE);
+            if self
+                .learnt
+                .is_some_and(|l| (rate - l).abs() <= NEAR_LIMIT * l)
+            {
+                step *= NEAR_LIMIT_SLOWDOWN;
+            }
             self.rate = Some(self.cap(rate + step));
         }
     }
@@ -308,6 +331,7 @@ impl Aimd {
         self.floor = before.map(|r| r * FLOOR_SHARE);
         let basis = before.map_or(measured, |r| r.min(measured));
         self.increase_basis = basis;
+        self.learnt = before;
         self.rate = Some(self.bounded(BETA * basis));
         self.last_decrease = Some(now);
         self.decreases += 1;
@@ -983,6 +1007,50 @@ mod tests {
         eprintln!("share {share} used {used} rate {:?}", ctl.rate());
         assert!(share <= 0.01, "429 share {share}");
         assert!(used >= 0.9, "utilisation {used}");
+    }
+
+    #[test]
+    fn near_the_limit_it_learnt_the_rate_creeps_and_past_it_climbs_again() {
+        // 100 answered in 5 s, then a 429; answered again at 5 s: 20 a second is the
+        // limit learnt, and the rate starts at BETA times it.
+        let t0 = Instant::now();
+        let mut ctl = Aimd::new(None, PROBE);
+        for i in 0..100 {
+            serve(
+                &mut ctl,
+                t0 + Duration::from_millis(i * 50),
+                Duration::from_millis(50),
+            );
+        }
+        let t = t0 + Duration::from_secs(5);
+        ctl.sent(t);
+        ctl.throttled(t, None);
+        ctl.sent(t);
+        ctl.answered(t, t, false);
+        let start = ctl.rate().unwrap();
+        assert!((start - BETA * 20.0).abs() < 0.2, "{start}");
+        // Answers that waited, until the rate reaches `target`: how many it took.
+        let mut answers_until = |target: f64| {
+            let mut n = 0u32;
+            while ctl.rate().unwrap() < target {
+                ctl.answered(t, t, true);
+                n += 1;
+            }
+            n
+        };
+        let below = answers_until(19.0);
+        let near = answers_until(20.0);
+        let above = answers_until(22.0);
+        // Per unit of rate: 1.0 below the band, 1.0 in it, 1.0 past it (22 - 21).
+        assert!(
+            near >= 5 * below,
+            "near the limit it creeps: {below} answers for 18 -> 19, {near} for 19 -> 20"
+        );
+        assert!(
+            above < near * 3 / 2,
+            "past the band it climbs at full speed again: {above} answers for 20 -> 22 \
+             (of which 21 -> 22 out of the band), {near} for 19 -> 20"
+        );
     }
 
     #[test]
