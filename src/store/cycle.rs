@@ -306,14 +306,17 @@ impl Store {
 
     /// Which of the `listed` records (remote id, listed hash) are unchanged since their
     /// active link's snapshot: their link ids (`None` for the others).
+    /// `cursor` is the listing's probe cursor ([`pull::ProbeCursor`]), moved along.
     pub async fn unchanged_links(
         &self,
         provider_id: i64,
         listed: Vec<(String, i64)>,
-    ) -> Result<(Vec<(String, i64)>, Vec<Option<i64>>), StoreError> {
+        cursor: pull::ProbeCursor,
+    ) -> Result<(Vec<(String, i64)>, Vec<Option<i64>>, pull::ProbeCursor), StoreError> {
         self.call(move |c| {
-            let unchanged = pull::unchanged_links(c, provider_id, &listed)?;
-            Ok((listed, unchanged))
+            let mut cursor = cursor;
+            let unchanged = pull::unchanged_links(c, provider_id, &listed, &mut cursor)?;
+            Ok((listed, unchanged, cursor))
         })
         .await
     }

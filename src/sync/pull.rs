@@ -62,7 +62,11 @@ impl<P: Provider> Engine<P> {
         let mut stored_seen = LinkSet::new();
         // A provider without active links (its first import) has no unchanged record:
         // the pages go to the writer without a probe each.
-        let probe = self.store.any_active_link(provider_id).await?;
+        let mut probe = self
+            .store
+            .any_active_link(provider_id)
+            .await?
+            .then(pull::ProbeCursor::default);
         let listing_pages = async {
             let queue = queue;
             let mut listing = listing::Listing::new(&slot.client);
@@ -101,7 +105,7 @@ impl<P: Provider> Engine<P> {
                 let working = async {
                     let probing = Instant::now();
                     let changed = self
-                        .unchanged_filter(page.records, provider_id, probe, &mut seen)
+                        .unchanged_filter(page.records, provider_id, &mut probe, &mut seen)
                         .await?;
                     let probe_secs = probing.elapsed().as_secs_f64();
                     let normalized = self.normalizer.normalize(changed, self.region).await;
@@ -194,15 +198,15 @@ impl<P: Provider> Engine<P> {
     /// keeps need nothing at all (not even normalising) and only go into `seen`; the
     /// others come back with their hash, to be normalised and applied. Without `probe`
     /// (the provider has no active link) every record comes back, and the store is not
-    /// asked.
+    /// asked; with it, it is the listing's probe cursor, moved along.
     async fn unchanged_filter(
         &self,
         records: Vec<RemoteRecord>,
         provider_id: i64,
-        probe: bool,
+        probe: &mut Option<pull::ProbeCursor>,
         seen: &mut LinkSet,
     ) -> Result<Vec<(RemoteRecord, i64)>, StoreError> {
-        if !probe {
+        let Some(cursor) = probe.as_mut() else {
             return Ok(records
                 .into_iter()
                 .map(|r| {
@@ -210,12 +214,16 @@ impl<P: Provider> Engine<P> {
                     (r, hash)
                 })
                 .collect());
-        }
+        };
         let listed: Vec<(String, i64)> = records
             .iter()
             .map(|r| (r.remote_id.clone(), listed_hash(r, self.region_salt)))
             .collect();
-        let (listed, unchanged) = self.store.unchanged_links(provider_id, listed).await?;
+        let (listed, unchanged, moved) = self
+            .store
+            .unchanged_links(provider_id, listed, std::mem::take(cursor))
+            .await?;
+        *cursor = moved;
         let mut changed = Vec::new();
         for ((record, (_, hash)), link) in records.into_iter().zip(listed).zip(unchanged) {
             match link {
