@@ -149,6 +149,15 @@ impl<P: Provider> Engine<P> {
             Ok::<_, PullFailure>(tally)
         };
         let (listed, stored) = tokio::join!(listing_pages, storing_pages);
+        if let Some(cursor) = &probe {
+            let (ranged, looked_up) = cursor.counts();
+            tracing::debug!(
+                provider = %name,
+                ranged,
+                looked_up,
+                "unchanged-probe: listed records found in ranges of links, and looked up one by one"
+            );
+        }
         let stored = stored?;
         listed?;
         out.times.store += stored.secs;
@@ -215,9 +224,14 @@ impl<P: Provider> Engine<P> {
                 })
                 .collect());
         };
+        // The remote ids go to the writer and come back (moved, not copied).
+        let mut records = records;
         let listed: Vec<(String, i64)> = records
-            .iter()
-            .map(|r| (r.remote_id.clone(), listed_hash(r, self.region_salt)))
+            .iter_mut()
+            .map(|r| {
+                let hash = listed_hash(r, self.region_salt);
+                (std::mem::take(&mut r.remote_id), hash)
+            })
             .collect();
         let (listed, unchanged, moved) = self
             .store
@@ -225,10 +239,15 @@ impl<P: Provider> Engine<P> {
             .await?;
         *cursor = moved;
         let mut changed = Vec::new();
-        for ((record, (_, hash)), link) in records.into_iter().zip(listed).zip(unchanged) {
+        for ((mut record, (remote_id, hash)), link) in
+            records.into_iter().zip(listed).zip(unchanged)
+        {
             match link {
                 Some(link_id) => seen.insert(link_id),
-                None => changed.push((record, hash)),
+                None => {
+                    record.remote_id = remote_id;
+                    changed.push((record, hash));
+                }
             }
         }
         Ok(changed)
